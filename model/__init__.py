@@ -1,0 +1,1 @@
+"""Recurrent language models (LSTM family) written from the gate equations."""

@@ -1,0 +1,133 @@
+"""model.json: the description of an exported model that serving reads.
+
+Pure standard library on purpose: the service imports this, and the
+serving install has no torch. Export writes the card; the service checks
+it against the ONNX file before loading.
+
+    {
+      "format": "lstm-service-model/1",
+      "name": "shakespeare-lstm",
+      "cell": "lstm", "has_cell_state": true,
+      "vocab": {"kind": "bytes", "size": 256},
+      "embed_size": 64, "hidden_size": 512, "layers": 3,
+      "opset": 17,
+      "inputs":  [{"name": "tokens", "dtype": "int64",   "shape": ["batch", "time"]},
+                  {"name": "h0",     "dtype": "float32", "shape": [3, "batch", 512]},
+                  {"name": "c0",     "dtype": "float32", "shape": [3, "batch", 512]}],
+      "outputs": [{"name": "logits", "dtype": "float32", "shape": ["batch", "time", 256]},
+                  {"name": "hn", ...}, {"name": "cn", ...}],
+      "precisions": {
+        "fp32": {"file": "model.onnx", "sha256": "...", "bytes": 123,
+                 "validation_loss": 1.43, "validation_bits_per_byte": 2.06},
+        "int8": {"file": "model.int8.onnx", ...}
+      },
+      "validation": {"data": "tinyshakespeare.txt", "fraction": 0.1, "measured_with": "onnxruntime"},
+      "training": {...}
+    }
+
+GRU and RNN models have no ``c0``/``cn`` and ``has_cell_state`` false.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List
+
+FORMAT = "lstm-service-model/1"
+CARD_FILE = "model.json"
+VOCAB_KINDS = ("bytes",)
+
+
+class ModelCardError(Exception):
+    """model.json is missing, malformed or does not match its ONNX file."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    directory: Path
+    name: str
+    cell: str
+    has_cell_state: bool
+    vocab_kind: str
+    vocab_size: int
+    embed_size: int
+    hidden_size: int
+    layers: int
+    opset: int
+    inputs: List[Dict[str, Any]]
+    outputs: List[Dict[str, Any]]
+    precisions: Dict[str, Dict[str, Any]]
+    raw: Dict[str, Any] = field(repr=False, default_factory=dict)
+
+    @property
+    def state_names(self) -> List[str]:
+        """Names of the state inputs, in order: h0 (and c0 for cells with a cell state)."""
+        return ["h0", "c0"] if self.has_cell_state else ["h0"]
+
+    def onnx_path(self, precision: str = "fp32") -> Path:
+        if precision not in self.precisions:
+            raise ModelCardError(
+                f"model {self.name!r} has no {precision!r} file; it has: {', '.join(sorted(self.precisions))}"
+            )
+        return self.directory / self.precisions[precision]["file"]
+
+    def verify(self, precision: str = "fp32") -> Path:
+        """The ONNX path for ``precision``, after checking it exists and its sha256 matches."""
+        path = self.onnx_path(precision)
+        if not path.is_file():
+            raise ModelCardError(f"{path} is named in {CARD_FILE} but does not exist")
+        expected = self.precisions[precision].get("sha256")
+        actual = sha256_of(path)
+        if expected != actual:
+            raise ModelCardError(f"{path} has sha256 {actual}, but {CARD_FILE} says {expected}")
+        return path
+
+
+def load_card(directory: Path) -> ModelCard:
+    directory = Path(directory)
+    path = directory / CARD_FILE
+    if not path.is_file():
+        raise ModelCardError(f"{directory} is not a model directory: {CARD_FILE} is missing")
+    try:
+        raw = json.loads(path.read_text())
+        if raw.get("format") != FORMAT:
+            raise ModelCardError(f"{path}: format is {raw.get('format')!r}, expected {FORMAT!r}")
+        vocab = raw["vocab"]
+        if vocab["kind"] not in VOCAB_KINDS:
+            raise ModelCardError(f"{path}: vocab kind {vocab['kind']!r} is not one of {VOCAB_KINDS}")
+        return ModelCard(
+            directory=directory,
+            name=str(raw["name"]),
+            cell=str(raw["cell"]),
+            has_cell_state=bool(raw["has_cell_state"]),
+            vocab_kind=str(vocab["kind"]),
+            vocab_size=int(vocab["size"]),
+            embed_size=int(raw["embed_size"]),
+            hidden_size=int(raw["hidden_size"]),
+            layers=int(raw["layers"]),
+            opset=int(raw["opset"]),
+            inputs=list(raw["inputs"]),
+            outputs=list(raw["outputs"]),
+            precisions=dict(raw["precisions"]),
+            raw=raw,
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        if isinstance(exc, ModelCardError):
+            raise
+        raise ModelCardError(f"{path} is malformed: {exc!r}") from exc
+
+
+def write_card(directory: Path, card: Dict[str, Any]) -> Path:
+    path = Path(directory) / CARD_FILE
+    path.write_text(json.dumps({"format": FORMAT, **card}, indent=2) + "\n")
+    return path
