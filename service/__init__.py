@@ -1,0 +1,1 @@
+"""Stateful gRPC serving of the exported recurrent language model (no torch here)."""
