@@ -1,0 +1,47 @@
+# Every target installs what it needs into .venv first, so each works on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+# torch is pinned to the CPU wheel on purpose: a looser request pulls a multi-GB CUDA build.
+TORCH  := torch==2.13.0
+MODEL  ?= models/shakespeare
+DATA   ?= ../shared/data/tinyshakespeare.txt
+
+.PHONY: serve test train export proto bench system-deps clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+# Serving install: no torch, no onnx (pip install . without extras).
+$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e .
+	touch $@
+
+$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q $(TORCH)
+	$(BIN)/pip install -q -e '.[train,dev,bench]'
+	touch $@ $(VENV)/.serve-installed
+
+serve: $(VENV)/.serve-installed
+	$(BIN)/python -m service --model $(MODEL)
+
+test: $(VENV)/.dev-installed system-deps
+	$(BIN)/python -m pytest -q
+
+# nginx for the deployment tests (Debian packages; needs root).
+system-deps:
+	@command -v nginx >/dev/null || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; }
+
+train: $(VENV)/.dev-installed
+	$(BIN)/python -m model.train --data $(DATA) --out runs/shakespeare --cell lstm --layers 3 \
+	  --hidden 512 --embed 64 --dropout 0.2 --batch-size 64 --seq-len 128 --epochs 40 \
+	  --time-limit 85 --lr 2e-3 --eval-every 400 --threads 2
+
+export: $(VENV)/.dev-installed
+	$(BIN)/python -m export --checkpoint runs/shakespeare --out $(MODEL) --name shakespeare-lstm \
+	  --quantize int8 --data $(DATA)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Export trained checkpoints to ONNX (+ model.json) and check them against torch."""
