@@ -1,0 +1,130 @@
+"""The service assembled in one process: model card, onnxruntime session,
+session store, batcher, engine, and the grpc.aio server with health and
+reflection. Used by ``python -m service`` and by the tests.
+
+    app = App(config)            # loads the model
+    port = await app.start()     # listening
+    await app.stop()             # NOT_SERVING, refuse new calls, drain, stop
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Callable, Optional
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from model.card import ModelCardError, load_card
+
+from .batcher import Batcher
+from .config import Config
+from .engine import Engine
+from .errors import ConfigError
+from .logs import event
+from .metrics import Metrics
+from .proto.lstm.v1 import lstm_pb2 as pb
+from .proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+from .runtime import Runtime
+from .server import LstmServicer
+from .sessions import SessionStore
+
+log = logging.getLogger("service")
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LstmService"].full_name  # lstm.v1.LstmService
+
+
+class App:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic, runtime=None) -> None:
+        self.config = config
+        try:
+            self.card = load_card(config.model)
+        except ModelCardError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.runtime = runtime or Runtime.load(
+            self.card, config.precision, config.device, config.ort_threads, config.ort_spin
+        )
+        self.metrics = Metrics()
+        self.store = SessionStore(
+            self.card.layers,
+            self.card.hidden_size,
+            self.card.has_cell_state,
+            max_sessions=config.max_sessions,
+            default_ttl=config.session_ttl,
+            max_ttl=config.max_session_ttl,
+            clock=clock,
+            on_event=self._session_event,
+        )
+        self.metrics.track_sessions(lambda: len(self.store))
+        self.batcher = Batcher(
+            self.runtime, config.max_batch, config.max_batch_delay_ms, config.queue_size, self.metrics
+        )
+        self.engine = Engine(config, self.card, self.runtime, self.store, self.batcher, self.metrics)
+        self.servicer = LstmServicer(self.engine, self.metrics)
+        self.health = HealthServicer()
+        self.server: Optional[grpc.aio.Server] = None
+        self.port = 0
+        self._reaper: Optional[asyncio.Task] = None
+        self._stopped: Optional[asyncio.Event] = None
+
+    def _session_event(self, kind: str, session, why: str) -> None:
+        event(log, f"session_{kind}", id=session.id, steps=session.steps, reason=why)
+        self.metrics.session_event(kind)
+
+    async def start(self) -> int:
+        """Bind and serve; the bound port (useful with --port 0)."""
+        self._stopped = asyncio.Event()
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        pb_grpc.add_LstmServiceServicer_to_server(self.servicer, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        try:
+            self.port = server.add_insecure_port(self.config.address)
+        except RuntimeError as exc:
+            raise ConfigError(f"cannot listen on {self.config.address}: {exc}") from exc
+        await server.start()
+        self.server = server
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._reaper = asyncio.create_task(self._reap_forever())
+        metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
+        c = self.config
+        event(
+            log, "started", address=f"{c.host}:{self.port}", model=self.card.name, cell=self.card.cell,
+            layers=self.card.layers, hidden=self.card.hidden_size, vocab=self.card.vocab_size,
+            precision=self.runtime.precision, providers=",".join(self.runtime.providers), onnx=str(self.runtime.path),
+            max_sessions=c.max_sessions, session_ttl=c.session_ttl, max_tokens_per_message=c.max_tokens_per_message,
+            max_batch=c.max_batch, max_batch_delay_ms=c.max_batch_delay_ms, queue_size=c.queue_size,
+            ort_threads=c.ort_threads, metrics_port=metrics_port or "off",
+        )
+        return self.port
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reap_interval)
+            self.store.reap()
+
+    async def stop(self, grace: Optional[float] = None) -> None:
+        """Report NOT_SERVING, refuse new calls (UNAVAILABLE), let in-flight
+        calls finish for up to ``grace`` seconds, then stop."""
+        if self.server is None or self.servicer.draining:
+            return
+        grace = self.config.grace if grace is None else grace
+        self.servicer.draining = True
+        await self.health.enter_graceful_shutdown()
+        event(log, "draining", grace=grace, sessions=len(self.store))
+        await self.server.stop(grace)
+        if self._reaper:
+            self._reaper.cancel()
+        self.batcher.close()
+        self.metrics.close()
+        event(log, "stopped")
+        self._stopped.set()
+
+    async def wait(self) -> None:
+        await self._stopped.wait()

@@ -1,0 +1,213 @@
+"""Cross-session batching: steps that are ready at the same moment run as one
+onnxruntime call.
+
+    out = await batcher.run(tokens[T], h[L,H], c[L,H] | None, all_positions, top_k)
+
+Steps queue on the event loop. Whenever the worker thread is idle and
+something is queued, everything queued (up to max_batch) goes to the
+worker at once: grouped by length T (one ORT call per distinct T; no
+padding, so results are exact), h and c rows gathered into [L,B,H], run,
+log-softmax and top-k computed on the whole batch, new rows copied out.
+Results are delivered on the loop. Nothing ever waits when the worker is
+idle, except when ``max_delay_ms`` > 0 and the previous batch had more than
+one step (then it waits up to that long for the batch to fill), so one lone
+stream pays no delay. While a batch runs, new steps accumulate: batches
+form from load alone ("continuous batching").
+
+The queue is bounded: beyond ``queue_size`` waiting steps ``run`` raises
+ResourceExhausted with a retry hint and the step is not taken. A step
+whose caller is cancelled before its batch starts is dropped; the caller
+commits nothing either way, so session state only changes when the
+caller receives a result.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Deque, Dict, List, Optional
+
+import numpy as np
+
+from .errors import ResourceExhausted, ServiceError
+from .sampling import log_softmax, top_k
+
+
+@dataclass(eq=False)
+class Step:
+    tokens: np.ndarray  # [T] int64
+    h: np.ndarray  # [L, H]
+    c: Optional[np.ndarray]  # [L, H] or None
+    all_positions: bool
+    top_k: int
+    future: "asyncio.Future[StepOutput]"
+
+
+@dataclass(eq=False)
+class StepOutput:
+    logprobs: np.ndarray  # [P, V]: P = T with all_positions, else 1
+    last: np.ndarray  # [V] log-probs after the last token (own copy, for the session)
+    top_ids: np.ndarray  # [P, k], most likely first
+    top_logprobs: np.ndarray  # [P, k]
+    h: np.ndarray  # [L, H] new state (own copy)
+    c: Optional[np.ndarray]
+
+
+class Batcher:
+    def __init__(
+        self,
+        runtime,
+        max_batch: int = 64,
+        max_delay_ms: float = 0.0,
+        queue_size: int = 1024,
+        metrics=None,
+    ) -> None:
+        self.runtime = runtime
+        self.max_batch = max_batch
+        self.max_delay = max_delay_ms / 1000.0
+        self.queue_size = queue_size
+        self.metrics = metrics
+        self.has_c = runtime.card.has_cell_state
+        self._pending: Deque[Step] = deque()
+        self._running = False
+        self._timer: Optional[asyncio.TimerHandle] = None
+        self._last_batch = 1
+        self._batch_seconds = 0.001  # moving average, for the retry hint
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
+        self.batches = 0  # counters for tests and the bench
+        self.steps = 0
+        self.max_seen = 0
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    async def run(
+        self, tokens: np.ndarray, h: np.ndarray, c: Optional[np.ndarray], all_positions: bool = False, k: int = 5
+    ) -> StepOutput:
+        if len(self._pending) >= self.queue_size:
+            hint = int(1000 * self._batch_seconds * (len(self._pending) / self.max_batch + 1)) + 1
+            if self.metrics:
+                self.metrics.queue_full()
+            raise ResourceExhausted(
+                f"step queue is full ({self.queue_size} steps waiting, --queue-size); retry in about {hint} ms",
+                retry_after_ms=hint,
+            )
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._pending.append(Step(tokens, h, c, all_positions, k, future))
+        if self._timer is not None and len(self._pending) >= self.max_batch:
+            self._timer.cancel()
+            self._timer = None
+        self._kick(loop)
+        return await future
+
+    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._running or self._timer is not None or not self._pending:
+            return
+        if self.max_delay > 0 and self._last_batch > 1 and len(self._pending) < self.max_batch:
+            self._timer = loop.call_later(self.max_delay, self._on_timer, loop)
+            return
+        self._dispatch(loop)
+
+    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        if not self._running and self._pending:
+            self._dispatch(loop)
+
+    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch: List[Step] = []
+        while self._pending and len(batch) < self.max_batch:
+            step = self._pending.popleft()
+            if not step.future.done():  # cancelled callers are dropped
+                batch.append(step)
+        if self.metrics:
+            self.metrics.queue_depth(len(self._pending))
+        if not batch:
+            return
+        self._running = True
+        self._last_batch = len(batch)
+        started = time.perf_counter()
+        job = self._executor.submit(self._work, batch)
+        job.add_done_callback(lambda done: loop.call_soon_threadsafe(self._finish, loop, batch, done, started))
+
+    def _finish(self, loop, batch: List[Step], job, started: float) -> None:
+        self._running = False
+        self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.perf_counter() - started)
+        self._kick(loop)  # the worker starts the next batch while we answer this one
+        try:
+            outputs = job.result()
+        except BaseException as exc:  # noqa: BLE001 - delivered to every caller
+            outputs = [exc] * len(batch)
+        for step, out in zip(batch, outputs):
+            if step.future.done():
+                continue
+            if isinstance(out, BaseException):
+                step.future.set_exception(out)
+            else:
+                step.future.set_result(out)
+
+    # -- worker thread ---------------------------------------------------
+    def _work(self, batch: List[Step]) -> list:
+        groups: Dict[int, List[int]] = {}
+        for i, step in enumerate(batch):
+            groups.setdefault(len(step.tokens), []).append(i)
+        outputs: list = [None] * len(batch)
+        for indices in groups.values():
+            steps = [batch[i] for i in indices]
+            try:
+                results = self._run_group(steps)
+            except Exception as exc:  # noqa: BLE001 - one bad group does not fail the others
+                error = ServiceError(f"model run failed: {exc}")
+                results = [error] * len(steps)
+            for i, result in zip(indices, results):
+                outputs[i] = result
+        return outputs
+
+    def _run_group(self, steps: List[Step]) -> List[StepOutput]:
+        b = len(steps)
+        tokens = np.stack([s.tokens for s in steps]) if b > 1 else steps[0].tokens[None, :]
+        h = np.stack([s.h for s in steps], axis=1)  # [L, B, H]
+        c = np.stack([s.c for s in steps], axis=1) if self.has_c else None
+        started = time.perf_counter()
+        logits, hn, cn = self.runtime.run(tokens, h, c)
+        seconds = time.perf_counter() - started
+        if self.metrics:
+            self.metrics.ort_run(b, tokens.shape[1], seconds)
+        self.batches += 1
+        self.steps += b
+        self.max_seen = max(self.max_seen, b)
+        # Rows to score: the last position of each step, or all of them.
+        if not any(s.all_positions for s in steps):
+            rows = logits[:, -1, :]
+            spans = [(i, i + 1) for i in range(b)]
+        else:
+            parts, spans, start = [], [], 0
+            for i, s in enumerate(steps):
+                part = logits[i] if s.all_positions else logits[i, -1:]
+                parts.append(part)
+                spans.append((start, start + len(part)))
+                start += len(part)
+            rows = np.concatenate(parts)
+        lp = log_softmax(rows)
+        ids, vals = top_k(lp, max(s.top_k for s in steps))
+        out = []
+        for i, (s, (a, z)) in enumerate(zip(steps, spans)):
+            out.append(
+                StepOutput(
+                    logprobs=lp[a:z],
+                    last=lp[z - 1].copy(),
+                    top_ids=ids[a:z, : s.top_k],
+                    top_logprobs=vals[a:z, : s.top_k],
+                    h=hn[:, i, :].copy(),
+                    c=cn[:, i, :].copy() if cn is not None else None,
+                )
+            )
+        return out
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._executor.shutdown(wait=True, cancel_futures=True)

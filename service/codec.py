@@ -1,0 +1,87 @@
+"""Plain results -> lstm.v1 protobuf messages (the encoding half of the edge)."""
+from __future__ import annotations
+
+import math
+from typing import List
+
+import numpy as np
+
+from .engine import Generated, StepResult
+from .proto.lstm.v1 import lstm_pb2 as pb
+from .sessions import Session
+
+FINISH = {None: pb.FINISH_REASON_UNSPECIFIED, "length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
+
+
+def step_result(result: StepResult, vocab, tag: str = "") -> pb.StepResult:
+    out = result.output
+    options = result.options
+    ids = out.top_ids.tolist()
+    lps = out.top_logprobs.tolist()
+    probs = np.exp(out.top_logprobs).tolist()
+    pieces, texts = vocab.pieces, vocab.texts
+    first = result.first_position
+    predictions: List[pb.Prediction] = []
+    for row in range(len(ids)):
+        top = [
+            pb.Candidate(token=t, prob=p, logprob=lp, piece=pieces[t], text=texts[t])
+            for t, p, lp in zip(ids[row], probs[row], lps[row])
+        ]
+        prediction = pb.Prediction(position=first + row, top=top)
+        if options.logprobs:
+            prediction.logprobs[:] = out.logprobs[row].tolist()
+        predictions.append(prediction)
+    return pb.StepResult(
+        session_id=result.session_id,
+        steps=result.steps,
+        consumed=result.consumed,
+        predictions=predictions,
+        tag=tag,
+    )
+
+
+def session(s: Session, now: float, model: str) -> pb.Session:
+    return pb.Session(
+        id=s.id,
+        model=model,
+        steps=s.steps,
+        age_seconds=max(0.0, now - s.created),
+        idle_seconds=0.0 if s.busy else max(0.0, now - s.last_used),
+        ttl_seconds=int(round(s.ttl)),
+        expires_in_seconds=max(0.0, s.expires_in(now)),
+        busy=s.busy,
+    )
+
+
+def generated(g: Generated, session_id: str) -> pb.GenerateResponse:
+    return pb.GenerateResponse(
+        token=g.token,
+        piece=g.piece,
+        text=g.text,
+        logprob=g.logprob,
+        steps=g.steps,
+        finish_reason=FINISH[g.finish],
+        session_id=session_id,
+    )
+
+
+def model(card, runtime, config) -> pb.Model:
+    info = card.precisions.get(runtime.precision, {})
+    loss = info.get("validation_loss")
+    return pb.Model(
+        name=card.name,
+        cell=card.cell,
+        has_cell_state=card.has_cell_state,
+        vocab_kind=card.vocab_kind,
+        vocab_size=card.vocab_size,
+        embed_size=card.embed_size,
+        hidden_size=card.hidden_size,
+        layers=card.layers,
+        precision=runtime.precision,
+        precisions=sorted(card.precisions),
+        providers=runtime.providers,
+        validation_loss=float(loss) if loss is not None else math.nan,
+        sha256=str(info.get("sha256", "")),
+        max_tokens_per_message=config.max_tokens_per_message,
+        max_generate_tokens=config.max_generate_tokens,
+    )

@@ -1,0 +1,117 @@
+"""One onnxruntime session for the served model.
+
+    rt = Runtime.load(card, precision="fp32", device="auto")
+    logits, hn, cn = rt.run(tokens, h, c)  # [B,T] int64, [L,B,H] f32 -> [B,T,V], [L,B,H], [L,B,H]
+
+``cn`` (and ``c``) are None for cells without a cell state (gru, rnn).
+The providers the session really got are in ``rt.providers``: onnxruntime
+lists CUDA as available where its libraries are missing and then quietly
+falls back to CPU, so we report what ``get_providers()`` says, not what we
+asked for.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+import onnxruntime as ort
+
+from model.card import ModelCard, ModelCardError
+
+from .errors import ConfigError
+
+log = logging.getLogger("service.runtime")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+def requested_providers(device: str) -> List[str]:
+    if device == "cpu":
+        return [CPU]
+    if device == "cuda":
+        return [CUDA, CPU]
+    return [CUDA, CPU] if CUDA in ort.get_available_providers() else [CPU]
+
+
+@dataclass
+class Runtime:
+    card: ModelCard
+    precision: str
+    path: Path
+    session: ort.InferenceSession
+    providers: List[str]
+
+    @classmethod
+    def load(
+        cls,
+        card: ModelCard,
+        precision: str = "fp32",
+        device: str = "auto",
+        intra_op_threads: int = 1,
+        spin: bool = False,
+    ) -> "Runtime":
+        try:
+            path = card.verify(precision)
+        except ModelCardError as exc:
+            raise ConfigError(str(exc)) from exc
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = intra_op_threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        options.log_severity_level = 3  # errors only; CUDA fallback is reported below
+        wanted = requested_providers(device)
+        fp16 = _is_fp16(card, precision)
+        if fp16 and CUDA not in wanted:
+            raise ConfigError(f"precision {precision!r} is fp16, which is never served on the CPU provider")
+        session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+        got = list(session.get_providers())
+        if device == "cuda" and CUDA not in got:
+            raise ConfigError(
+                f"--device cuda: onnxruntime could not start {CUDA} (got {got}); "
+                "check the CUDA/cuDNN libraries or use --device cpu"
+            )
+        if CUDA in wanted and CUDA not in got:
+            log.warning("CUDA provider was requested but is not usable; running on %s", got)
+        if fp16 and CUDA not in got:
+            raise ConfigError(f"precision {precision!r} is fp16 and CUDA is not usable; refusing to run it on CPU")
+        rt = cls(card=card, precision=precision, path=path, session=session, providers=got)
+        rt._check_signature()
+        return rt
+
+    def _check_signature(self) -> None:
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        want_in = ["tokens", *self.card.state_names]
+        want_out = ["logits", "hn"] + (["cn"] if self.card.has_cell_state else [])
+        if sorted(inputs) != sorted(want_in) or sorted(outputs) != sorted(want_out):
+            raise ConfigError(
+                f"{self.path}: ONNX inputs {inputs} / outputs {outputs} do not match the card "
+                f"(expected {want_in} / {want_out})"
+            )
+        self._outputs = want_out
+
+    @property
+    def state_shape(self) -> Tuple[int, int]:
+        """Per-session state shape [L, H]."""
+        return (self.card.layers, self.card.hidden_size)
+
+    def run(
+        self, tokens: np.ndarray, h: np.ndarray, c: Optional[np.ndarray]
+    ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        """tokens [B,T] int64, h/c [L,B,H] float32 -> logits [B,T,V], hn, cn (None without c)."""
+        feeds = {"tokens": tokens, "h0": h}
+        if self.card.has_cell_state:
+            feeds["c0"] = c
+        out = self.session.run(self._outputs, feeds)
+        return out[0], out[1], (out[2] if self.card.has_cell_state else None)
+
+
+def _is_fp16(card: ModelCard, precision: str) -> bool:
+    info = card.precisions.get(precision, {})
+    return precision == "fp16" or str(info.get("dtype", "")).lower() in ("fp16", "float16")

@@ -1,0 +1,67 @@
+"""Log-probabilities, top-k and sampling with numpy (on whole batches where possible)."""
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise log-softmax of [N, V] (float32 in, float32 out)."""
+    x = np.asarray(logits, dtype=np.float32)
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def top_k(logprobs: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The k largest entries of each row of [N, V], largest first: (ids [N,k], values [N,k])."""
+    n, v = logprobs.shape
+    k = min(k, v)
+    if k <= 0:
+        return np.zeros((n, 0), np.int64), np.zeros((n, 0), logprobs.dtype)
+    if k < v:
+        part = np.argpartition(-logprobs, k - 1, axis=-1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(v), (n, v))
+    values = np.take_along_axis(logprobs, part, axis=-1)
+    order = np.argsort(-values, axis=-1, kind="stable")
+    return np.take_along_axis(part, order, axis=-1), np.take_along_axis(values, order, axis=-1)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0  # 0: greedy
+    top_k: int = 0  # 0: no cut
+    top_p: float = 1.0  # 1: no cut
+    seed: Optional[int] = None  # None: random
+
+
+class Sampler:
+    """Draws tokens for one request; the same seed and inputs give the same tokens."""
+
+    def __init__(self, options: SamplingOptions) -> None:
+        self.options = options
+        seed = options.seed if options.seed is not None else secrets.randbits(64)
+        self.rng = np.random.Generator(np.random.PCG64(seed))
+
+    def sample(self, logprobs: np.ndarray) -> int:
+        """One token id from a [V] vector of log-probabilities."""
+        o = self.options
+        if o.temperature == 0.0:
+            return int(np.argmax(logprobs))
+        scores = logprobs.astype(np.float64) / o.temperature
+        if 0 < o.top_k < scores.shape[0]:
+            ids = np.argpartition(-scores, o.top_k - 1)[: o.top_k]
+        else:
+            ids = np.arange(scores.shape[0])
+        ids = ids[np.argsort(-scores[ids], kind="stable")]
+        probs = np.exp(scores[ids] - scores[ids[0]])
+        probs /= probs.sum()
+        if o.top_p < 1.0:
+            keep = int(np.searchsorted(np.cumsum(probs), o.top_p)) + 1
+            ids, probs = ids[:keep], probs[:keep] / probs[:keep].sum()
+        cdf = np.cumsum(probs)
+        pick = int(np.searchsorted(cdf, self.rng.random() * cdf[-1], side="right"))
+        return int(ids[min(pick, len(ids) - 1)])

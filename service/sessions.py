@@ -1,0 +1,238 @@
+"""The session store: each session's recurrent state and a small record.
+
+State arrays are never changed in place: a step builds new h/c arrays and
+``commit`` swaps them in, so a request that fails or is cancelled before
+its commit leaves the session exactly as it was, and a fork can share the
+arrays of its source. Arrays are marked read-only to keep it that way.
+
+One writer at a time: ``acquire`` marks a session busy (a stream holds it
+for its whole life); a second writer gets SessionBusy. Busy sessions never
+expire or get evicted. Everything here runs on the event loop thread.
+"""
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable, List, Optional
+
+import numpy as np
+
+from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, SessionBusy
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
+TOMBSTONES = 4096  # remembered ids of ended sessions, for clearer NOT_FOUND messages
+
+
+def new_session_id() -> str:
+    """128 random bits, URL-safe (22 characters)."""
+    return secrets.token_urlsafe(16)
+
+
+def check_session_id(session_id: str) -> str:
+    if not ID_PATTERN.fullmatch(session_id):
+        raise InvalidArgument(
+            f"session id {session_id[:140]!r} is not allowed: use 16 to 128 characters from [A-Za-z0-9_-]"
+        )
+    return session_id
+
+
+def frozen(array: np.ndarray) -> np.ndarray:
+    array.flags.writeable = False
+    return array
+
+
+@dataclass(eq=False)
+class Session:
+    id: str
+    h: np.ndarray  # [L, H] float32, read-only
+    c: Optional[np.ndarray]  # [L, H] float32, read-only; None for gru/rnn
+    created: float
+    last_used: float
+    ttl: float
+    steps: int = 0
+    last_logprobs: Optional[np.ndarray] = None  # [V]: prediction after the last token, if any
+    busy: bool = False
+    alive: bool = True
+
+    def expires_in(self, now: float) -> float:
+        return self.ttl if self.busy else self.ttl - (now - self.last_used)
+
+
+class SessionStore:
+    def __init__(
+        self,
+        layers: int,
+        hidden: int,
+        has_cell_state: bool,
+        max_sessions: int = 10000,
+        default_ttl: float = 600.0,
+        max_ttl: float = 86400.0,
+        clock: Callable[[], float] = time.monotonic,
+        on_event: Optional[Callable[[str, Session, str], None]] = None,
+    ) -> None:
+        self.zeros = frozen(np.zeros((layers, hidden), np.float32))
+        self.has_cell_state = has_cell_state
+        self.max_sessions = max_sessions
+        self.default_ttl = default_ttl
+        self.max_ttl = max_ttl
+        self.clock = clock
+        self.on_event = on_event or (lambda kind, session, reason: None)
+        self._sessions: "OrderedDict[str, Session]" = OrderedDict()  # least recently used first
+        self._ended: "OrderedDict[str, str]" = OrderedDict()  # id -> why it ended
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    # -- lookup ---------------------------------------------------------
+    def get(self, session_id: str) -> Session:
+        """The live session, or NotFound saying why not. Does not count as use."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            why = self._ended.get(session_id)
+            if not session_id:
+                raise InvalidArgument("a session id is required (field session_id or x-session-id metadata)")
+            raise NotFound(f"session {session_id!r} {why or 'does not exist'}")
+        now = self.clock()
+        if session.expires_in(now) < 0:
+            self._end(session, "expired", f"expired after {session.ttl:g}s idle")
+            raise NotFound(f"session {session_id!r} expired after {session.ttl:g}s idle")
+        return session
+
+    def acquire(self, session_id: str) -> Session:
+        """Mark the session busy for one writer; SessionBusy if it already is."""
+        session = self.get(session_id)
+        if session.busy:
+            raise SessionBusy(
+                f"session {session_id!r} is in use by another request or stream; one writer at a time"
+            )
+        session.busy = True
+        self._touch(session)
+        return session
+
+    def release(self, session: Session) -> None:
+        session.busy = False
+        self._touch(session)
+
+    def commit(self, session: Session, h: np.ndarray, c: Optional[np.ndarray], logprobs: np.ndarray, n: int) -> None:
+        """Swap in the state after ``n`` more tokens (arrays become read-only)."""
+        session.h = frozen(h)
+        session.c = frozen(c) if c is not None else None
+        session.last_logprobs = frozen(logprobs)
+        session.steps += n
+        self._touch(session)
+
+    def _touch(self, session: Session) -> None:
+        session.last_used = self.clock()
+        if self._sessions.get(session.id) is session:
+            self._sessions.move_to_end(session.id)
+
+    # -- lifecycle ------------------------------------------------------
+    def check_new_id(self, session_id: str) -> None:
+        """InvalidArgument or AlreadyExists unless ``session_id`` may name a new session."""
+        check_session_id(session_id)
+        if session_id in self._sessions:
+            try:
+                self.get(session_id)  # an expired holder frees the id
+            except NotFound:
+                return
+            raise AlreadyExists(f"session {session_id!r} already exists; pick another id or attach to it")
+
+    def create(self, session_id: Optional[str] = None, ttl: float = 0, why: str = "was created") -> Session:
+        if session_id:
+            self.check_new_id(session_id)
+        else:
+            session_id = new_session_id()
+        ttl = self.check_ttl(ttl)
+        self._make_room()
+        now = self.clock()
+        c = self.zeros if self.has_cell_state else None
+        session = Session(id=session_id, h=self.zeros, c=c, created=now, last_used=now, ttl=ttl)
+        self._sessions[session_id] = session
+        self._ended.pop(session_id, None)
+        self.on_event("open", session, why)
+        return session
+
+    def check_ttl(self, ttl: float) -> float:
+        if not ttl:
+            return self.default_ttl
+        if not 0 < ttl <= self.max_ttl:
+            raise InvalidArgument(f"ttl_seconds {ttl:g} is out of range: allowed 1 to {self.max_ttl:g} (0: default)")
+        return float(ttl)
+
+    def fork(self, source_id: str, new_id: Optional[str] = None, ttl: float = 0) -> Session:
+        source = self.get(source_id)
+        self._sessions.move_to_end(source.id)  # reading it is a use: never evict the source for its fork
+        fork = self.create(new_id, ttl or source.ttl, why=f"was forked from {source.id} at step {source.steps}")
+        fork.h, fork.c, fork.steps, fork.last_logprobs = source.h, source.c, source.steps, source.last_logprobs
+        return fork
+
+    def reset(self, session_id: str) -> Session:
+        session = self.get(session_id)
+        if session.busy:
+            raise SessionBusy(f"session {session_id!r} is in use; reset it from the stream (step.start) or wait")
+        self.clear(session)
+        self._touch(session)
+        return session
+
+    def clear(self, session: Session) -> None:
+        session.h = self.zeros
+        session.c = self.zeros if self.has_cell_state else None
+        session.steps, session.last_logprobs = 0, None
+
+    def delete(self, session_id: str) -> Session:
+        session = self.get(session_id)
+        if session.busy:
+            raise SessionBusy(f"session {session_id!r} is in use by a stream or request; end that first")
+        self._end(session, "close", "was deleted")
+        return session
+
+    def close(self, session: Session, why: str = "was deleted") -> None:
+        """End a session its holder owns (its stream ended, sequence end)."""
+        if session.alive:
+            self._end(session, "close", why)
+
+    def _end(self, session: Session, kind: str, why: str) -> None:
+        """kind: close | expired | evict; why: a phrase that follows "session X"."""
+        session.alive = False
+        self._sessions.pop(session.id, None)
+        self._ended[session.id] = why
+        while len(self._ended) > TOMBSTONES:
+            self._ended.popitem(last=False)
+        self.on_event(kind, session, why)
+
+    def _make_room(self) -> None:
+        if len(self._sessions) < self.max_sessions:
+            return
+        self.reap()
+        if len(self._sessions) < self.max_sessions:
+            return
+        for session in self._sessions.values():  # least recently used first
+            if not session.busy:
+                self._end(
+                    session, "evict", f"was evicted (least recently used; at most {self.max_sessions} sessions are kept)"
+                )
+                return
+        raise ResourceExhausted(
+            f"max sessions ({self.max_sessions}) reached and every session is in use; "
+            "retry later, delete sessions, or raise --max-sessions",
+            retry_after_ms=1000,
+        )
+
+    def reap(self) -> int:
+        """End every expired session; the number ended."""
+        now = self.clock()
+        expired = [s for s in self._sessions.values() if s.expires_in(now) < 0]
+        for session in expired:
+            self._end(session, "expired", f"expired after {session.ttl:g}s idle")
+        return len(expired)
+
+    def list(self, limit: int = 100) -> List[Session]:
+        self.reap()
+        return list(reversed(self._sessions.values()))[:limit]
+
+    def require_live(self, session: Session) -> None:
+        if not session.alive:
+            raise FailedPrecondition(f"session {session.id!r} has ended (deleted or sequence end); open a new one")
