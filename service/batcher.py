@@ -76,9 +76,10 @@ class Batcher:
         self._last_batch = 1
         self._batch_seconds = 0.001  # moving average, for the retry hint
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
-        self.batches = 0  # counters for tests and the bench
-        self.steps = 0
+        self.batches = 0  # counters for tests and the bench: ORT calls, steps run,
+        self.steps = 0  # largest ORT call, largest hand-over to the worker
         self.max_seen = 0
+        self.max_dispatch = 0
 
     @property
     def depth(self) -> int:
@@ -129,6 +130,7 @@ class Batcher:
             return
         self._running = True
         self._last_batch = len(batch)
+        self.max_dispatch = max(self.max_dispatch, len(batch))
         started = time.perf_counter()
         job = self._executor.submit(self._work, batch)
         job.add_done_callback(lambda done: loop.call_soon_threadsafe(self._finish, loop, batch, done, started))

@@ -1,0 +1,133 @@
+"""Helpers for the service tests (imported as ``svc_helpers``): a real
+grpc.aio server on 127.0.0.1 port 0, a real channel, and a reference
+computed with onnxruntime directly, independent of the service code.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import grpc
+import numpy as np
+import onnxruntime as ort
+
+from model.card import load_card
+from service.app import App
+from service.config import Config
+from service.proto.lstm.v1 import lstm_pb2 as pb
+from service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+from service.runtime import Runtime
+
+
+class FakeClock:
+    """An injectable monotonic clock that only moves when told."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class GatedRuntime:
+    """The real onnxruntime runtime, but each run waits until ``gate`` is open.
+
+    Lets a test hold the worker thread so steps pile up in the batcher's
+    queue; the batcher under test is untouched.
+    """
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.inner = runtime
+        self.gate = threading.Event()
+        self.entered = threading.Event()
+        self.shapes: list = []
+
+    def __getattr__(self, name):  # card, providers, state_shape, ... of the real runtime
+        return getattr(self.inner, name)
+
+    def run(self, tokens, h, c):
+        self.entered.set()
+        assert self.gate.wait(20), "gate never opened"
+        self.shapes.append(tokens.shape)
+        return self.inner.run(tokens, h, c)
+
+
+class Reference:
+    """Log-probabilities from one onnxruntime call over a whole text, from the zero state."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.card = load_card(model_dir)
+        self.session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+
+    def logprobs(self, tokens) -> np.ndarray:
+        ids = np.asarray(tokens, dtype=np.int64)[None, :]
+        shape = (self.card.layers, 1, self.card.hidden_size)
+        feeds = {"tokens": ids, "h0": np.zeros(shape, np.float32)}
+        if self.card.has_cell_state:
+            feeds["c0"] = np.zeros(shape, np.float32)
+        logits = self.session.run(["logits"], feeds)[0][0].astype(np.float64)
+        logits -= logits.max(axis=-1, keepdims=True)
+        return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
+
+
+@dataclass
+class Served:
+    app: App
+    channel: grpc.aio.Channel
+    stub: pb_grpc.LstmServiceStub
+    port: int
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def state(self, session_id: str):
+        """(steps, h, c, last_logprobs) as the server holds them."""
+        s = self.app.store._sessions[session_id]
+        return s.steps, s.h, s.c, s.last_logprobs
+
+
+@contextlib.asynccontextmanager
+async def serving(model_dir: Path, clock=None, runtime=None, **overrides):
+    config = Config(model=str(model_dir), port=0, device="cpu", **overrides)
+    app = App(config, clock=clock or time.monotonic, runtime=runtime)
+    port = await app.start()
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield Served(app, channel, pb_grpc.LstmServiceStub(channel), port)
+    finally:
+        await channel.close()
+        await app.stop(grace=0)
+
+
+def same_state(a, b) -> bool:
+    """Two (steps, h, c, last) tuples are identical (the very same arrays)."""
+    return a[0] == b[0] and all(x is y for x, y in zip(a[1:], b[1:]))
+
+
+async def open_stream(stub, session_id: str = "", create: bool = True, output: Optional[pb.OutputOptions] = None,
+                      metadata=()):
+    call = stub.Stream(metadata=metadata)
+    open_ = pb.OpenStream(session_id=session_id, create=create)
+    if output is not None:
+        open_.output.CopyFrom(output)
+    await call.write(pb.StreamRequest(open=open_))
+    opened = await call.read()
+    return call, opened.opened
+
+
+async def stream_step(call, tokens=None, text: str = "", **output) -> pb.StepResult:
+    step = pb.StreamStep(input=pb.Input(tokens=list(tokens or ()), text=text))
+    if output:
+        step.output.CopyFrom(pb.OutputOptions(**output))
+    await call.write(pb.StreamRequest(step=step))
+    response = await call.read()
+    assert response is not grpc.aio.EOF
+    return response.result

@@ -1,0 +1,169 @@
+"""Cross-session batching: many sessions through one ORT call give each
+session exactly its own results; the queue is bounded."""
+import asyncio
+import random
+import time
+
+import grpc
+import numpy as np
+
+from model.card import load_card
+from service.batcher import Batcher
+from service.proto.lstm.v1 import lstm_pb2 as pb
+from service.runtime import Runtime
+from svc_helpers import GatedRuntime, open_stream, same_state, serving, stream_step
+
+
+def runtime_for(model_dir):
+    return Runtime.load(load_card(model_dir), "fp32", "cpu")
+
+
+async def drive(batcher, runtime, chunks):
+    """Feed one session's chunks through ``batcher``; log-prob rows after each chunk."""
+    L, H = runtime.state_shape
+    h = np.zeros((L, H), np.float32)
+    c = np.zeros((L, H), np.float32) if runtime.card.has_cell_state else None
+    rows = []
+    for chunk in chunks:
+        out = await batcher.run(np.array(chunk, np.int64), h, c, all_positions=True, k=3)
+        h, c = out.h, out.c
+        rows.append(out.logprobs)
+        assert out.top_ids.shape == (len(chunk), 3)
+    return np.concatenate(rows), h
+
+
+def session_chunks(rng, n_sessions):
+    out = []
+    for _ in range(n_sessions):
+        ids = [rng.randrange(256) for _ in range(rng.randint(4, 12))]
+        chunks, at = [], 0
+        while at < len(ids):
+            n = rng.choice([1, 1, 1, 2, 3])
+            chunks.append(ids[at : at + n])
+            at += n
+        out.append(chunks)
+    return out
+
+
+async def test_64_sessions_batched_equal_unbatched(tiny_model_dir):
+    rt = runtime_for(tiny_model_dir)
+    sessions = session_chunks(random.Random(11), 64)
+    unbatched = Batcher(rt, max_batch=1)
+    want = [await drive(unbatched, rt, chunks) for chunks in sessions]
+    assert unbatched.batches == unbatched.steps  # one session per call
+    unbatched.close()
+
+    gated = GatedRuntime(rt)
+    batcher = Batcher(gated, max_batch=64)
+    tasks = [asyncio.create_task(drive(batcher, gated, chunks)) for chunks in sessions]
+    await asyncio.sleep(0.05)  # every session has queued its first step behind the held worker
+    assert batcher.depth == 63
+    gated.gate.set()
+    got = await asyncio.gather(*tasks)
+    batcher.close()
+    assert batcher.max_dispatch == 63, "the 63 queued steps did not go to the worker together"
+    assert batcher.max_seen > 20
+    assert batcher.batches < batcher.steps / 2
+    assert len({shape for shape in gated.shapes if shape[0] > 1}) > 1, "mixed lengths were never batched"
+    for (want_rows, want_h), (got_rows, got_h) in zip(want, got):
+        # onnxruntime's CPU kernels give bit-identical rows here; allow rounding noise only.
+        assert np.abs(got_rows - want_rows).max() <= 1e-6
+        assert np.abs(got_h - want_h).max() <= 1e-6
+
+
+async def test_distinct_lengths_run_as_separate_groups(tiny_model_dir):
+    rt = GatedRuntime(runtime_for(tiny_model_dir))
+    batcher = Batcher(rt, max_batch=64)
+    first = asyncio.create_task(drive(batcher, rt, [[1]]))
+    await asyncio.sleep(0.02)
+    tasks = [asyncio.create_task(drive(batcher, rt, [[5] * t])) for t in (1, 2, 2, 3, 1, 3, 3)]
+    await asyncio.sleep(0.02)
+    rt.gate.set()
+    await asyncio.gather(first, *tasks)
+    batcher.close()
+    assert rt.shapes[0] == (1, 1)
+    assert sorted(rt.shapes[1:]) == [(2, 1), (2, 2), (3, 3)]
+
+
+async def test_cancelled_step_is_dropped_before_it_runs(tiny_model_dir):
+    rt = GatedRuntime(runtime_for(tiny_model_dir))
+    batcher = Batcher(rt, max_batch=64)
+    first = asyncio.create_task(drive(batcher, rt, [[1]]))
+    await asyncio.sleep(0.02)
+    doomed = asyncio.create_task(drive(batcher, rt, [[2, 2, 2, 2]]))
+    kept = asyncio.create_task(drive(batcher, rt, [[3]]))
+    await asyncio.sleep(0.02)
+    doomed.cancel()
+    rt.gate.set()
+    await asyncio.gather(first, kept)
+    batcher.close()
+    assert (1, 4) not in rt.shapes and rt.shapes == [(1, 1), (1, 1)]
+
+
+async def test_delay_never_applies_to_a_lone_stream(tiny_model_dir):
+    rt = runtime_for(tiny_model_dir)
+    batcher = Batcher(rt, max_batch=64, max_delay_ms=300)
+    began = time.perf_counter()
+    await drive(batcher, rt, [[1]] * 5)
+    batcher.close()
+    assert time.perf_counter() - began < 1.0, "a lone stream waited for a batch to fill"
+
+
+async def test_full_queue_is_resource_exhausted_and_changes_nothing(tiny_model_dir, reference):
+    gated = GatedRuntime(runtime_for(tiny_model_dir))
+    async with serving(tiny_model_dir, runtime=gated, queue_size=2, max_batch=1) as s:
+        gated.gate.set()
+        ids = {}
+        for name in "abcd":
+            created = await s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text=f"{name}: hi")))
+            ids[name] = created.session.id
+        gated.gate.clear()
+        gated.entered.clear()
+
+        def predict(name):
+            return s.stub.Predict(pb.PredictRequest(session_id=ids[name], input=pb.Input(text="!"),
+                                                    output=pb.OutputOptions(logprobs=True)))
+
+        running = asyncio.ensure_future(predict("a"))
+        await asyncio.to_thread(gated.entered.wait, 5)  # a holds the worker
+        queued = [asyncio.ensure_future(predict(n)) for n in "bc"]
+        while s.app.batcher.depth < 2:
+            await asyncio.sleep(0.005)
+        before = s.state(ids["d"])
+        try:
+            await predict("d")
+            raise AssertionError("a full queue accepted a step")
+        except grpc.aio.AioRpcError as err:
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "queue is full (2 steps waiting, --queue-size)" in err.details()
+            assert int(dict(err.trailing_metadata())["retry-after-ms"]) >= 1
+        assert same_state(s.state(ids["d"]), before)
+        gated.gate.set()
+        await asyncio.gather(running, *queued)
+        r = (await predict("d")).result  # d goes on from where it was
+        assert r.steps == len("d: hi!")
+        want = reference.logprobs(list(b"d: hi!"))[-1]
+        assert np.abs(np.array(r.predictions[0].logprobs) - want).max() <= 1e-4
+
+
+async def test_64_streams_over_grpc_share_model_calls(tiny_model_dir, reference):
+    rng = random.Random(5)
+    texts = [bytes(rng.randrange(256) for _ in range(6)) for _ in range(64)]
+
+    async def one(s, text):
+        call, _ = await open_stream(s.stub)
+        rows = [(await stream_step(call, [b], logprobs=True)).predictions[0].logprobs for b in text]
+        await call.done_writing()
+        return np.array(rows)
+
+    gated = GatedRuntime(runtime_for(tiny_model_dir))
+    async with serving(tiny_model_dir, runtime=gated, max_batch=64) as s:
+        tasks = [asyncio.ensure_future(one(s, t)) for t in texts]
+        while s.app.batcher.depth < 63:  # one step holds the worker, the other 63 wait
+            await asyncio.sleep(0.005)
+        gated.gate.set()
+        got = await asyncio.gather(*tasks)
+        batcher = s.app.batcher
+    for text, rows in zip(texts, got):
+        assert np.abs(rows - reference.logprobs(list(text))).max() <= 1e-4
+    assert batcher.max_seen == 63 and batcher.batches < batcher.steps
