@@ -1,0 +1,91 @@
+"""``python -m bench``: benchmark the service against its echo floor and ORT ceiling.
+
+    python -m bench --model models/shakespeare --precision fp32      # full sweep, ~4 min
+    python -m bench --quick --model DIR --out /tmp/bench              # smoke run, ~15 s
+
+Starts ``python -m service`` (or uses --target), a bare gRPC echo server
+and client processes; prints a Markdown table, the ratios and the targets,
+and writes results.json, results.md and throughput.png to --out.
+"""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from .report import summary, write
+
+QUICK = {"streams": "1,4", "tokens_per_message": "1,8", "duration": 1.0, "warmup": 0.3, "ceiling_seconds": 0.3}
+FULL = {"streams": "1,16,64,256", "tokens_per_message": "1,8", "duration": 10.0, "warmup": 2.0, "ceiling_seconds": 3.0}
+
+
+def _ints(text: str) -> List[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--model", default="models/shakespeare", help="model directory (server and ORT ceiling)")
+    p.add_argument("--precision", default="fp32", help="fp32 | int8 (a precision in model.json)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="server and ceiling device")
+    p.add_argument("--target", help="host:port of a running service to drive instead of starting one")
+    p.add_argument("--metrics-url", help="with --target: its Prometheus URL, for the batch histogram")
+    p.add_argument("--streams", help=f"concurrent streams to sweep [{FULL['streams']}; --quick {QUICK['streams']}]")
+    p.add_argument("--tokens-per-message", help=f"tokens per Stream message to sweep [{FULL['tokens_per_message']}]")
+    p.add_argument("--duration", type=float, help=f"measured seconds per point [{FULL['duration']}]")
+    p.add_argument("--warmup", type=float, help=f"warm-up seconds per point [{FULL['warmup']}]")
+    p.add_argument("--ceiling-seconds", type=float, help=f"seconds per ORT ceiling point [{FULL['ceiling_seconds']}]")
+    p.add_argument("--clients", type=int, default=2, help="client processes (each gets a share of the streams)")
+    p.add_argument("--streams-per-channel", type=int, default=64, help="streams sharing one HTTP/2 connection")
+    p.add_argument("--top-k", type=int, help="top_k asked for on open (default: the server's, 5)")
+    p.add_argument("--server-args", default="", help="extra flags for python -m service, e.g. '--max-batch 128'")
+    p.add_argument("--out", default="bench/results", help="directory for results.json, results.md, throughput.png")
+    p.add_argument("--quick", action="store_true", help="smoke run for tests/CI: streams 1,4, 1 s per point")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    streams = _ints(args.streams or preset["streams"])
+    tokens = _ints(args.tokens_per_message or preset["tokens_per_message"])
+    duration = args.duration or preset["duration"]
+    warmup = preset["warmup"] if args.warmup is None else args.warmup
+    ceiling_seconds = args.ceiling_seconds or min(preset["ceiling_seconds"], duration)
+    if not (Path(args.model) / "model.json").is_file():
+        parser.error(f"--model {args.model}: no model.json there (the ORT ceiling needs the model even with --target)")
+
+    from service.config import load_config
+    from service.errors import ConfigError
+
+    server_args = ["--model", args.model, "--precision", args.precision, "--device", args.device,
+                   *shlex.split(args.server_args)]
+    try:
+        config = load_config(server_args)  # the service's own parser: the ceiling runs what the server runs
+    except (ConfigError, SystemExit) as exc:
+        parser.error(f"--server-args: {exc}")
+
+    from .run import run
+
+    results = run(config, server_args, [(n, k) for n in streams for k in tokens], warmup=warmup,
+                  duration=duration, ceiling_seconds=ceiling_seconds, clients=args.clients, target=args.target,
+                  metrics_url=args.metrics_url, streams_per_channel=args.streams_per_channel, top_k=args.top_k,
+                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    print(summary(results))
+    for message in write(results, Path(args.out)):
+        print(message, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""The benchmark harness, end to end in --quick mode against the tiny model:
+a real server subprocess, a real echo server, real channels. No timing
+assertions: the figures only have to exist and make sense."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+POINTS = [(1, 1), (1, 8), (4, 1), (4, 8)]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = [sys.executable, "-m", "bench", "--quick", "--model", str(tiny_model_dir), "--device", "cpu",
+            "--out", str(out)]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout, json.loads((out / "results.json").read_text()), out
+
+
+def test_json_has_every_section(quick_run):
+    _, results, _ = quick_run
+    for key in ("machine", "settings", "providers", "ceiling", "echo", "service", "ratios", "targets", "notes"):
+        assert key in results, key
+    machine = results["machine"]
+    assert machine["cores"] >= 1 and machine["cpu"] and machine["onnxruntime"] != "missing"
+    assert "CPUExecutionProvider" in results["providers"]["ceiling"]
+    assert "CPUExecutionProvider" in results["providers"]["service"]
+    for section, key in (("ceiling", "batch"), ("echo", "streams"), ("service", "streams")):
+        assert sorted((r[key], r["tokens_per_message"]) for r in results[section]) == POINTS, section
+
+
+def test_service_and_echo_answer_every_message(quick_run):
+    _, results, _ = quick_run
+    for section in ("echo", "service"):
+        for row in results[section]:
+            assert row["msgs_per_s"] > 0 and row["messages"] > 0, row
+            assert row["tokens_per_s"] == pytest.approx(row["msgs_per_s"] * row["tokens_per_message"])
+            assert row["error_count"] == 0 and row["errors"] == {}, row["errors"]
+            assert row["opened"] == row["streams"]
+            lat = row["latency_ms"]
+            assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"]
+            assert row["server_cpu"] > 0 and row["client_cpu"] > 0 and row["server_rss_peak_mb"] > 0
+    for row in results["ceiling"]:
+        assert row["tokens_per_s"] > 0 and row["runs"] >= 5
+
+
+def test_server_batch_histogram_counts_the_steps(quick_run):
+    _, results, _ = quick_run
+    for row in results["service"]:
+        hist = row["batch_histogram"]
+        assert hist is not None and hist["count"] > 0 and sum(hist["buckets"].values()) == hist["count"]
+        assert 1.0 <= hist["mean"] <= row["streams"]
+        assert 0 < row["ort_busy"] <= 1.5
+
+
+def test_ratios_and_targets_are_computed(quick_run):
+    stdout, results, out = quick_run
+    assert len(results["ratios"]) == len(POINTS)
+    for r in results["ratios"]:
+        assert r["service_over_echo"] > 0 and r["service_over_ceiling"] > 0
+    statuses = {t["target"]: t["status"] for t in results["targets"]}
+    assert statuses["1 stream: p50 within 0.5 ms of an in-process ORT step"] in ("PASS", "MISS")
+    assert statuses["64 streams K=1: > 4000 steps/s"] == "SKIP"  # --quick stops at 4 streams
+    assert "svc/echo" in stdout and "Targets:" in stdout
+    assert "| streams | tok/msg |" in (out / "results.md").read_text()
+    pytest.importorskip("matplotlib")
+    assert (out / "throughput.png").stat().st_size > 1000
+
+
+def _point(streams, k, msgs, p50=1.0, p99=2.0, errors=0):
+    return {"streams": streams, "tokens_per_message": k, "msgs_per_s": msgs, "tokens_per_s": msgs * k,
+            "latency_ms": {"p50": p50, "p99": p99}, "errors": {"UNAVAILABLE": errors} if errors else {},
+            "error_count": errors, "server_rss_peak_mb": 100.0}
+
+
+def _ceiling(batch, k, tokens_per_s, run_ms=0.3):
+    return {"batch": batch, "tokens_per_message": k, "tokens_per_s": tokens_per_s, "run_ms": {"p50": run_ms}}
+
+
+def test_targets_pass_and_miss_on_their_thresholds():
+    from bench.targets import evaluate
+
+    results = {
+        "settings": {"precision": "fp32"},
+        "service": [_point(1, 1, 1000, p50=0.7), _point(64, 1, 5000, p50=10, p99=31), _point(64, 8, 1000),
+                    _point(256, 1, 4999, errors=2)],
+        "echo": [_point(64, 1, 6000)],
+        "ceiling": [_ceiling(1, 1, 3000, run_ms=0.3), _ceiling(64, 8, 16000)],
+    }
+    got = {t["target"]: t["status"] for t in evaluate(results)}
+    assert got["1 stream: p50 within 0.5 ms of an in-process ORT step"] == "PASS"  # 0.4 ms gap
+    assert got["64 streams K=1: >= 75% of the gRPC echo floor"] == "PASS"  # 83%
+    assert got["64 streams K=1: > 4000 steps/s"] == "PASS"
+    assert got["64 streams K=1: p99 <= 3x p50"] == "MISS"  # 3.1x
+    assert got["64 streams K=8: >= 50% of the ORT ceiling (tokens/s) at batch 64"] == "PASS"  # 8000/16000
+    assert got["256 streams K=1: no errors"] == "MISS"
+    assert got["256 streams K=1: throughput not below 64 streams"] == "MISS"
+    assert got["256 streams K=1: bounded memory"] == "INFO"
+
+
+def test_batch_histogram_is_the_difference_of_two_scrapes():
+    from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+    from bench.scrape import batch_histogram, busy_seconds
+
+    registry = CollectorRegistry()
+    sizes = Histogram("lstm_batch_size", "x", buckets=(1, 2, 4, 8), registry=registry)
+    runs = Histogram("lstm_ort_run_seconds", "x", registry=registry)
+    sizes.observe(1)
+    runs.observe(0.5)
+    before = generate_latest(registry).decode()
+    for size in (1, 3, 3, 8):
+        sizes.observe(size)
+    runs.observe(0.25)
+    after = generate_latest(registry).decode()
+    hist = batch_histogram(before, after)
+    assert hist["buckets"] == {"1": 1, "2": 0, "4": 2, "8": 1, "+Inf": 0}
+    assert hist["count"] == 4 and hist["mean"] == pytest.approx(15 / 4)
+    assert busy_seconds(before, after) == pytest.approx(0.25)
+    assert batch_histogram(before, "# nothing here\n") is None
+
+
+def test_bench_never_imports_torch():
+    code = ("import sys, bench.__main__, bench.run, bench.echo\n"
+            "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'onnx'))\n"
+            "assert not bad, bad\n")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
