@@ -1,6 +1,6 @@
 """``python -m bench``: benchmark the service against its echo floor and ORT ceiling.
 
-    python -m bench --model models/shakespeare --precision fp32      # full sweep, ~4 min
+    python -m bench --model models/shakespeare --precision fp32,int8   # full sweep, ~4 min each
     python -m bench --quick --model DIR --out /tmp/bench              # smoke run, ~15 s
 
 Starts ``python -m service`` (or uses --target), a bare gRPC echo server
@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from .report import summary, write
+from .report import compare_table, summary, write
 
 QUICK = {"streams": "1,4", "tokens_per_message": "1,8", "duration": 1.0, "warmup": 0.3, "ceiling_seconds": 0.3}
 FULL = {"streams": "1,16,64,256", "tokens_per_message": "1,8", "duration": 10.0, "warmup": 2.0, "ceiling_seconds": 3.0}
@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--model", default="models/shakespeare", help="model directory (server and ORT ceiling)")
-    p.add_argument("--precision", default="fp32", help="fp32 | int8 (a precision in model.json)")
+    p.add_argument("--precision", default="fp32",
+                   help="fp32 | int8 | fp32,int8 (one full run each, written to --out/<precision>)")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="server and ceiling device")
     p.add_argument("--target", help="host:port of a running service to drive instead of starting one")
     p.add_argument("--metrics-url", help="with --target: its Prometheus URL, for the batch histogram")
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ceiling-seconds", type=float, help=f"seconds per ORT ceiling point [{FULL['ceiling_seconds']}]")
     p.add_argument("--clients", type=int, default=2, help="client processes (each gets a share of the streams)")
     p.add_argument("--streams-per-channel", type=int, default=64, help="streams sharing one HTTP/2 connection")
+    p.add_argument("--parse-responses", action="store_true",
+                   help="client parses every answer (a realistic client) instead of keeping bytes")
     p.add_argument("--top-k", type=int, help="top_k asked for on open (default: the server's, 5)")
     p.add_argument("--server-args", default="", help="extra flags for python -m service, e.g. '--max-batch 128'")
     p.add_argument("--out", default="bench/results", help="directory for results.json, results.md, throughput.png")
@@ -65,25 +68,36 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not (Path(args.model) / "model.json").is_file():
         parser.error(f"--model {args.model}: no model.json there (the ORT ceiling needs the model even with --target)")
 
+    precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
+    if args.target and len(precisions) > 1:
+        parser.error("--target serves one precision; give one --precision")
     from service.config import load_config
     from service.errors import ConfigError
 
-    server_args = ["--model", args.model, "--precision", args.precision, "--device", args.device,
-                   *shlex.split(args.server_args)]
-    try:
-        config = load_config(server_args)  # the service's own parser: the ceiling runs what the server runs
-    except (ConfigError, SystemExit) as exc:
-        parser.error(f"--server-args: {exc}")
-
     from .run import run
 
-    results = run(config, server_args, [(n, k) for n in streams for k in tokens], warmup=warmup,
-                  duration=duration, ceiling_seconds=ceiling_seconds, clients=args.clients, target=args.target,
-                  metrics_url=args.metrics_url, streams_per_channel=args.streams_per_channel, top_k=args.top_k,
-                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    print(summary(results))
-    for message in write(results, Path(args.out)):
-        print(message, file=sys.stderr)
+    runs = []
+    for precision in precisions:
+        server_args = ["--model", args.model, "--precision", precision, "--device", args.device,
+                       *shlex.split(args.server_args)]
+        try:
+            config = load_config(server_args)  # the service's own parser: the ceiling runs what the server runs
+        except (ConfigError, SystemExit) as exc:
+            parser.error(f"--server-args: {exc}")
+        results = run(config, server_args, [(n, k) for n in streams for k in tokens], warmup=warmup,
+                      duration=duration, ceiling_seconds=ceiling_seconds, clients=args.clients,
+                      target=args.target, metrics_url=args.metrics_url,
+                      streams_per_channel=args.streams_per_channel, top_k=args.top_k,
+                      parse=args.parse_responses, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        print(summary(results) + "\n", flush=True)
+        out = Path(args.out) / precision if len(precisions) > 1 else Path(args.out)
+        for message in write(results, out):
+            print(message, file=sys.stderr)
+        runs.append(results)
+    if len(runs) > 1:
+        table = compare_table(runs)
+        print(table)
+        (Path(args.out) / "summary.md").write_text(table + "\n")
     return 0
 
 

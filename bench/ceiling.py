@@ -8,7 +8,10 @@ The session comes from ``service.runtime.Runtime.load`` with the same
 config the server is started with (precision, device, intra-op threads,
 spinning), so the ceiling and the service run the same graph with the same
 options. Each run feeds the previous run's hn/cn back in, as the service
-does; no softmax or top-k, only ``session.run``.
+does; no softmax or top-k, only ``session.run``. On the CUDA provider the
+state stays on the GPU between runs (IOBinding, hn/cn become the next
+h0/c0) and only the logits come back to the host, which is what a service
+needs to answer; on CPU a plain ``run`` with numpy arrays.
 """
 from __future__ import annotations
 
@@ -29,24 +32,59 @@ def load_runtime(config):
                         intra_op_threads=config.ort_threads, spin=config.ort_spin)
 
 
-def measure(rt, batch: int, tokens: int, seconds: float, min_runs: int = 5) -> dict:
+def _plain(rt, ids: np.ndarray, h: np.ndarray, c):
+    state = [h, c]
+
+    def step() -> None:
+        _, state[0], state[1] = rt.run(ids, state[0], state[1])
+
+    return step
+
+
+def _bound(rt, ids: np.ndarray, h: np.ndarray, c, device: str):
+    """One run with tokens and state on ``device``; hn/cn swap into h0/c0 for the next run."""
+    import onnxruntime as ort
+
+    session = rt.session
+    names = rt.card.state_names  # h0 (, c0)
+    on = lambda a: ort.OrtValue.ortvalue_from_numpy(a, device, 0)  # noqa: E731
+    state = [on(h)] + ([on(c)] if c is not None else [])
+    spare = [on(np.zeros_like(h)) for _ in state]
+    binding = session.io_binding()
+    binding.bind_ortvalue_input("tokens", on(ids))
+
+    def step() -> None:
+        for name, value, out in zip(names, state, spare):
+            binding.bind_ortvalue_input(name, value)
+            binding.bind_ortvalue_output(name.replace("0", "n"), out)
+        binding.bind_output("logits", "cpu")
+        session.run_with_iobinding(binding)
+        state[:], spare[:] = spare[:], state[:]
+
+    return step
+
+
+def measure(rt, batch: int, tokens: int, seconds: float, min_runs: int = 5, bind: str = "") -> dict:
+    """``bind``: "" (IOBinding on "cuda" when the session runs on CUDA, else plain run), or a device name."""
     layers, hidden = rt.state_shape
     text = np.frombuffer(TEXT, dtype=np.uint8).astype(np.int64)
     ids = np.stack([np.roll(text, -7 * b)[:tokens] for b in range(batch)])  # [B, T]
     h = np.zeros((layers, batch, hidden), np.float32)
     c = np.zeros_like(h) if rt.card.has_cell_state else None
+    bind = bind or ("cuda" if "CUDAExecutionProvider" in rt.providers else "")
+    step = _bound(rt, ids, h, c, bind) if bind else _plain(rt, ids, h, c)
     for _ in range(3):  # warm-up: first runs allocate
-        _, h, c = rt.run(ids, h, c)
+        step()
     times = []
     began = time.perf_counter()
     while len(times) < min_runs or time.perf_counter() - began < seconds:
         t0 = time.perf_counter()
-        _, h, c = rt.run(ids, h, c)
+        step()
         times.append(time.perf_counter() - t0)
     total = sum(times)
     per_run = np.asarray(times) * 1000.0
     return {
-        "batch": batch, "tokens_per_message": tokens, "runs": len(times),
+        "batch": batch, "tokens_per_message": tokens, "runs": len(times), "iobinding": bind or None,
         "steps_per_s": batch * len(times) / total,  # sequences advanced per second (messages)
         "tokens_per_s": batch * tokens * len(times) / total,
         "run_ms": {"p50": float(np.percentile(per_run, 50)), "p99": float(np.percentile(per_run, 99)),

@@ -52,6 +52,24 @@ def ceiling_table(results: dict) -> str:
     return _md(["batch B", "tokens T", "run p50 ms", "sequences/s", "tokens/s"], rows)
 
 
+def compare_table(runs: List[dict]) -> str:
+    """One line per run (e.g. fp32 and int8): the headline figures side by side."""
+    header = ["precision", "val loss", "msg/s by streams (K=1)", "tok/s by streams (K=8)", "1-stream p50 ms",
+              "svc/echo @64 K=1", "svc/ORT @64 K=8"]
+    rows = []
+    for r in runs:
+        svc = r.get("service", [])
+        ratio = {(x["streams"], x["tokens_per_message"]): x for x in r.get("ratios", [])}
+        one = _find(svc, 1, 1)
+        by = lambda k, key: ", ".join(f"{x['streams']}: {x[key]:.0f}" for x in svc if x["tokens_per_message"] == k)  # noqa: E731
+        rows.append([r["settings"]["precision"], _f(r.get("service_model", {}).get("validation_loss"), "{:.3f}"),
+                     by(1, "msgs_per_s") or "-", by(8, "tokens_per_s") or "-",
+                     _f(one["latency_ms"]["p50"] if one else None, "{:.2f}"),
+                     _f(ratio.get((64, 1), {}).get("service_over_echo"), "{:.0%}"),
+                     _f(ratio.get((64, 8), {}).get("service_over_ceiling"), "{:.0%}")])
+    return _md(header, rows)
+
+
 def histogram_lines(results: dict) -> List[str]:
     lines = []
     for s in results.get("service", []):
@@ -74,8 +92,9 @@ def summary(results: dict) -> str:
     """What is printed to stdout: the main table, the ceiling and the targets."""
     st = results["settings"]
     m = results["machine"]
-    head = (f"model {st['model']} ({st['precision']}), device {st['device']}, providers "
-            f"{', '.join(results.get('providers', {}).get('service') or ['?'])}; "
+    loss = results.get("service_model", {}).get("validation_loss")
+    head = (f"model {st['model']} ({st['precision']}, validation loss {_f(loss, '{:.3f}')} nats/token), "
+            f"device {st['device']}, providers {', '.join(results.get('providers', {}).get('service') or ['?'])}; "
             f"{m['cpu']}, {m['cores']} cores; {st['duration']} s per point after {st['warmup']} s warm-up")
     parts = [head, "", main_table(results), "", "In-process onnxruntime ceiling:", "", ceiling_table(results),
              "", "Server batch sizes:", *histogram_lines(results), "", "Targets:", *target_lines(results)]

@@ -82,7 +82,7 @@ def ratios(results: dict) -> List[dict]:
 
 def run(config, server_args: List[str], points: List[Tuple[int, int]], *, warmup: float, duration: float,
         ceiling_seconds: float, clients: int, target: Optional[str] = None, metrics_url: Optional[str] = None,
-        streams_per_channel: int = 64, top_k: Optional[int] = None, log=print) -> dict:
+        streams_per_channel: int = 64, top_k: Optional[int] = None, parse: bool = False, log=print) -> dict:
     """``config``: the service Config the server runs with (the ceiling uses the same)."""
     results = {
         "machine": facts(),
@@ -92,6 +92,7 @@ def run(config, server_args: List[str], points: List[Tuple[int, int]], *, warmup
                      "server_args": " ".join(server_args), "points": [list(p) for p in points],
                      "warmup": warmup, "duration": duration, "ceiling_seconds": ceiling_seconds,
                      "client_processes": clients, "streams_per_channel": streams_per_channel,
+                     "client_parses_answers": parse,
                      "top_k": top_k if top_k is not None else "server default"},
         "notes": {}, "ceiling": [], "echo": [], "service": [],
     }
@@ -109,7 +110,7 @@ def run(config, server_args: List[str], points: List[Tuple[int, int]], *, warmup
         info = describe(svc_target)
         results["service_model"] = info
         results["providers"]["service"] = info.get("providers")
-        with ClientPool(clients, streams_per_channel, top_k) as pool:
+        with ClientPool(clients, streams_per_channel, top_k, parse) as pool:
             for n, k in points:
                 log(f"streams {n}, {k} token(s)/message: echo floor ...")
                 results["echo"].append(measure_point(pool, echo.target, n, k, warmup, duration, echo.pid))
@@ -129,8 +130,10 @@ def run(config, server_args: List[str], points: List[Tuple[int, int]], *, warmup
                                            else "the service's /metrics has no histogram named *batch*"))
     if target:
         results["notes"]["server_cpu"] = "external --target: server CPU and memory are not measured"
-    results["notes"]["client"] = ("requests are serialized once up front and answers are kept as bytes "
-                                  "(the first of each stream is parsed and checked)")
+    results["notes"]["client"] = (
+        "requests are serialized once up front; " + ("every answer is parsed" if parse else
+                                                     "answers are kept as bytes (the first of each stream is parsed "
+                                                     "and checked), leaving the most CPU to the server"))
     results["ratios"] = ratios(results)
     results["targets"] = evaluate(results)
     return results
