@@ -96,7 +96,8 @@ def summary(results: dict) -> str:
     head = (f"model {st['model']} ({st['precision']}, validation loss {_f(loss, '{:.3f}')} nats/token), "
             f"device {st['device']}, providers {', '.join(results.get('providers', {}).get('service') or ['?'])}; "
             f"{m['cpu']}, {m['cores']} cores; {st['duration']} s per point after {st['warmup']} s warm-up")
-    parts = [head, "", main_table(results), "", "In-process onnxruntime ceiling:", "", ceiling_table(results),
+    noise = results.get("notes", {}).get("noise")
+    parts = [head, *([noise] if noise else []), "", main_table(results), "", "In-process onnxruntime ceiling:", "", ceiling_table(results),
              "", "Server batch sizes:", *histogram_lines(results), "", "Targets:", *target_lines(results)]
     return "\n".join(parts)
 

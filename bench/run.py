@@ -129,7 +129,13 @@ def run(config, server_args: List[str], points: List[Tuple[int, int]], *, warmup
             "no batch-size histogram: " + ("give --metrics-url for a --target server" if target
                                            else "the service's /metrics has no histogram named *batch*"))
     if target:
-        results["notes"]["server_cpu"] = "external --target: server CPU and memory are not measured"
+        results["notes"]["server_cpu"] = ("external --target: server CPU and memory are not measured "
+                                          "(other CPU includes the server)")
+    else:
+        other = [r["other_cpu"] for r in results["echo"] + results["service"]]
+        if other and sum(other) / len(other) > 0.25:
+            results["notes"]["noise"] = (f"WARNING: other processes used {sum(other) / len(other):.2f} cores on "
+                                         "average during the measurements; these figures are not final")
     results["notes"]["client"] = (
         "requests are serialized once up front; " + ("every answer is parsed" if parse else
                                                      "answers are kept as bytes (the first of each stream is parsed "
