@@ -25,7 +25,7 @@ def _md(header: List[str], rows: List[List[str]]) -> str:
 def main_table(results: dict) -> str:
     header = ["streams", "tok/msg", "service msg/s", "service tok/s", "p50 ms", "p90 ms", "p99 ms", "errors",
               "echo msg/s", "echo p50 ms", "ORT tok/s", "svc/echo", "svc/ORT", "mean batch",
-              "server CPU", "client CPU", "other CPU", "server RSS MB"]
+              "server CPU", "svc CPU µs/msg", "echo CPU µs/msg", "client CPU", "other CPU", "server RSS MB"]
     ratios = {(r["streams"], r["tokens_per_message"]): r for r in results.get("ratios", [])}
     rows = []
     for s in results.get("service", []):
@@ -40,7 +40,8 @@ def main_table(results: dict) -> str:
             _f(lat["p90"], "{:.2f}"), _f(lat["p99"], "{:.2f}"), str(s["error_count"]),
             _f(e.get("msgs_per_s")), _f(elat.get("p50"), "{:.2f}"), _f(c.get("tokens_per_s")),
             _f(r.get("service_over_echo"), "{:.0%}"), _f(r.get("service_over_ceiling"), "{:.0%}"),
-            _f(hist.get("mean"), "{:.1f}"), _f(s.get("server_cpu"), "{:.2f}"), _f(s.get("client_cpu"), "{:.2f}"),
+            _f(hist.get("mean"), "{:.1f}"), _f(s.get("server_cpu"), "{:.2f}"), _f(s.get("server_us_per_msg")),
+            _f(e.get("server_us_per_msg")), _f(s.get("client_cpu"), "{:.2f}"),
             _f(s.get("other_cpu"), "{:.2f}"), _f(s.get("server_rss_peak_mb")),
         ])
     return _md(header, rows)
@@ -113,7 +114,8 @@ def markdown(results: dict) -> str:
         "# Benchmark: lstm.v1 service", "", "## Machine", "", *facts, "", "## Settings", "", *settings, "",
         "## Service vs echo floor vs onnxruntime ceiling", "",
         "msg/s = Stream messages answered per second (each carries `tok/msg` tokens); latency per message; "
-        "CPU in cores (CPU-seconds per wall second) during the window; other CPU = everything else on the machine.",
+        "CPU in cores (CPU-seconds per wall second) during the window; other CPU = everything else on the machine; "
+        "CPU µs/msg = server CPU time per message (steadier than msg/s when the machine is shared).",
         "", main_table(results), "", "## In-process onnxruntime ceiling", "", ceiling_table(results), "",
         "## Server batch sizes", "", *histogram_lines(results), "", "## Targets", "", "```",
         *target_lines(results), "```", "", "## Notes", "", *notes, "",

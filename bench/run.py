@@ -56,6 +56,8 @@ def measure_point(pool: ClientPool, target: str, streams: int, tokens: int, warm
     row["machine_cpu"] = (marks["busy1"] - marks["busy0"]) / (marks["t1"] - marks["t0"])
     row["server_cpu"] = meter.cores() if meter else None
     row["server_rss_peak_mb"] = meter.peak_rss_kb / 1024 if meter else None
+    # Server CPU per message: less sensitive to other load on the machine than msg/s.
+    row["server_us_per_msg"] = 1e6 * row["server_cpu"] / row["msgs_per_s"] if meter and row["msgs_per_s"] else None
     row["other_cpu"] = max(0.0, row["machine_cpu"] - (row["server_cpu"] or 0.0) - row["client_cpu"])
     if metrics_url:
         row["batch_histogram"] = batch_histogram(marks["scrape0"], marks["scrape1"])
