@@ -10,6 +10,7 @@ and writes results.json, results.md and throughput.png to --out.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -31,13 +32,19 @@ def _ints(text: str) -> List[int]:
     return values
 
 
+def default_clients() -> int:
+    # One client process needs ~30-40 us of CPU per message here, so on 2 cores it is
+    # never the limit and a second one only adds contention; bigger machines get more.
+    return min(4, max(1, (os.cpu_count() or 1) // 4))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="models/shakespeare", help="model directory (server and ORT ceiling)")
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="models/shakespeare", help="model directory, for the server and the ORT ceiling [models/shakespeare]")
     p.add_argument("--precision", default="fp32",
-                   help="fp32 | int8 | fp32,int8 (one full run each, written to --out/<precision>)")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="server and ceiling device")
+                   help="fp32 | int8 | fp32,int8 (one full run each, into --out/<precision>) [fp32]")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="server and ceiling device [auto: CUDA if usable]")
     p.add_argument("--target", help="host:port of a running service to drive instead of starting one")
     p.add_argument("--metrics-url", help="with --target: its Prometheus URL, for the batch histogram")
     p.add_argument("--streams", help=f"concurrent streams to sweep [{FULL['streams']}; --quick {QUICK['streams']}]")
@@ -45,13 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, help=f"measured seconds per point [{FULL['duration']}]")
     p.add_argument("--warmup", type=float, help=f"warm-up seconds per point [{FULL['warmup']}]")
     p.add_argument("--ceiling-seconds", type=float, help=f"seconds per ORT ceiling point [{FULL['ceiling_seconds']}]")
-    p.add_argument("--clients", type=int, default=2, help="client processes (each gets a share of the streams)")
-    p.add_argument("--streams-per-channel", type=int, default=64, help="streams sharing one HTTP/2 connection")
+    p.add_argument("--clients", type=int, default=default_clients(),
+                   help="client processes, each with a share of the streams [cores/4, 1 to 4: %(default)s here]")
+    p.add_argument("--streams-per-channel", type=int, default=64, help="streams sharing one HTTP/2 connection [64]")
     p.add_argument("--parse-responses", action="store_true",
                    help="client parses every answer (a realistic client) instead of keeping bytes")
-    p.add_argument("--top-k", type=int, help="top_k asked for on open (default: the server's, 5)")
+    p.add_argument("--top-k", type=int, help="top_k asked for on open [the server's default, 5]")
     p.add_argument("--server-args", default="", help="extra flags for python -m service, e.g. '--max-batch 128'")
-    p.add_argument("--out", default="bench/results", help="directory for results.json, results.md, throughput.png")
+    p.add_argument("--out", default="bench/results", help="directory for results.json, results.md, throughput.png [bench/results]")
     p.add_argument("--quick", action="store_true", help="smoke run for tests/CI: streams 1,4, 1 s per point")
     return p
 
