@@ -59,9 +59,11 @@ class App:
         )
         self.metrics.track_sessions(lambda: len(self.store))
         self.batcher = Batcher(
-            self.runtime, config.max_batch, config.max_batch_delay_ms, config.queue_size, self.metrics
+            self.runtime, config.max_batch, config.max_batch_delay_ms, config.queue_size, self.metrics,
+            inline_max_ms=config.inline_max_ms,
         )
         self.engine = Engine(config, self.card, self.runtime, self.store, self.batcher, self.metrics)
+        self.batcher.active = self.engine.active
         self.servicer = LstmServicer(self.engine, self.metrics)
         self.health = HealthServicer()
         self.server: Optional[grpc.aio.Server] = None
@@ -99,7 +101,7 @@ class App:
             layers=self.card.layers, hidden=self.card.hidden_size, vocab=self.card.vocab_size,
             precision=self.runtime.precision, providers=",".join(self.runtime.providers), onnx=str(self.runtime.path),
             max_sessions=c.max_sessions, session_ttl=c.session_ttl, max_tokens_per_message=c.max_tokens_per_message,
-            max_batch=c.max_batch, max_batch_delay_ms=c.max_batch_delay_ms, queue_size=c.queue_size,
+            max_batch=c.max_batch, max_batch_delay_ms=c.max_batch_delay_ms, inline_max_ms=c.inline_max_ms, queue_size=c.queue_size,
             ort_threads=c.ort_threads, metrics_port=metrics_port or "off",
         )
         return self.port

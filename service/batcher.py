@@ -14,6 +14,12 @@ one step (then it waits up to that long for the batch to fill), so one lone
 stream pays no delay. While a batch runs, new steps accumulate: batches
 form from load alone ("continuous batching").
 
+One exception to "ORT runs in the worker": a lone step (one active caller,
+nothing running or queued, the previous batch a single step) whose
+measured cost is at most ``inline_max_ms`` runs on the loop thread. The two thread hops (loop ->
+worker -> loop) cost 0.1-0.4 ms on a busy 2-core machine, more than a
+small model's step; as soon as steps overlap, batches form in the worker.
+
 The queue is bounded: beyond ``queue_size`` waiting steps ``run`` raises
 ResourceExhausted with a retry hint and the step is not taken. A step
 whose caller is cancelled before its batch starts is dropped; the caller
@@ -27,7 +33,7 @@ import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Deque, Dict, List, Optional
+from typing import Callable, Deque, Dict, List, Optional
 
 import numpy as np
 
@@ -63,12 +69,18 @@ class Batcher:
         max_delay_ms: float = 0.0,
         queue_size: int = 1024,
         metrics=None,
+        inline_max_ms: float = 0.0,
+        active: Optional[Callable[[], int]] = None,
     ) -> None:
         self.runtime = runtime
         self.max_batch = max_batch
         self.max_delay = max_delay_ms / 1000.0
         self.queue_size = queue_size
         self.metrics = metrics
+        self.inline_max = inline_max_ms / 1000.0
+        self.active = active  # how many callers may send steps now (open streams, calls in flight)
+        self._token_seconds = None  # moving average of a lone step's ORT time per token
+        self.inline_runs = 0
         self.has_c = runtime.card.has_cell_state
         self._pending: Deque[Step] = deque()
         self._running = False
@@ -97,6 +109,14 @@ class Batcher:
                 retry_after_ms=hint,
             )
         loop = asyncio.get_running_loop()
+        if self._lone() and self._token_seconds * len(tokens) <= self.inline_max:
+            # A lone step with nothing else queued: run it right here. The hop to
+            # the worker thread and back costs more than a small model's step.
+            self.inline_runs += 1
+            (out,) = self._work([Step(tokens, h, c, all_positions, k, None)])
+            if isinstance(out, BaseException):
+                raise out
+            return out
         future = loop.create_future()
         self._pending.append(Step(tokens, h, c, all_positions, k, future))
         if self._timer is not None and len(self._pending) >= self.max_batch:
@@ -104,6 +124,13 @@ class Batcher:
             self._timer = None
         self._kick(loop)
         return await future
+
+    def _lone(self) -> bool:
+        """One caller, nothing running or queued, and a lone step is known to be cheap."""
+        return (
+            self.inline_max > 0 and self._token_seconds is not None and not self._running
+            and not self._pending and self._last_batch == 1 and (self.active is None or self.active() <= 1)
+        )
 
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._running or self._timer is not None or not self._pending:
@@ -170,12 +197,21 @@ class Batcher:
 
     def _run_group(self, steps: List[Step]) -> List[StepOutput]:
         b = len(steps)
-        tokens = np.stack([s.tokens for s in steps]) if b > 1 else steps[0].tokens[None, :]
-        h = np.stack([s.h for s in steps], axis=1)  # [L, B, H]
-        c = np.stack([s.c for s in steps], axis=1) if self.has_c else None
+        if b == 1:  # views, no copies
+            s0 = steps[0]
+            tokens, h = s0.tokens[None, :], s0.h[:, None, :]
+            c = s0.c[:, None, :] if self.has_c else None
+        else:
+            tokens = np.stack([s.tokens for s in steps])  # [B, T]
+            h = np.stack([s.h for s in steps], axis=1)  # [L, B, H]
+            c = np.stack([s.c for s in steps], axis=1) if self.has_c else None
         started = time.perf_counter()
         logits, hn, cn = self.runtime.run(tokens, h, c)
         seconds = time.perf_counter() - started
+        if b == 1:
+            per_token = seconds / tokens.shape[1]
+            last = self._token_seconds
+            self._token_seconds = per_token if last is None else 0.9 * last + 0.1 * per_token
         if self.metrics:
             self.metrics.ort_run(b, tokens.shape[1], seconds)
         self.batches += 1

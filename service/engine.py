@@ -70,6 +70,11 @@ class Engine:
         self.batcher = batcher
         self.metrics = metrics
         self.vocab = Vocab(card.vocab_kind, card.vocab_size)
+        self.scratch_active = 0  # stateless calls in flight
+
+    def active(self) -> int:
+        """Callers that may be sending steps now: held sessions and stateless calls."""
+        return self.store.busy + self.scratch_active
 
     # -- validation (before anything runs) --------------------------------
     def tokens(self, tokens: Sequence[int], text: str, what: str = "input") -> np.ndarray:
@@ -135,7 +140,11 @@ class Engine:
 
     async def step_scratch(self, ids: np.ndarray, options: StepOptions) -> StepResult:
         session = self.scratch()
-        out = await self.batcher.run(ids, session.h, session.c, options.all_positions, options.top_k)
+        self.scratch_active += 1
+        try:
+            out = await self.batcher.run(ids, session.h, session.c, options.all_positions, options.top_k)
+        finally:
+            self.scratch_active -= 1
         return StepResult("", len(ids), len(ids), out, options)
 
     async def create(
@@ -148,7 +157,11 @@ class Engine:
         if session_id:
             self.store.check_new_id(session_id)
         zero = self.scratch()
-        out = await self.batcher.run(prompt, zero.h, zero.c, options.all_positions, options.top_k)
+        self.scratch_active += 1
+        try:
+            out = await self.batcher.run(prompt, zero.h, zero.c, options.all_positions, options.top_k)
+        finally:
+            self.scratch_active -= 1
         session = self.store.create(session_id, ttl)  # raises before anything is kept
         self.store.commit(session, out.h, out.c, out.last, len(prompt))
         return session, StepResult(session.id, session.steps, len(prompt), out, options)
@@ -162,6 +175,7 @@ class Engine:
         Use with ``contextlib.aclosing`` so the session is released on cancel.
         """
         session = self.store.acquire(session_id) if session_id else self.scratch()
+        self.scratch_active += 0 if session_id else 1
         try:
             logprobs = session.last_logprobs
             if prompt is None and logprobs is None:
@@ -195,6 +209,8 @@ class Engine:
         finally:
             if session_id:
                 self.store.release(session)
+            else:
+                self.scratch_active -= 1
 
     def sessions(self, limit: int) -> List[Session]:
         return self.store.list(limit)

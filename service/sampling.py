@@ -16,18 +16,23 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def top_k(logprobs: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The k largest entries of each row of [N, V], largest first: (ids [N,k], values [N,k])."""
+    """The k largest entries of each row of [N, V], largest first (ties: lower id first):
+    (ids [N,k], values [N,k])."""
     n, v = logprobs.shape
     k = min(k, v)
     if k <= 0:
         return np.zeros((n, 0), np.int64), np.zeros((n, 0), logprobs.dtype)
-    if k < v:
-        part = np.argpartition(-logprobs, k - 1, axis=-1)[:, :k]
-    else:
-        part = np.broadcast_to(np.arange(v), (n, v))
-    values = np.take_along_axis(logprobs, part, axis=-1)
+    if n == 1:  # one row: 1-D indexing is much cheaper
+        row = logprobs[0]
+        part = np.argpartition(row, v - k)[v - k :] if k < v else np.arange(v)
+        values = row[part]
+        order = np.argsort(-values, kind="stable")
+        return part[order][None], values[order][None]
+    rows = np.arange(n)[:, None]
+    part = np.argpartition(logprobs, v - k, axis=-1)[:, v - k :] if k < v else np.broadcast_to(np.arange(v), (n, v))
+    values = logprobs[rows, part]
     order = np.argsort(-values, axis=-1, kind="stable")
-    return np.take_along_axis(part, order, axis=-1), np.take_along_axis(values, order, axis=-1)
+    return part[rows, order], values[rows, order]
 
 
 @dataclass(frozen=True)

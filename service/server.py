@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
 from typing import Optional
 
@@ -23,32 +24,58 @@ SESSION_HEADER = "x-session-id"
 CODES = {code.name: code for code in grpc.StatusCode}
 
 
+def _status(name: str, context, exc: BaseException):
+    """(code name, abort arguments or None to re-raise) for an exception out of a handler."""
+    if isinstance(exc, ServiceError):
+        trailers = (("retry-after-ms", str(exc.retry_after_ms)),) if exc.retry_after_ms else ()
+        return exc.code, (CODES[exc.code], exc.message, trailers)
+    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+        remaining = context.time_remaining()
+        return ("DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"), None
+    if isinstance(exc, grpc.aio.AbortError):
+        return "ABORTED_BY_HANDLER", None
+    if isinstance(exc, Exception):  # a bug: say so, keep serving
+        log.error("unexpected error in %s", name, exc_info=exc)
+        return "INTERNAL", (grpc.StatusCode.INTERNAL, f"internal error in {name}: {type(exc).__name__}: {exc}", ())
+    return "UNKNOWN", None
+
+
 def _rpc(method):
-    """Run a handler; turn ServiceError into its status; count every outcome."""
+    """Wrap a handler (coroutine or async generator): refuse while draining,
+    turn ServiceError into its status, count every outcome."""
     name = method.__name__
+
+    if inspect.isasyncgenfunction(method):
+
+        @functools.wraps(method)
+        async def stream_handler(self: "LstmServicer", request, context):
+            code = "OK"
+            try:
+                self._admit()
+                async for response in method(self, request, context):
+                    yield response
+            except BaseException as exc:
+                code, abort = _status(name, context, exc)
+                if abort is None:
+                    raise
+                await context.abort(*abort)
+            finally:
+                if self.metrics:
+                    self.metrics.request(name, code)
+
+        return stream_handler
 
     @functools.wraps(method)
     async def handler(self: "LstmServicer", request, context):
         code = "OK"
         try:
-            if self.draining:
-                raise Unavailable("server is shutting down; retry, the next attempt may reach another replica")
+            self._admit()
             return await method(self, request, context)
-        except ServiceError as exc:
-            code = exc.code
-            trailers = (("retry-after-ms", str(exc.retry_after_ms)),) if exc.retry_after_ms else ()
-            await context.abort(CODES[exc.code], exc.message, trailers)
-        except asyncio.CancelledError:
-            remaining = context.time_remaining()
-            code = "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
-            raise
-        except grpc.aio.AbortError:
-            code = "ABORTED_BY_HANDLER"
-            raise
-        except Exception as exc:  # noqa: BLE001 - a bug: say so, keep serving
-            code = "INTERNAL"
-            log.exception("unexpected error in %s", name)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {name}: {type(exc).__name__}: {exc}")
+        except BaseException as exc:
+            code, abort = _status(name, context, exc)
+            if abort is None:
+                raise
+            await context.abort(*abort)
         finally:
             if self.metrics:
                 self.metrics.request(name, code)
@@ -64,6 +91,10 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         self.draining = False
 
     # -- helpers --------------------------------------------------------
+    def _admit(self) -> None:
+        if self.draining:
+            raise Unavailable("server is shutting down; retry, the next attempt may reach another replica")
+
     def _session_id(self, field: str, context, required: bool = True) -> str:
         """The id from the request field, else from x-session-id metadata."""
         header = ""
@@ -92,8 +123,10 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
     # -- steps ----------------------------------------------------------
     @_rpc
     async def Stream(self, request_iterator, context):
-        first = await context.read()
-        if first is grpc.aio.EOF:
+        requests = request_iterator.__aiter__()
+        try:
+            first = await requests.__anext__()
+        except StopAsyncIteration:
             return
         if first.WhichOneof("kind") != "open":
             raise InvalidArgument("the first message on a stream must be `open` (attach to or create a session)")
@@ -108,11 +141,8 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         end_with_stream = o.end_with_stream if o.HasField("end_with_stream") else (o.create and not session_id)
         engine, vocab = self.engine, self.engine.vocab
         try:
-            await context.write(pb.StreamResponse(opened=self._session(session)))
-            while True:
-                request = await context.read()
-                if request is grpc.aio.EOF:
-                    return
+            yield pb.StreamResponse(opened=self._session(session))
+            async for request in requests:
                 if request.WhichOneof("kind") != "step":
                     raise InvalidArgument("`open` may only be the first message; send `step` messages after it")
                 step = request.step
@@ -121,7 +151,7 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
                 result = await engine.step(session, ids, options, start=step.start)
                 if step.end:
                     self.store.close(session, "was ended by its stream (step.end)")
-                await context.write(pb.StreamResponse(result=codec.step_result(result, vocab, step.tag)))
+                yield pb.StreamResponse(result=codec.step_result(result, vocab, step.tag))
         finally:
             self.store.release(session)
             if end_with_stream:
@@ -152,7 +182,7 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         )
         async with contextlib.aclosing(self.engine.generate(session_id, prompt, options)) as tokens:
             async for g in tokens:
-                await context.write(codec.generated(g, session_id))
+                yield codec.generated(g, session_id)
 
     # -- sessions -------------------------------------------------------
     @_rpc

@@ -82,6 +82,7 @@ class SessionStore:
         self.on_event = on_event or (lambda kind, session, reason: None)
         self._sessions: "OrderedDict[str, Session]" = OrderedDict()  # least recently used first
         self._ended: "OrderedDict[str, str]" = OrderedDict()  # id -> why it ended
+        self.busy = 0  # sessions held by a writer right now
 
     def __len__(self) -> int:
         return len(self._sessions)
@@ -109,11 +110,14 @@ class SessionStore:
                 f"session {session_id!r} is in use by another request or stream; one writer at a time"
             )
         session.busy = True
+        self.busy += 1
         self._touch(session)
         return session
 
     def release(self, session: Session) -> None:
-        session.busy = False
+        if session.busy:
+            session.busy = False
+            self.busy -= 1
         self._touch(session)
 
     def commit(self, session: Session, h: np.ndarray, c: Optional[np.ndarray], logprobs: np.ndarray, n: int) -> None:

@@ -100,6 +100,21 @@ async def test_cancelled_step_is_dropped_before_it_runs(tiny_model_dir):
     assert (1, 4) not in rt.shapes and rt.shapes == [(1, 1), (1, 1)]
 
 
+async def test_lone_steps_run_inline_only_when_alone(tiny_model_dir):
+    rt = runtime_for(tiny_model_dir)
+    callers = [1]
+    batcher = Batcher(rt, max_batch=64, inline_max_ms=1000, active=lambda: callers[0])
+    alone = await drive(batcher, rt, [[1], [2], [3, 4]])
+    assert batcher.inline_runs == 2  # the first run measures the cost, in the worker
+    callers[0] = 2  # another stream is open: its steps may come any moment, so batch
+    await drive(batcher, rt, [[1], [2]])
+    assert batcher.inline_runs == 2
+    batcher.close()
+    plain = Batcher(rt, max_batch=1)
+    assert np.array_equal((await drive(plain, rt, [[1], [2], [3, 4]]))[0], alone[0])
+    plain.close()
+
+
 async def test_delay_never_applies_to_a_lone_stream(tiny_model_dir):
     rt = runtime_for(tiny_model_dir)
     batcher = Batcher(rt, max_batch=64, max_delay_ms=300)
@@ -111,7 +126,7 @@ async def test_delay_never_applies_to_a_lone_stream(tiny_model_dir):
 
 async def test_full_queue_is_resource_exhausted_and_changes_nothing(tiny_model_dir, reference):
     gated = GatedRuntime(runtime_for(tiny_model_dir))
-    async with serving(tiny_model_dir, runtime=gated, queue_size=2, max_batch=1) as s:
+    async with serving(tiny_model_dir, runtime=gated, queue_size=2, max_batch=1, inline_max_ms=0) as s:
         gated.gate.set()
         ids = {}
         for name in "abcd":
@@ -157,7 +172,7 @@ async def test_64_streams_over_grpc_share_model_calls(tiny_model_dir, reference)
         return np.array(rows)
 
     gated = GatedRuntime(runtime_for(tiny_model_dir))
-    async with serving(tiny_model_dir, runtime=gated, max_batch=64) as s:
+    async with serving(tiny_model_dir, runtime=gated, max_batch=64, inline_max_ms=0) as s:
         tasks = [asyncio.ensure_future(one(s, t)) for t in texts]
         while s.app.batcher.depth < 63:  # one step holds the worker, the other 63 wait
             await asyncio.sleep(0.005)

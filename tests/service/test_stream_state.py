@@ -38,6 +38,7 @@ async def test_stream_token_by_token_matches_one_run(tiny_model_dir, reference):
             assert prediction.top[0].prob == pytest.approx(np.exp(want[t][top[0]]), abs=1e-5)
         await call.done_writing()
         assert await call.read() is grpc.aio.EOF
+        assert s.app.batcher.inline_runs > 0  # a lone stream's steps skip the worker hop
         assert len(s.app.store) == 0  # a stream-created, server-named session ends with its stream
 
 
