@@ -109,6 +109,9 @@ def markdown(results: dict) -> str:
     providers = results.get("providers", {})
     facts.append(f"- providers used: service {providers.get('service')}, ORT ceiling {providers.get('ceiling')}")
     settings = [f"- {k}: {v}" for k, v in st.items()]
+    skip = ("host", "port", "metrics_port", "grace", "log_level", "log_format")  # set by the bench itself
+    server = {k: v for k, v in (results.get("server_config") or {}).items() if k not in skip}
+    settings.append("- server config: " + ", ".join(f"{k}={v}" for k, v in server.items()))
     notes = [f"- {k}: {v}" for k, v in results.get("notes", {}).items()]
     return "\n".join([
         "# Benchmark: lstm.v1 service", "", "## Machine", "", *facts, "", "## Settings", "", *settings, "",

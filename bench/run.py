@@ -96,6 +96,7 @@ def run(config, server_args: List[str], points: List[Tuple[int, int]], *, warmup
                      "client_processes": clients, "streams_per_channel": streams_per_channel,
                      "client_parses_answers": parse,
                      "top_k": top_k if top_k is not None else "server default"},
+        "server_config": config.summary() if hasattr(config, "summary") else {},
         "notes": {}, "ceiling": [], "echo": [], "service": [],
     }
     log(f"ORT ceiling ({config.model}, {config.precision}) ...")
