@@ -80,7 +80,8 @@ def histogram_lines(results: dict) -> List[str]:
         buckets = ", ".join(f"<={le}: {n}" for le, n in h["buckets"].items() if n)
         busy = s.get("ort_busy")
         extra = f"; ORT busy {busy:.0%} of the window" if busy is not None else ""
-        lines.append(f"- {s['streams']} streams, K={s['tokens_per_message']}: {h['count']} batches, "
+        plural = "" if s["streams"] == 1 else "s"
+        lines.append(f"- {s['streams']} stream{plural}, K={s['tokens_per_message']}: {h['count']} batches, "
                      f"mean {_f(h['mean'], '{:.1f}')} ({buckets}){extra}")
     return lines or ["- not available: " + results.get("notes", {}).get("batch_histogram", "no metrics endpoint")]
 
