@@ -57,24 +57,24 @@ def _result(session: pb.Session, step: pb.StreamStep, default: pb.OutputOptions)
     )
 
 
-async def stream(requests, context: grpc.aio.ServicerContext) -> None:
-    # context.read()/write(), as service/server.py does (measured here a little
-    # cheaper per message than the async-iterator style).
-    first = await context.read()
-    if first is grpc.aio.EOF:
+async def stream(requests, context: grpc.aio.ServicerContext):
+    # An async generator over the request iterator, as service/server.py's Stream
+    # is (A/B runs here: the same server CPU per message as context.read()/write(),
+    # within noise).
+    requests = requests.__aiter__()
+    try:
+        first = await requests.__anext__()
+    except StopAsyncIteration:
         return
     if first.WhichOneof("kind") != "open":
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the first message on a stream must be open")
     session = pb.Session(id=first.open.session_id or uuid.uuid4().hex, model="echo", ttl_seconds=600)
     default = first.open.output
-    await context.write(pb.StreamResponse(opened=session))
-    while True:
-        request = await context.read()
-        if request is grpc.aio.EOF:
-            return
+    yield pb.StreamResponse(opened=session)
+    async for request in requests:
         if request.WhichOneof("kind") != "step":
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "open may only be the first message")
-        await context.write(_result(session, request.step, default))
+        yield _result(session, request.step, default)
 
 
 async def serve(host: str, port: int) -> None:
