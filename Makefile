@@ -43,5 +43,10 @@ export: $(VENV)/.dev-installed
 	$(BIN)/python -m export --checkpoint runs/shakespeare --out $(MODEL) --name shakespeare-lstm \
 	  --quantize int8 --data $(DATA)
 
+# Full sweep (1/16/64/256 streams x 1/8 tokens per message) for fp32 and int8, with the
+# in-process onnxruntime ceiling and a bare gRPC echo floor measured in the same run.
+bench: $(VENV)/.dev-installed
+	$(BIN)/python -m bench --model $(MODEL) --precision fp32,int8 --device cpu --out bench/results
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache
