@@ -8,17 +8,20 @@ something is queued, everything queued (up to max_batch) goes to the
 worker at once: grouped by length T (one ORT call per distinct T; no
 padding, so results are exact), h and c rows gathered into [L,B,H], run,
 log-softmax and top-k computed on the whole batch, new rows copied out.
-Results are delivered on the loop. Nothing ever waits when the worker is
-idle, except when ``max_delay_ms`` > 0 and the previous batch had more than
-one step (then it waits up to that long for the batch to fill), so one lone
-stream pays no delay. While a batch runs, new steps accumulate: batches
-form from load alone ("continuous batching").
+Results are delivered on the loop. While a batch runs, new steps
+accumulate, so batches form from load alone ("continuous batching").
+Nothing waits when the worker is idle, except when ``max_delay_ms`` > 0,
+the previous batch had more than one step and some active caller has not
+queued a step yet: then it waits up to that long for a full batch or a
+step from every active caller. One lone stream never waits; with many
+closed-loop streams this avoids alternating tiny and big batches.
 
 One exception to "ORT runs in the worker": a lone step (one active caller,
 nothing running or queued, the previous batch a single step) whose
-measured cost is at most ``inline_max_ms`` runs on the loop thread. The two thread hops (loop ->
-worker -> loop) cost 0.1-0.4 ms on a busy 2-core machine, more than a
-small model's step; as soon as steps overlap, batches form in the worker.
+measured cost is at most ``inline_max_ms`` runs on the loop thread. The
+two thread hops (loop -> worker -> loop) cost 0.1-0.4 ms on a busy 2-core
+machine, more than a small model's step; as soon as several callers are
+active, steps batch in the worker.
 
 The queue is bounded: beyond ``queue_size`` waiting steps ``run`` raises
 ResourceExhausted with a retry hint and the step is not taken. A step
@@ -119,7 +122,7 @@ class Batcher:
             return out
         future = loop.create_future()
         self._pending.append(Step(tokens, h, c, all_positions, k, future))
-        if self._timer is not None and len(self._pending) >= self.max_batch:
+        if self._timer is not None and len(self._pending) >= self._enough():
             self._timer.cancel()
             self._timer = None
         self._kick(loop)
@@ -132,10 +135,14 @@ class Batcher:
             and not self._pending and self._last_batch == 1 and (self.active is None or self.active() <= 1)
         )
 
+    def _enough(self) -> int:
+        """Queued steps worth dispatching without waiting: a full batch, or one from every active caller."""
+        return min(self.max_batch, max(1, self.active())) if self.active else self.max_batch
+
     def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
         if self._running or self._timer is not None or not self._pending:
             return
-        if self.max_delay > 0 and self._last_batch > 1 and len(self._pending) < self.max_batch:
+        if self.max_delay > 0 and self._last_batch > 1 and len(self._pending) < self._enough():
             self._timer = loop.call_later(self.max_delay, self._on_timer, loop)
             return
         self._dispatch(loop)

@@ -31,7 +31,7 @@ class Config:
     max_tokens_per_message: int = field(default=4096, metadata={"help": "tokens in one step, prompt or prefill"})
     max_generate_tokens: int = field(default=4096, metadata={"help": "tokens one Generate call may produce"})
     max_batch: int = field(default=64, metadata={"help": "steps of different sessions run in one onnxruntime call"})
-    max_batch_delay_ms: float = field(default=0.0, metadata={"help": "wait up to this long to fill a batch, only while recent batches had several steps (0: never wait)"})
+    max_batch_delay_ms: float = field(default=2.0, metadata={"help": "wait up to this long to fill a batch, only while the last batch had several steps and an active caller has not sent yet; a lone stream never waits (0: never wait)"})
     inline_max_ms: float = field(default=1.0, metadata={"help": "a lone step (nothing else queued or running) known to take at most this long runs on the event loop thread, skipping the worker-thread hop (0: always the worker)"})
     queue_size: int = field(default=1024, metadata={"help": "steps waiting for the model; beyond it RESOURCE_EXHAUSTED"})
     ort_threads: int = field(default=1, metadata={"help": "onnxruntime intra-op threads (0: onnxruntime's default)"})

@@ -21,6 +21,8 @@ class Vocab:
 
     def encode(self, tokens: Sequence[int], text: str, max_tokens: int, what: str = "input") -> np.ndarray:
         """Validated token ids [T] int64 from either a list of ids or text."""
+        if len(tokens) == 1 and not text and 0 <= tokens[0] < self.size:  # the common single-token step
+            return np.array(tokens, dtype=np.int64)
         if len(tokens) and text:
             raise InvalidArgument(f"{what}: set either tokens or text, not both")
         if text:
