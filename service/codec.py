@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import math
-from typing import List
-
 import numpy as np
 
 from .engine import Generated, StepResult
@@ -13,31 +11,27 @@ from .sessions import Session
 FINISH = {None: pb.FINISH_REASON_UNSPECIFIED, "length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
 
 
-def step_result(result: StepResult, vocab, tag: str = "") -> pb.StepResult:
+def step_result(target: pb.StepResult, result: StepResult, vocab, tag: str = "") -> pb.StepResult:
+    """Fill ``target`` (a field of the response, so nothing is copied afterwards) from ``result``."""
     out = result.output
-    options = result.options
     ids = out.top_ids.tolist()
     lps = out.top_logprobs.tolist()
     probs = np.exp(out.top_logprobs).tolist()
     pieces, texts = vocab.pieces, vocab.texts
     first = result.first_position
-    predictions: List[pb.Prediction] = []
+    target.session_id = result.session_id
+    target.steps = result.steps
+    target.consumed = result.consumed
+    if tag:
+        target.tag = tag
     for row in range(len(ids)):
-        top = [
-            pb.Candidate(token=t, prob=p, logprob=lp, piece=pieces[t], text=texts[t])
-            for t, p, lp in zip(ids[row], probs[row], lps[row])
-        ]
-        prediction = pb.Prediction(position=first + row, top=top)
-        if options.logprobs:
-            prediction.logprobs[:] = out.logprobs[row].tolist()
-        predictions.append(prediction)
-    return pb.StepResult(
-        session_id=result.session_id,
-        steps=result.steps,
-        consumed=result.consumed,
-        predictions=predictions,
-        tag=tag,
-    )
+        prediction = target.predictions.add(position=first + row)
+        add = prediction.top.add
+        for t, p, lp in zip(ids[row], probs[row], lps[row]):
+            add(token=t, prob=p, logprob=lp, piece=pieces[t], text=texts[t])
+        if result.options.logprobs:
+            prediction.logprobs.extend(out.logprobs[row].tolist())
+    return target
 
 
 def session(s: Session, now: float, model: str) -> pb.Session:

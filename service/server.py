@@ -151,7 +151,9 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
                 result = await engine.step(session, ids, options, start=step.start)
                 if step.end:
                     self.store.close(session, "was ended by its stream (step.end)")
-                yield pb.StreamResponse(result=codec.step_result(result, vocab, step.tag))
+                response = pb.StreamResponse()
+                codec.step_result(response.result, result, vocab, step.tag)
+                yield response
         finally:
             self.store.release(session)
             if end_with_stream:
@@ -163,7 +165,9 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         options = self._options(request.output if request.HasField("output") else None)
         ids = self._input(request.input)
         result = await self.engine.predict(session_id, ids, options, start=request.start)
-        return pb.PredictResponse(result=codec.step_result(result, self.engine.vocab))
+        response = pb.PredictResponse()
+        codec.step_result(response.result, result, self.engine.vocab)
+        return response
 
     @_rpc
     async def Generate(self, request, context):
@@ -195,7 +199,7 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         session, result = await self.engine.create(session_id or None, request.ttl_seconds, prompt, options)
         response = pb.CreateSessionResponse(session=self._session(session))
         if result is not None:
-            response.result.CopyFrom(codec.step_result(result, self.engine.vocab))
+            codec.step_result(response.result, result, self.engine.vocab)
         return response
 
     @_rpc

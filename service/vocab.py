@@ -22,7 +22,7 @@ class Vocab:
     def encode(self, tokens: Sequence[int], text: str, max_tokens: int, what: str = "input") -> np.ndarray:
         """Validated token ids [T] int64 from either a list of ids or text."""
         if len(tokens) == 1 and not text and 0 <= tokens[0] < self.size:  # the common single-token step
-            return np.array(tokens, dtype=np.int64)
+            return np.array([tokens[0]], dtype=np.int64)
         if len(tokens) and text:
             raise InvalidArgument(f"{what}: set either tokens or text, not both")
         if text:
@@ -30,7 +30,7 @@ class Vocab:
                 raise InvalidArgument(f"{what}: text input needs a bytes vocabulary; this model's is {self.kind!r}")
             ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
         else:
-            ids = np.array(tokens, dtype=np.int64)
+            ids = np.fromiter(tokens, dtype=np.int64, count=len(tokens))
         if ids.size == 0:
             raise InvalidArgument(f"{what} is empty: send 1 to {max_tokens} tokens (tokens or text)")
         if ids.size > max_tokens:
