@@ -19,10 +19,6 @@ import grpc
 from .client import DEFAULT_TARGET, Client
 
 
-def _show(text: str) -> str:
-    return repr(text) if text and text.isprintable() and text != " " else repr(text or "?")
-
-
 def cmd_generate(client: Client, args) -> int:
     out = sys.stdout
     if not args.session:
@@ -45,7 +41,8 @@ def cmd_generate(client: Client, args) -> int:
 
 def _predictions(result, top_k: int) -> str:
     top = result.predictions[-1].top[:top_k] if result.predictions else []
-    shown = "  ".join(f"{_show(c.text or c.piece.decode('latin-1'))} {c.prob:.2f}" for c in top)
+    # ASCII tokens as quoted text, other bytes (parts of longer characters) as \xNN
+    shown = "  ".join(f"{repr(c.text) if c.text else f'{c.token:#04x}'} {c.prob:.3f}" for c in top)
     return f"[{result.steps} tokens] next: {shown}"
 
 
