@@ -7,7 +7,7 @@ TORCH  := torch==2.13.0
 MODEL  ?= models/shakespeare
 DATA   ?= ../shared/data/tinyshakespeare.txt
 
-.PHONY: serve test train export proto bench system-deps clean
+.PHONY: serve test train export proto proto-check latency bench system-deps clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,17 @@ train: $(VENV)/.dev-installed
 export: $(VENV)/.dev-installed
 	$(BIN)/python -m export --checkpoint runs/shakespeare --out $(MODEL) --name shakespeare-lstm \
 	  --quantize int8 --data $(DATA)
+
+# Generated protobuf code is built from protos/ (committed; a test fails if it is stale).
+proto: $(VENV)/.dev-installed
+	$(BIN)/python -m service.build_proto
+
+proto-check: $(VENV)/.dev-installed
+	$(BIN)/python -m service.build_proto --check
+
+# Single-stream step latency over gRPC vs the same step in process.
+latency: $(VENV)/.serve-installed
+	$(BIN)/python -m service.latency_probe --model $(MODEL)
 
 # Full sweep (1/16/64/256 streams x 1/8 tokens per message) for fp32 and int8, with the
 # in-process onnxruntime ceiling and a bare gRPC echo floor measured in the same run.
