@@ -15,22 +15,17 @@ Results are the generated protobuf messages (typed by lstm_pb2.pyi).
 from __future__ import annotations
 
 import queue
-import secrets
 from typing import AsyncIterator, Iterator, List, Optional, Sequence, Tuple
 
 import grpc
 
 from .proto.lstm.v1 import lstm_pb2 as pb
 from .proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+from .session_ids import fork_id, new_session_id
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 SESSION_HEADER = "x-session-id"
 Metadata = Tuple[Tuple[str, str], ...]
-
-
-def new_session_id() -> str:
-    """128 random bits, URL-safe: a valid client-chosen session id."""
-    return secrets.token_urlsafe(16)
 
 
 def session_metadata(session_id: str) -> Metadata:
@@ -150,7 +145,8 @@ class Client(_Base):
         return self._call("DeleteSession", pb.DeleteSessionRequest(session_id=session_id), session_id).steps
 
     def fork_session(self, session_id: str, new_id: Optional[str] = None, ttl: int = 0) -> pb.Session:
-        request = pb.ForkSessionRequest(session_id=session_id, new_session_id=new_id or new_session_id(),
+        # The fork is made on the parent's replica: give it the parent's routing key.
+        request = pb.ForkSessionRequest(session_id=session_id, new_session_id=new_id or fork_id(session_id),
                                         ttl_seconds=ttl)
         return self._call("ForkSession", request, session_id).session
 

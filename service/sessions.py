@@ -11,8 +11,6 @@ expire or get evicted. Everything here runs on the event loop thread.
 """
 from __future__ import annotations
 
-import re
-import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -21,21 +19,14 @@ from typing import Callable, List, Optional
 import numpy as np
 
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, SessionBusy
+from .session_ids import ID_RULE, fork_id, is_valid, new_session_id
 
-ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16,128}")
 TOMBSTONES = 4096  # remembered ids of ended sessions, for clearer NOT_FOUND messages
 
 
-def new_session_id() -> str:
-    """128 random bits, URL-safe (22 characters)."""
-    return secrets.token_urlsafe(16)
-
-
 def check_session_id(session_id: str) -> str:
-    if not ID_PATTERN.fullmatch(session_id):
-        raise InvalidArgument(
-            f"session id {session_id[:140]!r} is not allowed: use 16 to 128 characters from [A-Za-z0-9_-]"
-        )
+    if not is_valid(session_id):
+        raise InvalidArgument(f"session id {session_id[:140]!r} is not allowed: use {ID_RULE}")
     return session_id
 
 
@@ -169,7 +160,9 @@ class SessionStore:
     def fork(self, source_id: str, new_id: Optional[str] = None, ttl: float = 0) -> Session:
         source = self.get(source_id)
         self._sessions.move_to_end(source.id)  # reading it is a use: never evict the source for its fork
-        fork = self.create(new_id, ttl or source.ttl, why=f"was forked from {source.id} at step {source.steps}")
+        # Unnamed forks share the parent's routing key, so a proxy sends them
+        # to this replica, the one that holds the copied state.
+        fork = self.create(new_id or fork_id(source.id), ttl or source.ttl, why=f"was forked from {source.id} at step {source.steps}")
         fork.h, fork.c, fork.steps, fork.last_logprobs = source.h, source.c, source.steps, source.last_logprobs
         return fork
 

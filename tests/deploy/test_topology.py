@@ -138,8 +138,6 @@ def test_the_container_healthcheck_probe(cluster):
     assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: a fork is made on its parent's replica but its own id "
-                   "hashes elsewhere on the ring; needs a routing key shared by parent and fork")
 def test_forked_sessions_are_reachable_through_the_proxy(cluster, reference):
     _replicas, proxy = cluster
     with Client(proxy.target, timeout=20) as client:
