@@ -21,9 +21,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
-import onnxruntime as ort
 
-from model.card import load_card
 from service.healthcheck import check
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,25 +134,6 @@ def start_proxy(nginx: str, upstreams: List[str], workdir: Path) -> Proxy:
 
 def serving(target: str) -> bool:
     return check(target, timeout=1.0)[0]
-
-
-class Reference:
-    """Log-probabilities from one onnxruntime call over a whole text from the
-    zero state: what a single process computes, independent of the service."""
-
-    def __init__(self, model_dir: Path) -> None:
-        self.card = load_card(model_dir)
-        self.session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-
-    def logprobs(self, data: bytes) -> np.ndarray:
-        ids = np.frombuffer(data, dtype=np.uint8).astype(np.int64)[None, :]
-        shape = (self.card.layers, 1, self.card.hidden_size)
-        feeds = {"tokens": ids, "h0": np.zeros(shape, np.float32)}
-        if self.card.has_cell_state:
-            feeds["c0"] = np.zeros(shape, np.float32)
-        logits = self.session.run(["logits"], feeds)[0][0].astype(np.float64)
-        logits -= logits.max(axis=-1, keepdims=True)
-        return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
 
 
 def assert_matches(result, expected_row: np.ndarray, steps: int, what: str) -> None:

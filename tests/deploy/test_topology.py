@@ -20,7 +20,8 @@ from collections import defaultdict
 import grpc
 import pytest
 
-from deploy_helpers import (Reference, assert_matches, clean_env, find_nginx, free_port, serving, stop,
+from reference import Reference
+from deploy_helpers import (assert_matches, clean_env, find_nginx, free_port, serving, stop,
                             topology)
 from service.client import Client
 

@@ -9,7 +9,7 @@ import inspect
 
 import pytest
 
-from svc_helpers import Reference
+from reference import Reference
 
 TEST_TIMEOUT = 60
 

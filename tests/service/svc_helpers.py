@@ -1,6 +1,6 @@
 """Helpers for the service tests (imported as ``svc_helpers``): a real
-grpc.aio server on 127.0.0.1 port 0, a real channel, and a reference
-computed with onnxruntime directly, independent of the service code.
+grpc.aio server on 127.0.0.1 port 0 and a real channel. The expected
+answers come from tests/reference.py, independent of the service code.
 """
 from __future__ import annotations
 
@@ -13,9 +13,7 @@ from typing import Optional
 
 import grpc
 import numpy as np
-import onnxruntime as ort
 
-from model.card import load_card
 from service.app import App
 from service.config import Config
 from service.proto.lstm.v1 import lstm_pb2 as pb
@@ -57,24 +55,6 @@ class GatedRuntime:
         assert self.gate.wait(20), "gate never opened"
         self.shapes.append(tokens.shape)
         return self.inner.run(tokens, h, c)
-
-
-class Reference:
-    """Log-probabilities from one onnxruntime call over a whole text, from the zero state."""
-
-    def __init__(self, model_dir: Path) -> None:
-        self.card = load_card(model_dir)
-        self.session = ort.InferenceSession(str(model_dir / "model.onnx"), providers=["CPUExecutionProvider"])
-
-    def logprobs(self, tokens) -> np.ndarray:
-        ids = np.asarray(tokens, dtype=np.int64)[None, :]
-        shape = (self.card.layers, 1, self.card.hidden_size)
-        feeds = {"tokens": ids, "h0": np.zeros(shape, np.float32)}
-        if self.card.has_cell_state:
-            feeds["c0"] = np.zeros(shape, np.float32)
-        logits = self.session.run(["logits"], feeds)[0][0].astype(np.float64)
-        logits -= logits.max(axis=-1, keepdims=True)
-        return logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
 
 
 @dataclass

@@ -10,7 +10,8 @@ import pytest
 
 from service.proto.lstm.v1 import lstm_pb2 as pb
 
-from svc_helpers import Reference, open_stream, serving, stream_step
+from reference import Reference
+from svc_helpers import open_stream, serving, stream_step
 
 TEXT = "ROMEO: But soft, what light — through yonder window breaks?"
 TOL = 1e-4
