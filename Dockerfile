@@ -5,7 +5,7 @@
 #                No torch, no onnx, no compilers; runs as uid 10001.
 #   runtime-gpu  runtime + the CUDA 13 / cuDNN 9 libraries onnxruntime-gpu
 #                loads, from NVIDIA's pip wheels; needs an NVIDIA driver >= 580
-#                on the host and the NVIDIA container toolkit (deploy/README.md).
+#                on the host and the NVIDIA container toolkit (README.md, Deploy).
 #   proxy        Debian's nginx 1.22 + deploy/proxy.py: the session-affine gRPC
 #                proxy, the same nginx build the topology test runs.
 #   train        torch 2.13.0 + the [train] extra, to retrain and export a model.
