@@ -32,6 +32,7 @@ caller receives a result.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -60,6 +61,7 @@ class StepOutput:
     last: np.ndarray  # [V] log-probs after the last token (own copy, for the session)
     top_ids: np.ndarray  # [P, k], most likely first
     top_logprobs: np.ndarray  # [P, k]
+    top_probs: np.ndarray  # [P, k]: exp(top_logprobs), computed once per batch
     h: np.ndarray  # [L, H] new state (own copy)
     c: Optional[np.ndarray]
 
@@ -90,6 +92,7 @@ class Batcher:
         self._timer: Optional[asyncio.TimerHandle] = None
         self._last_batch = 1
         self._batch_seconds = 0.001  # moving average, for the retry hint
+        self._buffers = threading.local()  # per thread: reused gather buffers for h and c
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
         self.batches = 0  # counters for tests and the bench: ORT calls, steps run,
         self.steps = 0  # largest ORT call, largest hand-over to the worker
@@ -202,6 +205,21 @@ class Batcher:
                 outputs[i] = result
         return outputs
 
+    def _gather_buffer(self, which: int, b: int, row: np.ndarray) -> np.ndarray:
+        """A reused [L, b, H] array to gather h (which=0) or c (1) into, per thread.
+
+        A fresh array of this size comes from mmap and is page-faulted in on every
+        batch, which cost more than the gather itself. Reuse is safe: onnxruntime
+        only reads its inputs during ``run`` and returns fresh output arrays, and
+        one thread runs one group at a time.
+        """
+        buffers = self._buffers.__dict__
+        size = row.shape[0] * b * row.shape[1]
+        buf = buffers.get(which)
+        if buf is None or buf.size < size or buf.dtype != row.dtype:
+            buf = buffers[which] = np.empty(max(size, row.size * self.max_batch), row.dtype)
+        return buf[:size].reshape(row.shape[0], b, row.shape[1])
+
     def _run_group(self, steps: List[Step]) -> List[StepOutput]:
         b = len(steps)
         if b == 1:  # views, no copies
@@ -209,9 +227,10 @@ class Batcher:
             tokens, h = s0.tokens[None, :], s0.h[:, None, :]
             c = s0.c[:, None, :] if self.has_c else None
         else:
-            tokens = np.stack([s.tokens for s in steps])  # [B, T]
-            h = np.stack([s.h for s in steps], axis=1)  # [L, B, H]
-            c = np.stack([s.c for s in steps], axis=1) if self.has_c else None
+            # One concatenate (same T in a group) instead of np.stack's per-array Python work.
+            tokens = np.concatenate([s.tokens for s in steps]).reshape(b, -1)  # [B, T]
+            h = np.stack([s.h for s in steps], axis=1, out=self._gather_buffer(0, b, steps[0].h))  # [L, B, H]
+            c = np.stack([s.c for s in steps], axis=1, out=self._gather_buffer(1, b, steps[0].c)) if self.has_c else None
         started = time.perf_counter()
         logits, hn, cn = self.runtime.run(tokens, h, c)
         seconds = time.perf_counter() - started
@@ -224,20 +243,33 @@ class Batcher:
         self.batches += 1
         self.steps += b
         self.max_seen = max(self.max_seen, b)
+        k = max(s.top_k for s in steps)
         # Rows to score: the last position of each step, or all of them.
         if not any(s.all_positions for s in steps):
-            rows = logits[:, -1, :]
-            spans = [(i, i + 1) for i in range(b)]
-        else:
-            parts, spans, start = [], [], 0
+            lp = log_softmax(logits[:, -1, :])
+            ids, vals = top_k(lp, k)
+            probs = np.exp(vals)  # one call for the batch; elementwise, so the same as per row
+            # Each session keeps its own copies of its state rows and last log-probs: a
+            # view would pin the whole batch's arrays for as long as the session idles.
+            out = []
             for i, s in enumerate(steps):
-                part = logits[i] if s.all_positions else logits[i, -1:]
-                parts.append(part)
-                spans.append((start, start + len(part)))
-                start += len(part)
-            rows = np.concatenate(parts)
-        lp = log_softmax(rows)
-        ids, vals = top_k(lp, max(s.top_k for s in steps))
+                kk = s.top_k
+                out.append(
+                    StepOutput(
+                        lp[i : i + 1], lp[i].copy(), ids[i : i + 1, :kk], vals[i : i + 1, :kk], probs[i : i + 1, :kk],
+                        hn[:, i, :].copy(), cn[:, i, :].copy() if cn is not None else None,
+                    )
+                )
+            return out
+        parts, spans, start = [], [], 0
+        for i, s in enumerate(steps):
+            part = logits[i] if s.all_positions else logits[i, -1:]
+            parts.append(part)
+            spans.append((start, start + len(part)))
+            start += len(part)
+        lp = log_softmax(np.concatenate(parts))
+        ids, vals = top_k(lp, k)
+        probs = np.exp(vals)
         out = []
         for i, (s, (a, z)) in enumerate(zip(steps, spans)):
             out.append(
@@ -246,6 +278,7 @@ class Batcher:
                     last=lp[z - 1].copy(),
                     top_ids=ids[a:z, : s.top_k],
                     top_logprobs=vals[a:z, : s.top_k],
+                    top_probs=probs[a:z, : s.top_k],
                     h=hn[:, i, :].copy(),
                     c=cn[:, i, :].copy() if cn is not None else None,
                 )
