@@ -251,16 +251,25 @@ class Batcher:
             probs = np.exp(vals)  # one call for the batch; elementwise, so the same as per row
             # Each session keeps its own copies of its state rows and last log-probs: a
             # view would pin the whole batch's arrays for as long as the session idles.
-            out = []
+            # Rows are split off by list() on [B, 1, ...] views (in C, not a Python slice each).
+            copy = np.ndarray.copy
+            ids, vals, probs = list(ids[:, None, :]), list(vals[:, None, :]), list(probs[:, None, :])
             for i, s in enumerate(steps):
-                kk = s.top_k
-                out.append(
-                    StepOutput(
-                        lp[i : i + 1], lp[i].copy(), ids[i : i + 1, :kk], vals[i : i + 1, :kk], probs[i : i + 1, :kk],
-                        hn[:, i, :].copy(), cn[:, i, :].copy() if cn is not None else None,
-                    )
+                if s.top_k != k:
+                    kk = s.top_k
+                    ids[i], vals[i], probs[i] = ids[i][:, :kk], vals[i][:, :kk], probs[i][:, :kk]
+            return list(
+                map(
+                    StepOutput,
+                    lp[:, None, :],
+                    map(copy, lp),
+                    ids,
+                    vals,
+                    probs,
+                    map(copy, hn.transpose(1, 0, 2)),
+                    map(copy, cn.transpose(1, 0, 2)) if cn is not None else [None] * b,
                 )
-            return out
+            )
         parts, spans, start = [], [], 0
         for i, s in enumerate(steps):
             part = logits[i] if s.all_positions else logits[i, -1:]
