@@ -230,7 +230,9 @@ class Batcher:
             # One concatenate (same T in a group) instead of np.stack's per-array Python work.
             tokens = np.concatenate([s.tokens for s in steps]).reshape(b, -1)  # [B, T]
             h = np.stack([s.h for s in steps], axis=1, out=self._gather_buffer(0, b, steps[0].h))  # [L, B, H]
-            c = np.stack([s.c for s in steps], axis=1, out=self._gather_buffer(1, b, steps[0].c)) if self.has_c else None
+            c = None
+            if self.has_c:
+                c = np.stack([s.c for s in steps], axis=1, out=self._gather_buffer(1, b, steps[0].c))
         started = time.perf_counter()
         logits, hn, cn = self.runtime.run(tokens, h, c)
         seconds = time.perf_counter() - started
@@ -251,6 +253,9 @@ class Batcher:
             probs = np.exp(vals)  # one call for the batch; elementwise, so the same as per row
             # Each session keeps its own copies of its state rows and last log-probs: a
             # view would pin the whole batch's arrays for as long as the session idles.
+            if b == 1:
+                c0 = cn[:, 0, :].copy() if cn is not None else None
+                return [StepOutput(lp, lp[0].copy(), ids, vals, probs, hn[:, 0, :].copy(), c0)]
             # Rows are split off by list() on [B, 1, ...] views (in C, not a Python slice each).
             copy = np.ndarray.copy
             ids, vals, probs = list(ids[:, None, :]), list(vals[:, None, :]), list(probs[:, None, :])
