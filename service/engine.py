@@ -112,17 +112,19 @@ class Engine:
     # -- steps -----------------------------------------------------------------
     async def step(self, session: Session, ids: np.ndarray, options: StepOptions, start: bool = False) -> StepResult:
         """Feed ``ids`` to a session the caller holds; commit; the prediction."""
-        self.store.require_live(session)
-        h, c = (self.store.zeros, self.store.zeros if self.store.has_cell_state else None) if start else (
-            session.h, session.c)
+        store = self.store
+        if not session.alive:
+            store.require_live(session)  # raises, with the message
+        h, c = (store.zeros, store.zeros if store.has_cell_state else None) if start else (session.h, session.c)
         began = time.perf_counter()
         out = await self.batcher.run(ids, h, c, options.all_positions, options.top_k)
         if start:
-            self.store.clear(session)
-        self.store.commit(session, out.h, out.c, out.last, len(ids))
+            store.clear(session)
+        n = len(ids)
+        store.commit(session, out.h, out.c, out.last, n)
         if self.metrics:
-            self.metrics.step(time.perf_counter() - began, len(ids))
-        return StepResult(session.id, session.steps, len(ids), out, options)
+            self.metrics.step(time.perf_counter() - began, n)
+        return StepResult(session.id, session.steps, n, out, options)
 
     def scratch(self) -> Session:
         """A session outside the store, for stateless calls; nothing is kept."""

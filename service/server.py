@@ -147,7 +147,8 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
                     raise InvalidArgument("`open` may only be the first message; send `step` messages after it")
                 step = request.step
                 options = self._options(step.output) if step.HasField("output") else defaults
-                ids = engine.tokens(step.input.tokens, step.input.text)
+                inp = step.input
+                ids = engine.tokens(inp.tokens, inp.text)
                 result = await engine.step(session, ids, options, start=step.start)
                 if step.end:
                     self.store.close(session, "was ended by its stream (step.end)")

@@ -31,7 +31,7 @@ def check_session_id(session_id: str) -> str:
 
 
 def frozen(array: np.ndarray) -> np.ndarray:
-    array.flags.writeable = False
+    array.setflags(write=False)  # as flags.writeable = False, at half the cost (no flags object)
     return array
 
 
