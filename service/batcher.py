@@ -220,6 +220,13 @@ class Batcher:
             buf = buffers[which] = np.empty(max(size, row.size * self.max_batch), row.dtype)
         return buf[:size].reshape(row.shape[0], b, row.shape[1])
 
+    def _gather(self, which: int, b: int, rows: List[np.ndarray]) -> np.ndarray:
+        """np.stack(rows, axis=1) into a reused buffer (rows of mixed dtypes: a fresh one, promoted as before)."""
+        try:
+            return np.stack(rows, axis=1, out=self._gather_buffer(which, b, rows[0]), casting="no")
+        except TypeError:
+            return np.stack(rows, axis=1)
+
     def _run_group(self, steps: List[Step]) -> List[StepOutput]:
         b = len(steps)
         if b == 1:  # views, no copies
@@ -229,10 +236,8 @@ class Batcher:
         else:
             # One concatenate (same T in a group) instead of np.stack's per-array Python work.
             tokens = np.concatenate([s.tokens for s in steps]).reshape(b, -1)  # [B, T]
-            h = np.stack([s.h for s in steps], axis=1, out=self._gather_buffer(0, b, steps[0].h))  # [L, B, H]
-            c = None
-            if self.has_c:
-                c = np.stack([s.c for s in steps], axis=1, out=self._gather_buffer(1, b, steps[0].c))
+            h = self._gather(0, b, [s.h for s in steps])  # [L, B, H]
+            c = self._gather(1, b, [s.c for s in steps]) if self.has_c else None
         started = time.perf_counter()
         logits, hn, cn = self.runtime.run(tokens, h, c)
         seconds = time.perf_counter() - started
