@@ -117,10 +117,16 @@ class App:
         if self.server is None or self.servicer.draining:
             return
         grace = self.config.grace if grace is None else grace
+        began = asyncio.get_running_loop().time()
         self.servicer.draining = True
         await self.health.enter_graceful_shutdown()
-        event(log, "draining", grace=grace, sessions=len(self.store))
-        await self.server.stop(grace)
+        event(log, "draining", grace=grace, sessions=len(self.store), in_flight=self.servicer.in_flight)
+        # Keep the port open while in-flight calls finish, so calls arriving
+        # meanwhile reach our handlers and get UNAVAILABLE (retryable, with a
+        # message); once grpc's own stop has begun, racing calls see CANCELLED.
+        await self.servicer.wait_idle(grace)
+        left = max(0.0, grace - (asyncio.get_running_loop().time() - began))
+        await self.server.stop(left)
         if self._reaper:
             self._reaper.cancel()
         self.batcher.close()

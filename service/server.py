@@ -49,9 +49,9 @@ def _rpc(method):
 
         @functools.wraps(method)
         async def stream_handler(self: "LstmServicer", request, context):
-            code = "OK"
+            code, admitted = "OK", False
             try:
-                self._admit()
+                admitted = self._admit()
                 async for response in method(self, request, context):
                     yield response
             except BaseException as exc:
@@ -60,16 +60,15 @@ def _rpc(method):
                     raise
                 await context.abort(*abort)
             finally:
-                if self.metrics:
-                    self.metrics.request(name, code)
+                self._finish(name, code, admitted)
 
         return stream_handler
 
     @functools.wraps(method)
     async def handler(self: "LstmServicer", request, context):
-        code = "OK"
+        code, admitted = "OK", False
         try:
-            self._admit()
+            admitted = self._admit()
             return await method(self, request, context)
         except BaseException as exc:
             code, abort = _status(name, context, exc)
@@ -77,8 +76,7 @@ def _rpc(method):
                 raise
             await context.abort(*abort)
         finally:
-            if self.metrics:
-                self.metrics.request(name, code)
+            self._finish(name, code, admitted)
 
     return handler
 
@@ -89,11 +87,30 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         self.store = engine.store
         self.metrics = metrics
         self.draining = False
+        self.in_flight = 0  # calls admitted and not finished
 
-    # -- helpers --------------------------------------------------------
-    def _admit(self) -> None:
+    # -- admission and draining -----------------------------------------
+    def _admit(self) -> bool:
         if self.draining:
             raise Unavailable("server is shutting down; retry, the next attempt may reach another replica")
+        self.in_flight += 1
+        return True
+
+    def _finish(self, name: str, code: str, admitted: bool) -> None:
+        if admitted:
+            self.in_flight -= 1
+        if self.metrics:
+            self.metrics.request(name, code)
+
+    async def wait_idle(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every admitted call to finish; True if they did."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        return not self.in_flight
+
+    # -- helpers --------------------------------------------------------
 
     def _session_id(self, field: str, context, required: bool = True) -> str:
         """The id from the request field, else from x-session-id metadata."""
