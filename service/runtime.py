@@ -69,7 +69,15 @@ class Runtime:
         fp16 = _is_fp16(card, precision)
         if fp16 and CUDA not in wanted:
             raise ConfigError(f"precision {precision!r} is fp16, which is never served on the CPU provider")
-        session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+        if device == "auto":
+            # On a machine without CUDA libraries onnxruntime logs a red error
+            # while it tries the CUDA provider; under auto that is expected, and
+            # we log our own one-line warning below instead.
+            ort.set_default_logger_severity(4)
+        try:
+            session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+        finally:
+            ort.set_default_logger_severity(2)
         got = list(session.get_providers())
         if device == "cuda" and CUDA not in got:
             raise ConfigError(
