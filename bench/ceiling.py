@@ -27,9 +27,7 @@ def load_runtime(config):
     from model.card import load_card
     from service.runtime import Runtime
 
-    card = load_card(config.model)
-    return Runtime.load(card, precision=config.precision, device=config.device,
-                        intra_op_threads=config.ort_threads, spin=config.ort_spin)
+    return Runtime.from_config(load_card(config.model), config)
 
 
 def _plain(rt, ids: np.ndarray, h: np.ndarray, c):

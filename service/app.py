@@ -43,9 +43,7 @@ class App:
             self.card = load_card(config.model)
         except ModelCardError as exc:
             raise ConfigError(str(exc)) from exc
-        self.runtime = runtime or Runtime.load(
-            self.card, config.precision, config.device, config.ort_threads, config.ort_spin
-        )
+        self.runtime = runtime or Runtime.from_config(self.card, config)
         self.metrics = Metrics()
         self.store = SessionStore(
             self.card.layers,

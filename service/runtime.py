@@ -92,6 +92,15 @@ class Runtime:
         rt._check_signature()
         return rt
 
+    @classmethod
+    def from_config(cls, card: ModelCard, config) -> "Runtime":
+        """The runtime ``python -m service`` runs with ``config`` (a service.config.Config).
+
+        The server and the benchmark's in-process ceiling both build theirs
+        here, so a new onnxruntime option cannot reach one and not the other.
+        """
+        return cls.load(card, config.precision, config.device, config.ort_threads, config.ort_spin)
+
     def _check_signature(self) -> None:
         inputs = [i.name for i in self.session.get_inputs()]
         outputs = [o.name for o in self.session.get_outputs()]
