@@ -51,7 +51,7 @@ FROM base AS serve
 WORKDIR /app
 COPY models/shakespeare/ /app/models/shakespeare/
 # Defaults for a container; compose overrides the model path with its
-# read-only mount. Every variable is a `python -m service` flag (service/config.py).
+# read-only mount. Every variable is a `python -m lstm_service` flag (service/config.py).
 ENV PATH=/opt/venv/bin:$PATH \
     LSTM_MODEL=/app/models/shakespeare \
     LSTM_HOST=0.0.0.0 \
@@ -66,8 +66,8 @@ EXPOSE 50051 9464
 STOPSIGNAL SIGTERM
 # grpc.health.v1 through our own probe; it reads LSTM_PORT, so no arguments.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
-    CMD ["python", "-m", "service.healthcheck", "--quiet"]
-ENTRYPOINT ["python", "-m", "service"]
+    CMD ["python", "-m", "lstm_service.service.healthcheck", "--quiet"]
+ENTRYPOINT ["python", "-m", "lstm_service"]
 
 FROM serve AS runtime-gpu
 COPY --from=build-gpu /opt/venv /opt/venv

@@ -24,7 +24,7 @@ $(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
 	touch $@ $(VENV)/.serve-installed
 
 serve: $(VENV)/.serve-installed
-	$(BIN)/python -m service --model $(MODEL)
+	$(BIN)/python -m lstm_service --model $(MODEL)
 
 test: $(VENV)/.dev-installed system-deps
 	$(BIN)/python -m pytest -q
@@ -35,24 +35,24 @@ system-deps:
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; }
 
 train: $(VENV)/.dev-installed
-	$(BIN)/python -m model.train --data $(DATA) --out runs/shakespeare --cell lstm --layers 3 \
+	$(BIN)/python -m lstm_service.model.train --data $(DATA) --out runs/shakespeare --cell lstm --layers 3 \
 	  --hidden 512 --embed 64 --dropout 0.2 --batch-size 64 --seq-len 128 --epochs 40 \
 	  --time-limit 85 --lr 2e-3 --eval-every 400 --threads 2
 
 export: $(VENV)/.dev-installed
-	$(BIN)/python -m export --checkpoint runs/shakespeare --out $(MODEL) --name shakespeare-lstm \
+	$(BIN)/python -m lstm_service.export --checkpoint runs/shakespeare --out $(MODEL) --name shakespeare-lstm \
 	  --quantize int8 --data $(DATA)
 
 # Generated protobuf code is built from protos/ (committed; a test fails if it is stale).
 proto: $(VENV)/.dev-installed
-	$(BIN)/python -m service.build_proto
+	$(BIN)/python -m lstm_service.service.build_proto
 
 proto-check: $(VENV)/.dev-installed
-	$(BIN)/python -m service.build_proto --check
+	$(BIN)/python -m lstm_service.service.build_proto --check
 
 # Single-stream step latency over gRPC vs the same step in process.
 latency: $(VENV)/.serve-installed
-	$(BIN)/python -m service.latency_probe --model $(MODEL)
+	$(BIN)/python -m lstm_service.service.latency_probe --model $(MODEL)
 
 # Full sweep (1/16/64/256 streams x 1/8 tokens per message) for fp32 and int8, with the
 # in-process onnxruntime ceiling and a bare gRPC echo floor measured in the same run.

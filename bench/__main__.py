@@ -3,7 +3,7 @@
     python -m bench --model models/shakespeare --precision fp32,int8   # full sweep, ~4 min each
     python -m bench --quick --model DIR --out /tmp/bench              # smoke run, ~15 s
 
-Starts ``python -m service`` (or uses --target), a bare gRPC echo server
+Starts ``python -m lstm_service`` (or uses --target), a bare gRPC echo server
 and client processes; prints a Markdown table, the ratios and the targets,
 and writes results.json, results.md and throughput.png to --out.
 """
@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parse-responses", action="store_true",
                    help="client parses every answer (a realistic client) instead of keeping bytes")
     p.add_argument("--top-k", type=int, help="top_k asked for on open [the server's default, 5]")
-    p.add_argument("--server-args", default="", help="extra flags for python -m service, e.g. '--max-batch 128'")
+    p.add_argument("--server-args", default="", help="extra flags for python -m lstm_service, e.g. '--max-batch 128'")
     p.add_argument("--out", default="bench/results", help="directory for results.json, results.md, throughput.png [bench/results]")
     p.add_argument("--quick", action="store_true", help="smoke run for tests/CI: streams 1,4, 1 s per point")
     return p
@@ -79,8 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
     if args.target and len(precisions) > 1:
         parser.error("--target serves one precision; give one --precision")
-    from service.config import load_config
-    from service.errors import ConfigError
+    from lstm_service.service.config import load_config
+    from lstm_service.service.errors import ConfigError
 
     from .run import run
 

@@ -20,7 +20,7 @@ from typing import List
 
 import grpc
 
-from service.proto.lstm.v1 import lstm_pb2 as pb
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
 from . import aio_run
 

@@ -50,7 +50,7 @@ class Spec:
 
 
 def _requests(tokens: int, offset: int, count: int = 32) -> List[bytes]:
-    from service.proto.lstm.v1 import lstm_pb2 as pb
+    from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
     out = []
     for i in range(count):
@@ -71,7 +71,7 @@ class _Stream:
     async def open(self) -> bool:
         import grpc
 
-        from service.proto.lstm.v1 import lstm_pb2 as pb
+        from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
         sid = "bench-" + uuid.uuid4().hex
         output = pb.OutputOptions(top_k=self.spec.top_k) if self.spec.top_k is not None else None
@@ -112,7 +112,7 @@ class _Stream:
     async def loop(self, start: float, end: float) -> None:
         import grpc
 
-        from service.proto.lstm.v1 import lstm_pb2 as pb
+        from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
         rec, requests, now = self.rec, self.requests, time.monotonic
         parse = pb.StreamResponse.FromString if self.spec.parse else None

@@ -140,12 +140,12 @@ class Subprocess:
 
 
 class ServiceProcess(Subprocess):
-    """``python -m service`` on a free 127.0.0.1 port, with its metrics port."""
+    """``python -m lstm_service`` on a free 127.0.0.1 port, with its metrics port."""
 
     @classmethod
     def start(cls, server_args: List[str], timeout: float = 90.0) -> "ServiceProcess":
         port, metrics_port = free_port(), free_port()
-        argv = [sys.executable, "-m", "service", "--host", "127.0.0.1", "--port", str(port),
+        argv = [sys.executable, "-m", "lstm_service", "--host", "127.0.0.1", "--port", str(port),
                 "--metrics-port", str(metrics_port), "--log-level", "WARNING", "--grace", "2", *server_args]
         self = cls(argv, "service")
         self.target = f"127.0.0.1:{port}"

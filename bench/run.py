@@ -22,8 +22,8 @@ def describe(target: str) -> dict:
     """The served model as the service reports it (GetModel)."""
     import grpc
 
-    from service.proto.lstm.v1 import lstm_pb2 as pb
-    from service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+    from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+    from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 
     try:
         with grpc.insecure_channel(target) as channel:

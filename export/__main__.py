@@ -1,4 +1,4 @@
-"""python -m export --checkpoint runs/NAME --out models/NAME [--quantize int8] [--data TEXT]
+"""python -m lstm_service.export --checkpoint runs/NAME --out models/NAME [--quantize int8] [--data TEXT]
 
 Writes model.onnx (+ model.int8.onnx) and model.json into --out after
 checking the graph with onnx.checker and against torch on several shapes.
@@ -11,15 +11,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from model.checkpoint import CheckpointError, load_metrics, load_model
-from model.data import DataError, load_split
+from lstm_service.model.checkpoint import CheckpointError, load_metrics, load_model
+from lstm_service.model.data import DataError, load_split
 
 from .bundle import write_model_dir
 from .onnx import ExportError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lstm_service.export", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True, help="directory written by model.train")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--name", help="model name in model.json (default: --out's folder name)")

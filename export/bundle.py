@@ -11,9 +11,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from model.card import sha256_of, write_card
-from model.evaluate import bits_per_byte
-from model.lm import LanguageModel
+from lstm_service.model.card import sha256_of, write_card
+from lstm_service.model.evaluate import bits_per_byte
+from lstm_service.model.lm import LanguageModel
 
 from .evaluate import onnx_validation_loss
 from .onnx import OPSET, check_onnx_file, check_parity, export_onnx, io_spec, parity_errors

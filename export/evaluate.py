@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data import batchify, chunks
-from model.evaluate import EVAL_SEQ_LEN, EVAL_STREAMS
+from lstm_service.model.data import batchify, chunks
+from lstm_service.model.evaluate import EVAL_SEQ_LEN, EVAL_STREAMS
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:

@@ -19,8 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from model.config import FAST_PATH_KINDS
-from model.lm import LanguageModel
+from lstm_service.model.config import FAST_PATH_KINDS
+from lstm_service.model.lm import LanguageModel
 
 OPSET = 17
 # Shapes used to check the export; all differ from the (2, 3) example it is traced with.

@@ -1,6 +1,6 @@
 """Generate text from a checkpoint with torch (the served path is ONNX; this is for training-time checks).
 
-    python -m model.sample --checkpoint runs/shakespeare --prompt "ROMEO:" -n 300
+    python -m lstm_service.model.sample --checkpoint runs/shakespeare --prompt "ROMEO:" -n 300
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ def sample(model, prompt: str, length: int, temperature: float = 1.0, top_k: int
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m model.sample", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lstm_service.model.sample", description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--prompt", default="\n")
     p.add_argument("-n", "--length", type=int, default=300, help="new bytes to generate")

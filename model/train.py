@@ -1,6 +1,6 @@
 """Train a byte-level recurrent language model with truncated BPTT.
 
-    python -m model.train --data ../shared/data/tinyshakespeare.txt --out runs/lstm
+    python -m lstm_service.model.train --data ../shared/data/tinyshakespeare.txt --out runs/lstm
 
 The hidden (and cell) state is carried from one chunk to the next and
 detached between them, so gradients flow through ``--seq-len`` steps while
@@ -29,7 +29,7 @@ from .lm import LanguageModel
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lstm_service.model.train", description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, required=True, help="UTF-8 text file; last 10%% is validation")
     p.add_argument("--out", type=Path, required=True, help="checkpoint directory")
     p.add_argument("--cell", choices=CELL_KINDS, default="lstm")

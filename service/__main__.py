@@ -1,4 +1,4 @@
-"""``python -m service`` / ``lstm-serve``: serve a model over gRPC.
+"""``python -m lstm_service`` / ``lstm-serve``: serve a model over gRPC.
 
 With no arguments it serves models/shakespeare on 127.0.0.1:50051.
 SIGTERM or SIGINT: health goes NOT_SERVING, new calls get UNAVAILABLE,
@@ -49,7 +49,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = load_config(argv)
     except ConfigError as exc:
-        print(f"python -m service: error: {exc}", file=sys.stderr)
+        print(f"python -m lstm_service: error: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, config.log_format)
     runner, kind = _runner()

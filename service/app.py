@@ -1,6 +1,6 @@
 """The service assembled in one process: model card, onnxruntime session,
 session store, batcher, engine, and the grpc.aio server with health and
-reflection. Used by ``python -m service`` and by the tests.
+reflection. Used by ``python -m lstm_service`` and by the tests.
 
     app = App(config)            # loads the model
     port = await app.start()     # listening
@@ -18,7 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from model.card import ModelCardError, load_card
+from lstm_service.model.card import ModelCardError, load_card
 
 from .batcher import Batcher
 from .config import Config

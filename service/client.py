@@ -1,6 +1,6 @@
 """A small typed Python client for lstm.v1.LstmService, sync and asyncio.
 
-    from service.client import Client
+    from lstm_service.service.client import Client
     with Client("127.0.0.1:50051") as client:
         print(client.generate_text("ROMEO:", max_tokens=100, seed=1))
         with client.stream() as s:                 # a session that lives as long as the stream

@@ -91,7 +91,7 @@ def _parse_bool(text: str) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m service",
+        prog="python -m lstm_service",
         description="Serve a recurrent language model over gRPC (lstm.v1.LstmService).",
         epilog="Every flag can also be set by an environment variable LSTM_<NAME> "
         "(e.g. LSTM_PORT=50052); a flag wins over the variable.",

@@ -1,4 +1,4 @@
-"""``python -m service.healthcheck``: a gRPC health probe for containers.
+"""``python -m lstm_service.service.healthcheck``: a gRPC health probe for containers.
 
 Asks grpc.health.v1.Health/Check and exits 0 only when the answer is
 SERVING; 1 otherwise (not serving, no answer, timeout, bad target). Docker
@@ -43,7 +43,7 @@ def check(target: str, service: str = "", timeout: float = 3.0) -> Tuple[bool, s
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m service.healthcheck",
+        prog="python -m lstm_service.service.healthcheck",
         description="Exit 0 when the gRPC server at TARGET reports SERVING, 1 otherwise.",
     )
     parser.add_argument("--target", default=None,

@@ -1,8 +1,8 @@
 """Single-stream step latency: over gRPC vs one in-process onnxruntime step.
 
-    python -m service.latency_probe --model models/shakespeare [--steps 2000]
+    python -m lstm_service.service.latency_probe --model models/shakespeare [--steps 2000]
 
-Starts ``python -m service`` as a child process on a free port, opens one
+Starts ``python -m lstm_service`` as a child process on a free port, opens one
 ``Stream`` session and sends single-token steps in a closed loop (write,
 wait for the answer, next), then times the same single-token step done
 with onnxruntime in this process (state carried, B=1, T=1). Prints p50,
@@ -34,7 +34,7 @@ def percentiles(samples: List[float]) -> Dict[str, float]:
 
 
 def ort_steps(model: str, precision: str, steps: int, warmup: int, threads: int) -> List[float]:
-    from model.card import load_card
+    from lstm_service.model.card import load_card
 
     from .runtime import Runtime
 

@@ -19,7 +19,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 import onnxruntime as ort
 
-from model.card import ModelCard, ModelCardError
+from lstm_service.model.card import ModelCard, ModelCardError
 
 from .errors import ConfigError
 
@@ -94,7 +94,7 @@ class Runtime:
 
     @classmethod
     def from_config(cls, card: ModelCard, config) -> "Runtime":
-        """The runtime ``python -m service`` runs with ``config`` (a service.config.Config).
+        """The runtime ``python -m lstm_service`` runs with ``config`` (a service.config.Config).
 
         The server and the benchmark's in-process ceiling both build theirs
         here, so a new onnxruntime option cannot reach one and not the other.

@@ -15,8 +15,8 @@ TINY = dict(vocab_size=256, embed_size=16, hidden_size=32, layers=2)
 def build_tiny_model(cell: str, seed: int = 0):
     import torch
 
-    from model.config import ModelConfig
-    from model.lm import LanguageModel
+    from lstm_service.model.config import ModelConfig
+    from lstm_service.model.lm import LanguageModel
 
     torch.manual_seed(seed)
     model = LanguageModel(ModelConfig(cell=cell, **TINY))
@@ -32,8 +32,8 @@ def make_tiny_model(tmp_path_factory):
 
     The checkpoint it was exported from sits beside it, at ``<dir>/../checkpoint``.
     """
-    from export.bundle import write_model_dir
-    from model.checkpoint import save_model
+    from lstm_service.export.bundle import write_model_dir
+    from lstm_service.model.checkpoint import save_model
 
     built: dict[str, Path] = {}
 

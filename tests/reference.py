@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from model.card import load_card
+from lstm_service.model.card import load_card
 
 
 class Reference:

@@ -17,10 +17,10 @@ def test_base_dependencies_have_no_training_packages():
 
 def test_serving_modules_never_import_torch():
     code = (
-        "import sys, importlib, pkgutil, service\n"
+        "import sys, importlib, pkgutil\nimport lstm_service.service as service\n"
         "for m in pkgutil.iter_modules(service.__path__):\n"
-        "    importlib.import_module('service.' + m.name)\n"
-        "import model.card, model.data\n"
+        "    importlib.import_module('lstm_service.service.' + m.name)\n"
+        "import lstm_service.model.card, lstm_service.model.data\n"
         "bad = sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'onnx'))\n"
         "assert not bad, bad\n"
     )

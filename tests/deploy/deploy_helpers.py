@@ -1,6 +1,6 @@
 """Helpers for the deployment tests (imported as ``deploy_helpers``).
 
-The compose topology as plain processes: ``python -m service`` replicas on
+The compose topology as plain processes: ``python -m lstm_service`` replicas on
 127.0.0.1 free ports and the proxy container's own entrypoint
 (deploy/proxy.py run) driving Debian's nginx with deploy/nginx.conf.template.
 """
@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from service.healthcheck import check
+from lstm_service.service.healthcheck import check
 
 ROOT = Path(__file__).resolve().parents[2]
 PROXY = ROOT / "deploy" / "proxy.py"
@@ -95,7 +95,7 @@ class Replica:
 def start_replica(model_dir: Path, workdir: Path, index: int) -> Replica:
     port, metrics_port = free_port(), free_port()
     log = workdir / f"replica-{index}.log"
-    cmd = [sys.executable, "-m", "service", "--model", str(model_dir), "--host", "127.0.0.1",
+    cmd = [sys.executable, "-m", "lstm_service", "--model", str(model_dir), "--host", "127.0.0.1",
            "--port", str(port), "--metrics-port", str(metrics_port), "--device", "cpu", "--grace", "2"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)

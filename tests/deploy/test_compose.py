@@ -15,7 +15,7 @@ import pytest
 import yaml  # noqa: E402  (the [dev] extra)
 
 from deploy_helpers import ROOT, load_proxy_module  # noqa: E402
-from service.config import Config, env_name  # noqa: E402
+from lstm_service.service.config import Config, env_name  # noqa: E402
 
 proxy = load_proxy_module()
 COMPOSE = ROOT / "docker-compose.yml"
@@ -127,7 +127,7 @@ def test_healthchecks_stop_grace_and_dependencies(compose):
     services = compose["services"]
     for name in ("replica", "replica-gpu"):
         service = services[name]
-        assert service["healthcheck"]["test"][:4] == ["CMD", "python", "-m", "service.healthcheck"]
+        assert service["healthcheck"]["test"][:4] == ["CMD", "python", "-m", "lstm_service.service.healthcheck"]
         grace = float(service["environment"]["LSTM_GRACE"])
         assert float(service["stop_grace_period"].rstrip("s")) > grace, "docker would kill a draining replica"
         assert service["stop_signal"] == "SIGTERM"

@@ -23,7 +23,7 @@ import pytest
 from reference import Reference
 from deploy_helpers import (assert_matches, clean_env, find_nginx, free_port, serving, stop,
                             topology)
-from service.client import Client
+from lstm_service.service.client import Client
 
 NGINX = find_nginx()
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (CI installs Debian's nginx)")
@@ -125,9 +125,9 @@ def test_50_sessions_keep_their_state_and_replica_through_nginx(cluster, referen
 
 
 def test_the_container_healthcheck_probe(cluster):
-    """`python -m service.healthcheck`, the Dockerfile/compose HEALTHCHECK: 0 only when SERVING."""
+    """`python -m lstm_service.service.healthcheck`, the Dockerfile/compose HEALTHCHECK: 0 only when SERVING."""
     replicas, proxy = cluster
-    probe = [sys.executable, "-m", "service.healthcheck", "--timeout", "5"]
+    probe = [sys.executable, "-m", "lstm_service.service.healthcheck", "--timeout", "5"]
     env = {**clean_env(), "LSTM_PORT": str(replicas[0].port)}  # the default target follows LSTM_PORT
     assert subprocess.run(probe, env=env, capture_output=True, timeout=30).returncode == 0
     assert subprocess.run(probe + ["--target", proxy.target], capture_output=True, timeout=30).returncode == 0

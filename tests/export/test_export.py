@@ -7,9 +7,9 @@ import numpy as np
 import onnx
 import pytest
 
-from export.onnx import TOLERANCE, parity_errors
-from model.card import ModelCardError, load_card, sha256_of
-from model.checkpoint import load_model
+from lstm_service.export.onnx import TOLERANCE, parity_errors
+from lstm_service.model.card import ModelCardError, load_card, sha256_of
+from lstm_service.model.checkpoint import load_model
 
 CELLS = ["lstm", "peephole", "coupled", "gru", "rnn"]
 

@@ -4,7 +4,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from model.card import load_card
+from lstm_service.model.card import load_card
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "shakespeare"
 

@@ -2,10 +2,10 @@
 import pytest
 import torch
 
-from model.cells import CoupledLSTMCell, LSTMCell, PeepholeLSTMCell
-from model.config import ModelConfig
-from model.lm import LanguageModel
-from model.recurrent import FastStack, HandWrittenStack, copy_fast_to_hand_written
+from lstm_service.model.cells import CoupledLSTMCell, LSTMCell, PeepholeLSTMCell
+from lstm_service.model.config import ModelConfig
+from lstm_service.model.lm import LanguageModel
+from lstm_service.model.recurrent import FastStack, HandWrittenStack, copy_fast_to_hand_written
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru", "rnn"])

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.data import DataError, batchify, chunks, decode, encode, load_split
+from lstm_service.model.data import DataError, batchify, chunks, decode, encode, load_split
 
 
 def test_bytes_round_trip_any_language():

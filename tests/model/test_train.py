@@ -6,8 +6,8 @@ import sys
 import pytest
 import torch
 
-from model.checkpoint import load_model
-from model.train import main
+from lstm_service.model.checkpoint import load_model
+from lstm_service.model.train import main
 
 SMALL = ["--embed", "8", "--hidden", "32", "--layers", "1", "--batch-size", "4", "--seq-len", "16",
          "--no-progress", "--threads", "1"]
@@ -54,7 +54,7 @@ def test_bad_input_ends_with_one_clear_line(tmp_path, content, message):
     if content is not None:
         data.write_bytes(content)
     result = subprocess.run(
-        [sys.executable, "-m", "model.train", "--data", str(data), "--out", str(tmp_path / "o"), *SMALL],
+        [sys.executable, "-m", "lstm_service.model.train", "--data", str(data), "--out", str(tmp_path / "o"), *SMALL],
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 2
@@ -72,7 +72,7 @@ def test_sample_cli_generates_text(tmp_path, pattern_text):
     assert main(["--data", str(pattern_text), "--out", str(out), "--epochs", "1", "--eval-every", "1000",
                  *SMALL]) == 0
     result = subprocess.run(
-        [sys.executable, "-m", "model.sample", "--checkpoint", str(out), "--prompt", "abc", "-n", "20",
+        [sys.executable, "-m", "lstm_service.model.sample", "--checkpoint", str(out), "--prompt", "abc", "-n", "20",
          "--seed", "1"], capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -14,11 +14,11 @@ from typing import Optional
 import grpc
 import numpy as np
 
-from service.app import App
-from service.config import Config
-from service.proto.lstm.v1 import lstm_pb2 as pb
-from service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
-from service.runtime import Runtime
+from lstm_service.service.app import App
+from lstm_service.service.config import Config
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+from lstm_service.service.runtime import Runtime
 
 
 class FakeClock:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from service.batcher import Batcher, Step
+from lstm_service.service.batcher import Batcher, Step
 
 
 class Recorder:

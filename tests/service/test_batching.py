@@ -7,10 +7,10 @@ import time
 import grpc
 import numpy as np
 
-from model.card import load_card
-from service.batcher import Batcher
-from service.proto.lstm.v1 import lstm_pb2 as pb
-from service.runtime import Runtime
+from lstm_service.model.card import load_card
+from lstm_service.service.batcher import Batcher
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+from lstm_service.service.runtime import Runtime
 from svc_helpers import GatedRuntime, open_stream, same_state, serving, stream_step
 
 

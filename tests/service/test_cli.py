@@ -1,4 +1,4 @@
-"""`python -m service` and `lstm-client` as a user runs them: real
+"""`python -m lstm_service` and `lstm-client` as a user runs them: real
 processes, a real port, SIGTERM at the end; and the Python client library."""
 import os
 import re
@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from service.client import AsyncClient, Client
+from lstm_service.service.client import AsyncClient, Client
 from svc_helpers import serving
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ class ServerProcess:
 
 
 def cli(target: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "service.client_cli", "--target", target, *args],
+    return subprocess.run([sys.executable, "-m", "lstm_service.service.client_cli", "--target", target, *args],
                           cwd=ROOT, input=stdin, capture_output=True, text=True, timeout=30)
 
 

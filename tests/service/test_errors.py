@@ -3,7 +3,7 @@ rejected request changes a session's state."""
 import grpc
 import pytest
 
-from service.proto.lstm.v1 import lstm_pb2 as pb
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from svc_helpers import open_stream, same_state, serving
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

@@ -6,8 +6,8 @@ import grpc
 import numpy as np
 import pytest
 
-from service.proto.lstm.v1 import lstm_pb2 as pb
-from service.sampling import Sampler, SamplingOptions
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+from lstm_service.service.sampling import Sampler, SamplingOptions
 from svc_helpers import serving
 
 PROMPT = "ROMEO:"

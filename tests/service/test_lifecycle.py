@@ -10,7 +10,7 @@ from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from service.proto.lstm.v1 import lstm_pb2 as pb
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from svc_helpers import open_stream, serving, stream_step
 
 SERVICE = "lstm.v1.LstmService"

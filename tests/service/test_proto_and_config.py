@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from service.config import Config, load_config
-from service.errors import ConfigError
+from lstm_service.service.config import Config, load_config
+from lstm_service.service.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "protos" / "lstm" / "v1" / "lstm.proto"
@@ -14,14 +14,14 @@ PROTO = ROOT / "protos" / "lstm" / "v1" / "lstm.proto"
 
 def test_generated_code_is_not_stale():
     pytest.importorskip("grpc_tools")
-    from service.build_proto import stale_files
+    from lstm_service.service.build_proto import stale_files
 
-    assert stale_files() == [], "run: python -m service.build_proto"
+    assert stale_files() == [], "run: python -m lstm_service.service.build_proto"
 
 
 def test_stale_check_notices_a_change(tmp_path):
     pytest.importorskip("grpc_tools")
-    from service.build_proto import DEST, generate, stale_files
+    from lstm_service.service.build_proto import DEST, generate, stale_files
 
     copy = tmp_path / "proto"
     generate(copy)
@@ -29,7 +29,7 @@ def test_stale_check_notices_a_change(tmp_path):
     stub = copy / "lstm" / "v1" / "lstm_pb2.py"
     stub.write_text(stub.read_text() + "\n# hand edit\n")
     assert stale_files(copy) == ["lstm/v1/lstm_pb2.py"]
-    assert (DEST / "lstm" / "v1" / "lstm_pb2_grpc.py").read_text().count("from service.proto.lstm.v1 import") == 1
+    assert (DEST / "lstm" / "v1" / "lstm_pb2_grpc.py").read_text().count("from lstm_service.service.proto.lstm.v1 import") == 1
 
 
 def test_every_message_field_enum_and_rpc_is_documented():

@@ -6,8 +6,8 @@ import grpc
 import numpy as np
 import pytest
 
-from service.proto.lstm.v1 import lstm_pb2 as pb
-from service.sessions import SessionStore
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+from lstm_service.service.sessions import SessionStore
 from svc_helpers import FakeClock, open_stream, serving, stream_step
 
 TOL = 1e-4

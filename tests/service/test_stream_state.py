@@ -8,7 +8,7 @@ import grpc
 import numpy as np
 import pytest
 
-from service.proto.lstm.v1 import lstm_pb2 as pb
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
 from reference import Reference
 from svc_helpers import open_stream, serving, stream_step

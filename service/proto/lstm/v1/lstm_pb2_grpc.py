@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from service.proto.lstm.v1 import lstm_pb2 as lstm_dot_v1_dot_lstm__pb2
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as lstm_dot_v1_dot_lstm__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
