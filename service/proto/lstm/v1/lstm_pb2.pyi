@@ -95,18 +95,20 @@ class OpenStream(_message.Message):
     def __init__(self, session_id: _Optional[str] = ..., create: _Optional[bool] = ..., ttl_seconds: _Optional[int] = ..., end_with_stream: _Optional[bool] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ...) -> None: ...
 
 class StreamStep(_message.Message):
-    __slots__ = ("input", "output", "tag", "start", "end")
+    __slots__ = ("input", "output", "tag", "start", "end", "expected_steps")
     INPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     TAG_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     END_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_STEPS_FIELD_NUMBER: _ClassVar[int]
     input: Input
     output: OutputOptions
     tag: str
     start: bool
     end: bool
-    def __init__(self, input: _Optional[_Union[Input, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., tag: _Optional[str] = ..., start: _Optional[bool] = ..., end: _Optional[bool] = ...) -> None: ...
+    expected_steps: int
+    def __init__(self, input: _Optional[_Union[Input, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., tag: _Optional[str] = ..., start: _Optional[bool] = ..., end: _Optional[bool] = ..., expected_steps: _Optional[int] = ...) -> None: ...
 
 class StreamResponse(_message.Message):
     __slots__ = ("opened", "result")
@@ -117,16 +119,18 @@ class StreamResponse(_message.Message):
     def __init__(self, opened: _Optional[_Union[Session, _Mapping]] = ..., result: _Optional[_Union[StepResult, _Mapping]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("session_id", "input", "output", "start")
+    __slots__ = ("session_id", "input", "output", "start", "expected_steps")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_STEPS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     input: Input
     output: OutputOptions
     start: bool
-    def __init__(self, session_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., start: _Optional[bool] = ...) -> None: ...
+    expected_steps: int
+    def __init__(self, session_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., start: _Optional[bool] = ..., expected_steps: _Optional[int] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("result",)
@@ -151,14 +155,16 @@ class SamplingParams(_message.Message):
     def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("session_id", "prompt", "sampling")
+    __slots__ = ("session_id", "prompt", "sampling", "expected_steps")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_STEPS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     prompt: Input
     sampling: SamplingParams
-    def __init__(self, session_id: _Optional[str] = ..., prompt: _Optional[_Union[Input, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ...) -> None: ...
+    expected_steps: int
+    def __init__(self, session_id: _Optional[str] = ..., prompt: _Optional[_Union[Input, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., expected_steps: _Optional[int] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("token", "piece", "text", "logprob", "steps", "finish_reason", "session_id")
