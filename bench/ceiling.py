@@ -30,24 +30,24 @@ def load_runtime(config):
     return Runtime.from_config(load_card(config.model), config)
 
 
-def _plain(rt, ids: np.ndarray, h: np.ndarray, c):
-    state = [h, c]
+def _plain(rt, ids: np.ndarray, state: tuple):
+    current = [state]
 
     def step() -> None:
-        _, state[0], state[1] = rt.run(ids, state[0], state[1])
+        _, current[0] = rt.run(ids, current[0])
 
     return step
 
 
-def _bound(rt, ids: np.ndarray, h: np.ndarray, c, device: str):
+def _bound(rt, ids: np.ndarray, state0: tuple, device: str):
     """One run with tokens and state on ``device``; hn/cn swap into h0/c0 for the next run."""
     import onnxruntime as ort
 
     session = rt.session
-    names = rt.card.state_names  # h0 (, c0)
+    names = [f"{p}0" for p in rt.card.state_names]  # h0 (, c0)
     on = lambda a: ort.OrtValue.ortvalue_from_numpy(a, device, 0)  # noqa: E731
-    state = [on(h)] + ([on(c)] if c is not None else [])
-    spare = [on(np.zeros_like(h)) for _ in state]
+    state = [on(part) for part in state0]
+    spare = [on(np.zeros_like(part)) for part in state0]
     binding = session.io_binding()
     binding.bind_ortvalue_input("tokens", on(ids))
 
@@ -67,10 +67,9 @@ def measure(rt, batch: int, tokens: int, seconds: float, min_runs: int = 5, bind
     layers, hidden = rt.state_shape
     text = np.frombuffer(TEXT, dtype=np.uint8).astype(np.int64)
     ids = np.stack([np.roll(text, -7 * b)[:tokens] for b in range(batch)])  # [B, T]
-    h = np.zeros((layers, batch, hidden), np.float32)
-    c = np.zeros_like(h) if rt.card.has_cell_state else None
+    state = tuple(np.zeros((layers, batch, hidden), np.float32) for _ in rt.card.state_names)
     bind = bind or ("cuda" if "CUDAExecutionProvider" in rt.providers else "")
-    step = _bound(rt, ids, h, c, bind) if bind else _plain(rt, ids, h, c)
+    step = _bound(rt, ids, state, bind) if bind else _plain(rt, ids, state)
     for _ in range(3):  # warm-up: first runs allocate
         step()
     times = []

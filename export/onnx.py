@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from lstm_service.model.card import signature
 from lstm_service.model.config import FAST_PATH_KINDS
 from lstm_service.model.lm import LanguageModel
 
@@ -52,9 +53,8 @@ class _HiddenOnly(nn.Module):
 
 
 def io_names(has_cell_state: bool) -> Tuple[List[str], List[str]]:
-    if has_cell_state:
-        return ["tokens", "h0", "c0"], ["logits", "hn", "cn"]
-    return ["tokens", "h0"], ["logits", "hn"]
+    spec = signature(0, 0, 0, has_cell_state)
+    return [i["name"] for i in spec["inputs"]], [o["name"] for o in spec["outputs"]]
 
 
 def export_onnx(model: LanguageModel, path: Path) -> None:
@@ -82,15 +82,7 @@ def export_onnx(model: LanguageModel, path: Path) -> None:
 
 def io_spec(model: LanguageModel) -> Dict[str, list]:
     c = model.config
-    state = [c.layers, "batch", c.hidden_size]
-    inputs = [{"name": "tokens", "dtype": "int64", "shape": ["batch", "time"]},
-              {"name": "h0", "dtype": "float32", "shape": state}]
-    outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", "time", c.vocab_size]},
-               {"name": "hn", "dtype": "float32", "shape": state}]
-    if c.has_cell_state:
-        inputs.append({"name": "c0", "dtype": "float32", "shape": state})
-        outputs.append({"name": "cn", "dtype": "float32", "shape": state})
-    return {"inputs": inputs, "outputs": outputs}
+    return signature(c.vocab_size, c.hidden_size, c.layers, c.has_cell_state)
 
 
 def check_onnx_file(path: Path) -> None:

@@ -33,11 +33,33 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 FORMAT = "lstm-service-model/1"
 CARD_FILE = "model.json"
 VOCAB_KINDS = ("bytes",)
+
+
+def state_names(has_cell_state: bool) -> Tuple[str, ...]:
+    """The parts of the recurrent state, in order: ("h", "c") for LSTM-like cells, ("h",) for GRU/RNN.
+
+    Everything that moves state (export, runtime, sessions, batching) treats it
+    as one tuple in this order, so no code below has to ask which cell it serves.
+    """
+    return ("h", "c") if has_cell_state else ("h",)
+
+
+def signature(vocab_size: int, hidden_size: int, layers: int, has_cell_state: bool) -> Dict[str, list]:
+    """The ONNX graph's inputs and outputs, the one place they are written down:
+    tokens [B,T] and one ``<part>0`` [L,B,H] per state part in; logits [B,T,V]
+    and one ``<part>n`` per state part out."""
+    state = [layers, "batch", hidden_size]
+    parts = state_names(has_cell_state)
+    inputs = [{"name": "tokens", "dtype": "int64", "shape": ["batch", "time"]}]
+    inputs += [{"name": f"{p}0", "dtype": "float32", "shape": state} for p in parts]
+    outputs = [{"name": "logits", "dtype": "float32", "shape": ["batch", "time", vocab_size]}]
+    outputs += [{"name": f"{p}n", "dtype": "float32", "shape": state} for p in parts]
+    return {"inputs": inputs, "outputs": outputs}
 
 
 class ModelCardError(Exception):
@@ -70,9 +92,14 @@ class ModelCard:
     raw: Dict[str, Any] = field(repr=False, default_factory=dict)
 
     @property
-    def state_names(self) -> List[str]:
-        """Names of the state inputs, in order: h0 (and c0 for cells with a cell state)."""
-        return ["h0", "c0"] if self.has_cell_state else ["h0"]
+    def state_names(self) -> Tuple[str, ...]:
+        """The state's parts, in order: ("h", "c") or ("h",)."""
+        return state_names(self.has_cell_state)
+
+    @property
+    def signature(self) -> Dict[str, list]:
+        """The inputs and outputs the ONNX graph must have (names, dtypes, shapes)."""
+        return signature(self.vocab_size, self.hidden_size, self.layers, self.has_cell_state)
 
     def onnx_path(self, precision: str = "fp32") -> Path:
         if precision not in self.precisions:

@@ -1,5 +1,5 @@
 """The service assembled in one process: model card, onnxruntime session,
-session store, batcher, engine, and the grpc.aio server with health and
+engine (which owns the sessions and the batching), and the grpc.aio server with health and
 reflection. Used by ``python -m lstm_service`` and by the tests.
 
     app = App(config)            # loads the model
@@ -16,21 +16,19 @@ from typing import Callable, Optional
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
 
 from lstm_service.model.card import ModelCardError, load_card
 
-from .batcher import Batcher
+from . import reflection
 from .config import Config
 from .engine import Engine
 from .errors import ConfigError
 from .logs import event
 from .metrics import Metrics
+from .handlers import generic_handler
 from .proto.lstm.v1 import lstm_pb2 as pb
-from .proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 from .runtime import Runtime
 from .server import LstmServicer
-from .sessions import SessionStore
 
 log = logging.getLogger("service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LstmService"].full_name  # lstm.v1.LstmService
@@ -45,23 +43,8 @@ class App:
             raise ConfigError(str(exc)) from exc
         self.runtime = runtime or Runtime.from_config(self.card, config)
         self.metrics = Metrics()
-        self.store = SessionStore(
-            self.card.layers,
-            self.card.hidden_size,
-            self.card.has_cell_state,
-            max_sessions=config.max_sessions,
-            default_ttl=config.session_ttl,
-            max_ttl=config.max_session_ttl,
-            clock=clock,
-            on_event=self._session_event,
-        )
-        self.metrics.track_sessions(lambda: len(self.store))
-        self.batcher = Batcher(
-            self.runtime, config.max_batch, config.max_batch_delay_ms, config.queue_size, self.metrics,
-            inline_max_ms=config.inline_max_ms,
-        )
-        self.engine = Engine(config, self.card, self.runtime, self.store, self.batcher, self.metrics)
-        self.batcher.active = self.engine.active
+        self.engine = Engine(config, self.card, self.runtime, self.metrics, clock, self._session_event)
+        self.metrics.track_sessions(self.engine.session_count)
         self.servicer = LstmServicer(self.engine, self.metrics)
         self.health = HealthServicer()
         self.server: Optional[grpc.aio.Server] = None
@@ -77,16 +60,16 @@ class App:
         """Bind and serve; the bound port (useful with --port 0)."""
         self._stopped = asyncio.Event()
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-        pb_grpc.add_LstmServiceServicer_to_server(self.servicer, server)
+        server.add_generic_rpc_handlers((generic_handler(self.servicer, pb.DESCRIPTOR.services_by_name["LstmService"]),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            server,
-        )
+        reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         try:
             self.port = server.add_insecure_port(self.config.address)
         except RuntimeError as exc:
-            raise ConfigError(f"cannot listen on {self.config.address}: {exc}") from exc
+            raise ConfigError(
+                f"cannot listen on {self.config.address}: the port is in use (another server?) or the address "
+                "is not on this machine; pick another with --port or LSTM_PORT (0 picks a free one), or --host"
+            ) from exc
         await server.start()
         self.server = server
         for name in ("", SERVICE_NAME):
@@ -107,7 +90,7 @@ class App:
     async def _reap_forever(self) -> None:
         while True:
             await asyncio.sleep(self.config.reap_interval)
-            self.store.reap()
+            self.engine.reap()
 
     async def stop(self, grace: Optional[float] = None) -> None:
         """Report NOT_SERVING, refuse new calls (UNAVAILABLE), let in-flight
@@ -116,9 +99,9 @@ class App:
             return
         grace = self.config.grace if grace is None else grace
         began = asyncio.get_running_loop().time()
-        self.servicer.draining = True
+        self.servicer.start_draining()
         await self.health.enter_graceful_shutdown()
-        event(log, "draining", grace=grace, sessions=len(self.store), in_flight=self.servicer.in_flight)
+        event(log, "draining", grace=grace, sessions=self.engine.session_count(), in_flight=self.servicer.in_flight)
         # Keep the port open while in-flight calls finish, so calls arriving
         # meanwhile reach our handlers and get UNAVAILABLE (retryable, with a
         # message); once grpc's own stop has begun, racing calls see CANCELLED.
@@ -127,7 +110,7 @@ class App:
         await self.server.stop(left)
         if self._reaper:
             self._reaper.cancel()
-        self.batcher.close()
+        self.engine.close()
         self.metrics.close()
         event(log, "stopped")
         self._stopped.set()

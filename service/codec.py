@@ -6,14 +6,14 @@ import numpy as np
 
 from .engine import Generated, StepResult
 from .proto.lstm.v1 import lstm_pb2 as pb
-from .sessions import Session
+from .sessions import SessionInfo
 
 FINISH = {None: pb.FINISH_REASON_UNSPECIFIED, "length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
 
 
 def step_result(target: pb.StepResult, result: StepResult, vocab, tag: str = "") -> pb.StepResult:
     """Fill ``target`` (a field of the response, so nothing is copied afterwards) from ``result``."""
-    out = result.output
+    out = result.scores
     ids = out.top_ids.tolist()
     lps = out.top_logprobs.tolist()
     probs = out.top_probs.tolist()  # exp computed once per batch by the batcher
@@ -34,15 +34,15 @@ def step_result(target: pb.StepResult, result: StepResult, vocab, tag: str = "")
     return target
 
 
-def session(s: Session, now: float, model: str) -> pb.Session:
+def session(s: SessionInfo, model: str) -> pb.Session:
     return pb.Session(
         id=s.id,
         model=model,
         steps=s.steps,
-        age_seconds=max(0.0, now - s.created),
-        idle_seconds=0.0 if s.busy else max(0.0, now - s.last_used),
-        ttl_seconds=int(round(s.ttl)),
-        expires_in_seconds=max(0.0, s.expires_in(now)),
+        age_seconds=s.age_seconds,
+        idle_seconds=s.idle_seconds,
+        ttl_seconds=int(round(s.ttl_seconds)),
+        expires_in_seconds=s.expires_in_seconds,
         busy=s.busy,
     )
 

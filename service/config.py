@@ -30,6 +30,7 @@ class Config:
     reap_interval: float = field(default=5.0, metadata={"help": "seconds between sweeps for expired sessions"})
     max_tokens_per_message: int = field(default=4096, metadata={"help": "tokens in one step, prompt or prefill"})
     max_generate_tokens: int = field(default=4096, metadata={"help": "tokens one Generate call may produce"})
+    max_reply_bytes: int = field(default=4 << 20, metadata={"help": "largest reply a step may need, bytes (gRPC clients accept 4 MiB by default); a step whose reply could be larger is refused before it runs"})
     max_batch: int = field(default=64, metadata={"help": "steps of different sessions run in one onnxruntime call"})
     max_batch_delay_ms: float = field(default=2.0, metadata={"help": "wait up to this long to fill a batch, only while the last batch had several steps and an active caller has not sent yet; a lone stream never waits (0: never wait)"})
     inline_max_ms: float = field(default=1.0, metadata={"help": "a lone step (nothing else queued or running) known to take at most this long runs on the event loop thread, skipping the worker-thread hop (0: always the worker)"})
@@ -54,6 +55,7 @@ class Config:
         need(self.reap_interval > 0, f"reap_interval must be > 0, got {self.reap_interval}")
         need(self.max_tokens_per_message >= 1, "max_tokens_per_message must be >= 1")
         need(self.max_generate_tokens >= 1, "max_generate_tokens must be >= 1")
+        need(self.max_reply_bytes >= 1024, f"max_reply_bytes must be >= 1024, got {self.max_reply_bytes}")
         need(self.max_batch >= 1, f"max_batch must be >= 1, got {self.max_batch}")
         need(self.max_batch_delay_ms >= 0, "max_batch_delay_ms must be >= 0")
         need(self.inline_max_ms >= 0, "inline_max_ms must be >= 0")
@@ -62,15 +64,13 @@ class Config:
         need(self.grace >= 0, "grace must be >= 0")
         need(0 <= self.metrics_port <= 65535, "metrics_port must be in [0, 65535]")
         need(self.log_format in ("text", "json"), f"log_format must be text or json, got {self.log_format!r}")
-        need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), f"bad log_level {self.log_level!r}")
+        need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
+             f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")
 
     @property
     def address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
-
-    def replace(self, **changes: Any) -> "Config":
-        return dataclasses.replace(self, **changes)
 
     def summary(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)

@@ -40,13 +40,12 @@ def ort_steps(model: str, precision: str, steps: int, warmup: int, threads: int)
 
     rt = Runtime.load(load_card(model), precision, "cpu", intra_op_threads=threads)
     layers, hidden = rt.state_shape
-    h = np.zeros((layers, 1, hidden), np.float32)
-    c = h.copy() if rt.card.has_cell_state else None
+    state = tuple(np.zeros((layers, 1, hidden), np.float32) for _ in rt.card.state_names)
     times = []
     for i in range(warmup + steps):
         token = np.array([[TEXT[i % len(TEXT)]]], np.int64)
         began = time.perf_counter()
-        _, h, c = rt.run(token, h, c)
+        _, state = rt.run(token, state)
         if i >= warmup:
             times.append(time.perf_counter() - began)
     return times
@@ -55,7 +54,8 @@ def ort_steps(model: str, precision: str, steps: int, warmup: int, threads: int)
 async def grpc_steps(target: str, steps: int, warmup: int) -> List[float]:
     import grpc
 
-    from .client import new_session_id, open_request, session_metadata, step_request
+    from lstm_client.requests import open_request, session_metadata, step_request  # clients/python
+    from lstm_client.session_ids import new_session_id
     from .proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 
     sid = new_session_id()

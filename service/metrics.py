@@ -36,7 +36,7 @@ class Metrics:
     def request(self, method: str, code: str) -> None:
         self.requests.labels(method, code).inc()
 
-    def step(self, seconds: float, tokens: int) -> None:
+    def step(self, seconds: float) -> None:
         self.step_seconds.observe(seconds)
 
     def ort_run(self, batch: int, length: int, seconds: float) -> None:

@@ -1,9 +1,10 @@
 """One onnxruntime session for the served model.
 
     rt = Runtime.load(card, precision="fp32", device="auto")
-    logits, hn, cn = rt.run(tokens, h, c)  # [B,T] int64, [L,B,H] f32 -> [B,T,V], [L,B,H], [L,B,H]
+    logits, state = rt.run(tokens, state)  # [B,T] int64, ([L,B,H] f32, ...) -> [B,T,V], ([L,B,H], ...)
 
-``cn`` (and ``c``) are None for cells without a cell state (gru, rnn).
+The recurrent state is one tuple in the order of ``card.state_names``
+(h and c for LSTM-like cells, h alone for GRU/RNN); nothing here asks which.
 The providers the session really got are in ``rt.providers``: onnxruntime
 lists CUDA as available where its libraries are missing and then quietly
 falls back to CPU, so we report what ``get_providers()`` says, not what we
@@ -14,7 +15,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import numpy as np
 import onnxruntime as ort
@@ -85,7 +86,9 @@ class Runtime:
                 "check the CUDA/cuDNN libraries or use --device cpu"
             )
         if CUDA in wanted and CUDA not in got:
-            log.warning("CUDA provider was requested but is not usable; running on %s", got)
+            # Expected on CPU-only machines under --device auto; the "started" event
+            # names the providers in use, so this is no warning.
+            log.info("CUDA libraries are not usable here; onnxruntime runs on %s", ",".join(got))
         if fp16 and CUDA not in got:
             raise ConfigError(f"precision {precision!r} is fp16 and CUDA is not usable; refusing to run it on CPU")
         rt = cls(card=card, precision=precision, path=path, session=session, providers=got)
@@ -102,31 +105,46 @@ class Runtime:
         return cls.load(card, config.precision, config.device, config.ort_threads, config.ort_spin)
 
     def _check_signature(self) -> None:
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
-        want_in = ["tokens", *self.card.state_names]
-        want_out = ["logits", "hn"] + (["cn"] if self.card.has_cell_state else [])
-        if sorted(inputs) != sorted(want_in) or sorted(outputs) != sorted(want_out):
+        """Refuse to serve when model.json and the ONNX graph disagree (names, or the
+        sizes the card states: layers, hidden size, vocabulary); a wrong card would
+        otherwise pass its sha256 check and fail every call at run time."""
+        spec = self.card.signature
+        want_in, want_out = spec["inputs"], spec["outputs"]
+        got_in = {i.name: i.shape for i in self.session.get_inputs()}
+        got_out = {o.name: o.shape for o in self.session.get_outputs()}
+        names_in, names_out = [i["name"] for i in want_in], [o["name"] for o in want_out]
+        if sorted(got_in) != sorted(names_in) or sorted(got_out) != sorted(names_out):
             raise ConfigError(
-                f"{self.path}: ONNX inputs {inputs} / outputs {outputs} do not match the card "
-                f"(expected {want_in} / {want_out})"
+                f"{self.path}: ONNX inputs {sorted(got_in)} / outputs {sorted(got_out)} do not match "
+                f"model.json (expected {names_in} / {names_out})"
             )
-        self._outputs = want_out
+        for want, got in [(w, got_in[w["name"]]) for w in want_in] + [(w, got_out[w["name"]]) for w in want_out]:
+            for axis, (expected, actual) in enumerate(zip(want["shape"], got)):
+                if isinstance(expected, int) and isinstance(actual, int) and expected != actual:
+                    raise ConfigError(
+                        f"{self.path}: {want['name']} has size {actual} on axis {axis} in the ONNX graph, "
+                        f"but model.json says {expected} (layers {self.card.layers}, hidden_size "
+                        f"{self.card.hidden_size}, vocab size {self.card.vocab_size}); the card does not "
+                        "describe this model"
+                    )
+        self._inputs = names_in
+        self._outputs = names_out
 
     @property
     def state_shape(self) -> Tuple[int, int]:
         """Per-session state shape [L, H]."""
         return (self.card.layers, self.card.hidden_size)
 
-    def run(
-        self, tokens: np.ndarray, h: np.ndarray, c: Optional[np.ndarray]
-    ) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
-        """tokens [B,T] int64, h/c [L,B,H] float32 -> logits [B,T,V], hn, cn (None without c)."""
-        feeds = {"tokens": tokens, "h0": h}
-        if self.card.has_cell_state:
-            feeds["c0"] = c
+    @property
+    def zero_state(self) -> Tuple[np.ndarray, ...]:
+        """One session's state before any token: zeros [L, H] per part."""
+        return tuple(np.zeros(self.state_shape, np.float32) for _ in self.card.state_names)
+
+    def run(self, tokens: np.ndarray, state: Tuple[np.ndarray, ...]) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
+        """tokens [B,T] int64, state ([L,B,H] float32, ...) -> logits [B,T,V], new state."""
+        feeds = dict(zip(self._inputs, (tokens, *state)))
         out = self.session.run(self._outputs, feeds)
-        return out[0], out[1], (out[2] if self.card.has_cell_state else None)
+        return out[0], tuple(out[1:])
 
 
 def _is_fp16(card: ModelCard, precision: str) -> bool:

@@ -1,6 +1,6 @@
-"""The gRPC edge: decode and validate requests, call the engine, encode
-answers, and map the project's exceptions to status codes in one place
-(``_rpc`` below). No model or state logic lives here.
+"""The gRPC edge of lstm.v1: decode and validate requests, call the engine,
+encode answers. Status mapping lives in status.py, request decoding in
+handlers.py; no model or session state is touched here (the engine owns it).
 """
 from __future__ import annotations
 
@@ -8,41 +8,36 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import logging
 from typing import Optional
 
-import grpc
-
-from . import codec
-from .engine import Engine, StepOptions
-from .errors import InvalidArgument, NotFound, ServiceError, Unavailable
+from . import codec, status
+from .engine import Engine
+from .errors import InvalidArgument, NotFound, Unavailable, quote
+from .handlers import check_decoded
+from .options import StepOptions
 from .proto.lstm.v1 import lstm_pb2 as pb
 from .proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 
-log = logging.getLogger("service.server")
 SESSION_HEADER = "x-session-id"
-CODES = {code.name: code for code in grpc.StatusCode}
+DEADLINE_MARGIN = 0.002  # seconds: closer to its deadline than this, a call commits nothing
+DRAIN_IDLE_SECONDS = 1.0  # while draining, a stream idle this long between steps is ended
 
 
-def _status(name: str, context, exc: BaseException):
-    """(code name, abort arguments or None to re-raise) for an exception out of a handler."""
-    if isinstance(exc, ServiceError):
-        trailers = (("retry-after-ms", str(exc.retry_after_ms)),) if exc.retry_after_ms else ()
-        return exc.code, (CODES[exc.code], exc.message, trailers)
-    if isinstance(exc, (asyncio.CancelledError, GeneratorExit)):
+def live_check(context):
+    """A callable telling whether the call is still wanted: not cancelled, not (nearly) past its deadline."""
+
+    def live() -> bool:
+        if context.done():
+            return False
         remaining = context.time_remaining()
-        return ("DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"), None
-    if isinstance(exc, grpc.aio.AbortError):
-        return "ABORTED_BY_HANDLER", None
-    if isinstance(exc, Exception):  # a bug: say so, keep serving
-        log.error("unexpected error in %s", name, exc_info=exc)
-        return "INTERNAL", (grpc.StatusCode.INTERNAL, f"internal error in {name}: {type(exc).__name__}: {exc}", ())
-    return "UNKNOWN", None
+        return remaining is None or remaining > DEADLINE_MARGIN
+
+    return live
 
 
 def _rpc(method):
-    """Wrap a handler (coroutine or async generator): refuse while draining,
-    turn ServiceError into its status, count every outcome."""
+    """Wrap a handler (coroutine or async generator): refuse while draining, turn
+    exceptions into their status (status.py), count every outcome."""
     name = method.__name__
 
     if inspect.isasyncgenfunction(method):
@@ -52,10 +47,10 @@ def _rpc(method):
             code, admitted = "OK", False
             try:
                 admitted = self._admit()
-                async for response in method(self, request, context):
+                async for response in method(self, check_decoded(request), context):
                     yield response
             except BaseException as exc:
-                code, abort = _status(name, context, exc)
+                code, abort = status.for_exception(name, context, exc)
                 if abort is None:
                     raise
                 await context.abort(*abort)
@@ -69,9 +64,9 @@ def _rpc(method):
         code, admitted = "OK", False
         try:
             admitted = self._admit()
-            return await method(self, request, context)
+            return await method(self, check_decoded(request), context)
         except BaseException as exc:
-            code, abort = _status(name, context, exc)
+            code, abort = status.for_exception(name, context, exc)
             if abort is None:
                 raise
             await context.abort(*abort)
@@ -84,15 +79,17 @@ def _rpc(method):
 class LstmServicer(pb_grpc.LstmServiceServicer):
     def __init__(self, engine: Engine, metrics=None) -> None:
         self.engine = engine
-        self.store = engine.store
         self.metrics = metrics
         self.draining = False
         self.in_flight = 0  # calls admitted and not finished
+        self._idle_streams: dict = {}  # stream handler task -> when it began waiting for its next request
+        self._drainer: Optional[asyncio.Task] = None
 
     # -- admission and draining -----------------------------------------
     def _admit(self) -> bool:
         if self.draining:
-            raise Unavailable("server is shutting down; retry, the next attempt may reach another replica")
+            raise Unavailable("server is shutting down; retry, the next attempt may reach another replica",
+                              retry_after_ms=100)
         self.in_flight += 1
         return True
 
@@ -102,97 +99,129 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         if self.metrics:
             self.metrics.request(name, code)
 
+    def start_draining(self) -> None:
+        """Refuse new calls, and end streams that sit idle between steps for
+        DRAIN_IDLE_SECONDS (they would otherwise hold shutdown for the whole grace
+        period); streams that keep stepping go on until the grace period ends."""
+        self.draining = True
+        self._drainer = asyncio.get_running_loop().create_task(self._end_idle_streams())
+
+    async def _end_idle_streams(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            now = loop.time()
+            for task, since in list(self._idle_streams.items()):
+                if now - since >= DRAIN_IDLE_SECONDS:
+                    task.cancel()
+            await asyncio.sleep(0.05)
+
     async def wait_idle(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every admitted call to finish; True if they did."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.in_flight and loop.time() < deadline:
             await asyncio.sleep(0.01)
+        if self._drainer is not None:
+            self._drainer.cancel()
         return not self.in_flight
 
-    # -- helpers --------------------------------------------------------
+    async def _next_request(self, requests):
+        """The next stream request, None at the end; Unavailable if the server drains meanwhile."""
+        task = asyncio.current_task()
+        self._idle_streams[task] = asyncio.get_running_loop().time()
+        try:
+            return check_decoded(await requests.__anext__())
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:
+            if not self.draining:
+                raise
+            task.uncancel()
+            raise Unavailable("server is shutting down; open the stream again (another replica may take it)",
+                              retry_after_ms=100) from None
+        finally:
+            self._idle_streams.pop(task, None)
 
-    def _session_id(self, field: str, context, required: bool = True) -> str:
-        """The id from the request field, else from x-session-id metadata."""
-        header = ""
+    # -- decoding helpers ------------------------------------------------
+    def _session_id(self, field: str, context) -> str:
+        """The session id is the request's; x-session-id metadata only routes (a mismatch is an error)."""
         for key, value in context.invocation_metadata() or ():
-            if key == SESSION_HEADER:
-                header = value
-        if field and header and field != header:
-            raise InvalidArgument(f"session_id {field!r} and {SESSION_HEADER} metadata {header!r} disagree")
-        session_id = field or header
-        if required and not session_id:
-            raise InvalidArgument(f"a session id is required (field session_id or {SESSION_HEADER} metadata)")
-        return session_id
+            if key == SESSION_HEADER and field and value != field:
+                raise InvalidArgument(
+                    f"session_id {quote(field)} and {SESSION_HEADER} metadata {quote(value)} disagree; "
+                    "the metadata only routes, set it to the same id", field="session_id")
+        return field
 
-    def _options(self, output: Optional[pb.OutputOptions]) -> StepOptions:
-        if output is None:
-            return self.engine.step_options(None, False, False)
+    def _options(self, message: pb.Message, field: str = "output") -> Optional[StepOptions]:
+        if not message.HasField(field):
+            return None
+        output = getattr(message, field)
         top_k = output.top_k if output.HasField("top_k") else None
         return self.engine.step_options(top_k, output.all_positions, output.logprobs)
 
-    def _input(self, message: pb.Input, what: str = "input"):
-        return self.engine.tokens(message.tokens, message.text, what)
+    def _prompt(self, message: pb.Input, what: str = "prompt"):
+        if len(message.tokens) or message.text:
+            return self.engine.tokens(message.tokens, message.text, what)
+        return None
 
-    def _session(self, session) -> pb.Session:
-        return codec.session(session, self.store.clock(), self.engine.card.name)
+    @staticmethod
+    def _expected(message, session_id: str) -> Optional[int]:
+        if not message.HasField("expected_steps"):
+            return None
+        if not session_id:
+            raise InvalidArgument("expected_steps needs a session_id (a stateless call has no steps to check)",
+                                  field="expected_steps")
+        return message.expected_steps
 
     # -- steps ----------------------------------------------------------
     @_rpc
     async def Stream(self, request_iterator, context):
         requests = request_iterator.__aiter__()
-        try:
-            first = await requests.__anext__()
-        except StopAsyncIteration:
+        first = await self._next_request(requests)
+        if first is None:
             return
         if first.WhichOneof("kind") != "open":
             raise InvalidArgument("the first message on a stream must be `open` (attach to or create a session)")
         o = first.open
-        defaults = self._options(o.output if o.HasField("output") else None)
-        session_id = self._session_id(o.session_id, context, required=not o.create)
-        if o.create:
-            session = self.store.create(session_id or None, o.ttl_seconds)
-            self.store.acquire(session.id)
-        else:
-            session = self.store.acquire(session_id)
+        defaults = self._options(o) or self.engine.step_options(None, False, False)
+        session_id = self._session_id(o.session_id, context)
         end_with_stream = o.end_with_stream if o.HasField("end_with_stream") else (o.create and not session_id)
+        lease = self.engine.open_stream(session_id, o.create, o.ttl_seconds, end_with_stream)
         engine, vocab = self.engine, self.engine.vocab
         try:
-            yield pb.StreamResponse(opened=self._session(session))
-            async for request in requests:
+            yield pb.StreamResponse(opened=codec.session(lease.info, engine.card.name))
+            while (request := await self._next_request(requests)) is not None:
                 if request.WhichOneof("kind") != "step":
                     raise InvalidArgument("`open` may only be the first message; send `step` messages after it")
                 step = request.step
-                options = self._options(step.output) if step.HasField("output") else defaults
-                inp = step.input
-                ids = engine.tokens(inp.tokens, inp.text)
-                result = await engine.step(session, ids, options, start=step.start)
-                if step.end:
-                    self.store.close(session, "was ended by its stream (step.end)")
+                options = self._options(step) or defaults
+                ids = engine.tokens(step.input.tokens, step.input.text)
+                expected = step.expected_steps if step.HasField("expected_steps") else None
+                pending = await lease.run(ids, options, step.start, expected)
                 response = pb.StreamResponse()
-                codec.step_result(response.result, result, vocab, step.tag)
+                codec.step_result(response.result, pending.result, vocab, step.tag)
                 yield response
+                lease.commit(pending)  # the reply was written: keep the step
+                if step.end:
+                    lease.end("was ended by its stream (step.end)")
         finally:
-            self.store.release(session)
-            if end_with_stream:
-                self.store.close(session, "ended with its stream")
+            lease.release()
 
     @_rpc
     async def Predict(self, request, context):
-        session_id = self._session_id(request.session_id, context, required=False)
-        options = self._options(request.output if request.HasField("output") else None)
-        ids = self._input(request.input)
-        result = await self.engine.predict(session_id, ids, options, start=request.start)
+        session_id = self._session_id(request.session_id, context)
+        options = self._options(request) or self.engine.step_options(None, False, False)
+        ids = self.engine.tokens(request.input.tokens, request.input.text)
+        expected = self._expected(request, session_id)
+        result = await self.engine.predict(session_id, ids, options, request.start, expected, live_check(context))
         response = pb.PredictResponse()
         codec.step_result(response.result, result, self.engine.vocab)
         return response
 
     @_rpc
     async def Generate(self, request, context):
-        session_id = self._session_id(request.session_id, context, required=False)
-        prompt = None
-        if len(request.prompt.tokens) or request.prompt.text:
-            prompt = self._input(request.prompt, "prompt")
+        session_id = self._session_id(request.session_id, context)
+        prompt = self._prompt(request.prompt)
         s = request.sampling
         options = self.engine.generate_options(
             s.max_tokens,
@@ -202,52 +231,53 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
             s.seed if s.HasField("seed") else None,
             list(s.stop),
         )
-        async with contextlib.aclosing(self.engine.generate(session_id, prompt, options)) as tokens:
+        expected = self._expected(request, session_id)
+        async with contextlib.aclosing(self.engine.generate(session_id, prompt, options, expected)) as tokens:
             async for g in tokens:
                 yield codec.generated(g, session_id)
 
     # -- sessions -------------------------------------------------------
     @_rpc
     async def CreateSession(self, request, context):
-        session_id = self._session_id(request.session_id, context, required=False)
-        prompt = None
-        if len(request.prompt.tokens) or request.prompt.text:
-            prompt = self._input(request.prompt, "prompt")
-        options = self._options(request.output if request.HasField("output") else None)
-        session, result = await self.engine.create(session_id or None, request.ttl_seconds, prompt, options)
-        response = pb.CreateSessionResponse(session=self._session(session))
+        session_id = self._session_id(request.session_id, context)
+        prompt = self._prompt(request.prompt)
+        options = self._options(request) or self.engine.step_options(None, False, False)
+        info, result = await self.engine.create(session_id or None, request.ttl_seconds, prompt, options,
+                                                live_check(context))
+        response = pb.CreateSessionResponse(session=codec.session(info, self.engine.card.name))
         if result is not None:
             codec.step_result(response.result, result, self.engine.vocab)
         return response
 
     @_rpc
     async def GetSession(self, request, context):
-        session = self.store.get(self._session_id(request.session_id, context))
-        return pb.GetSessionResponse(session=self._session(session))
+        info = self.engine.session(self._session_id(request.session_id, context))
+        return pb.GetSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @_rpc
     async def ResetSession(self, request, context):
-        session = self.store.reset(self._session_id(request.session_id, context))
-        return pb.ResetSessionResponse(session=self._session(session))
+        info = self.engine.reset(self._session_id(request.session_id, context))
+        return pb.ResetSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @_rpc
     async def DeleteSession(self, request, context):
-        session = self.store.delete(self._session_id(request.session_id, context))
-        return pb.DeleteSessionResponse(steps=session.steps)
+        info = self.engine.delete(self._session_id(request.session_id, context))
+        return pb.DeleteSessionResponse(steps=info.steps)
 
     @_rpc
     async def ForkSession(self, request, context):
         source = self._session_id(request.session_id, context)
-        fork = self.store.fork(source, request.new_session_id or None, request.ttl_seconds)
-        return pb.ForkSessionResponse(session=self._session(fork))
+        info = self.engine.fork(source, request.new_session_id or None, request.ttl_seconds)
+        return pb.ForkSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @_rpc
     async def ListSessions(self, request, context):
         if request.limit > 1000:
-            raise InvalidArgument(f"limit {request.limit} is out of range: allowed 0 (100) to 1000")
-        sessions = self.engine.sessions(request.limit or 100)
+            raise InvalidArgument(f"limit {request.limit} is out of range: allowed 0 (100) to 1000", field="limit")
+        infos, total = self.engine.sessions(request.limit or 100)
+        model = self.engine.card.name
         return pb.ListSessionsResponse(
-            sessions=[self._session(s) for s in sessions], total=len(self.store), max_sessions=self.store.max_sessions
+            sessions=[codec.session(i, model) for i in infos], total=total, max_sessions=self.engine.config.max_sessions
         )
 
     # -- models ---------------------------------------------------------
@@ -262,5 +292,18 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
     @_rpc
     async def GetModel(self, request, context):
         if request.name and request.name != self.engine.card.name:
-            raise NotFound(f"model {request.name!r} is not served here; this server serves {self.engine.card.name!r}")
+            raise NotFound(f"model {quote(request.name)} is not served here; this server serves "
+                           f"{self.engine.card.name!r}", reason="MODEL_NOT_FOUND")
         return pb.GetModelResponse(model=self._model())
+
+    # -- inside the cell (docs/explain.md) ------------------------------
+    @_rpc
+    async def Explain(self, request, context):
+        from . import explain, explain_codec
+
+        session_id = self._session_id(request.session_id, context)
+        ids = self.engine.tokens(request.input.tokens, request.input.text)
+        explainer = explain.for_engine(self.engine)
+        selection = explainer.selection(n_tokens=len(ids), **explain_codec.selection_fields(request))
+        result = await explainer.explain(session_id, ids, selection, request.commit, live_check(context))
+        return explain_codec.response(result, self.engine.vocab)

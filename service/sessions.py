@@ -1,9 +1,11 @@
 """The session store: each session's recurrent state and a small record.
+Only the engine (service/engine.py) uses it; the gRPC edge never does.
 
-State arrays are never changed in place: a step builds new h/c arrays and
-``commit`` swaps them in, so a request that fails or is cancelled before
-its commit leaves the session exactly as it was, and a fork can share the
-arrays of its source. Arrays are marked read-only to keep it that way.
+A session's state is one value: a tuple of read-only arrays in the order of
+the model card's state_names (h and c, or h alone). It is never changed in
+place: a step builds new arrays and ``commit`` swaps them in, so a request
+that fails or is cancelled before its commit leaves the session exactly as
+it was, and a fork can share the arrays of its source.
 
 One writer at a time: ``acquire`` marks a session busy (a stream holds it
 for its whole life); a second writer gets SessionBusy. Busy sessions never
@@ -14,19 +16,24 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import numpy as np
 
-from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, SessionBusy
+from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, SessionBusy, quote
 from .session_ids import ID_RULE, fork_id, is_valid, new_session_id
 
 TOMBSTONES = 4096  # remembered ids of ended sessions, for clearer NOT_FOUND messages
+State = Tuple[np.ndarray, ...]
 
 
-def check_session_id(session_id: str) -> str:
+def check_session_id(session_id: str, field: str = "session_id") -> str:
+    """The one rule for every call: a malformed id is INVALID_ARGUMENT (it can never name a session)."""
+    if not session_id:
+        raise InvalidArgument(f"{field} is required", field=field)
     if not is_valid(session_id):
-        raise InvalidArgument(f"session id {session_id[:140]!r} is not allowed: use {ID_RULE}")
+        raise InvalidArgument(f"{field} {quote(session_id)} is not allowed: use {ID_RULE}",
+                              field=field, reason="MALFORMED_SESSION_ID")
     return session_id
 
 
@@ -38,8 +45,7 @@ def frozen(array: np.ndarray) -> np.ndarray:
 @dataclass(eq=False)
 class Session:
     id: str
-    h: np.ndarray  # [L, H] float32, read-only
-    c: Optional[np.ndarray]  # [L, H] float32, read-only; None for gru/rnn
+    state: State  # read-only arrays [L, H], one per state part
     created: float
     last_used: float
     ttl: float
@@ -52,20 +58,30 @@ class Session:
         return self.ttl if self.busy else self.ttl - (now - self.last_used)
 
 
+@dataclass(frozen=True)
+class SessionInfo:
+    """What a client may see of a session, copied out (the edge never holds a live Session)."""
+
+    id: str
+    steps: int
+    age_seconds: float
+    idle_seconds: float
+    ttl_seconds: float
+    expires_in_seconds: float
+    busy: bool
+
+
 class SessionStore:
     def __init__(
         self,
-        layers: int,
-        hidden: int,
-        has_cell_state: bool,
+        zero_state: State,
         max_sessions: int = 10000,
         default_ttl: float = 600.0,
         max_ttl: float = 86400.0,
         clock: Callable[[], float] = time.monotonic,
         on_event: Optional[Callable[[str, Session, str], None]] = None,
     ) -> None:
-        self.zeros = frozen(np.zeros((layers, hidden), np.float32))
-        self.has_cell_state = has_cell_state
+        self.zeros: State = tuple(frozen(part) for part in zero_state)
         self.max_sessions = max_sessions
         self.default_ttl = default_ttl
         self.max_ttl = max_ttl
@@ -78,28 +94,32 @@ class SessionStore:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def info(self, session: Session) -> SessionInfo:
+        now = self.clock()
+        return SessionInfo(
+            id=session.id, steps=session.steps, age_seconds=max(0.0, now - session.created),
+            idle_seconds=0.0 if session.busy else max(0.0, now - session.last_used), ttl_seconds=session.ttl,
+            expires_in_seconds=max(0.0, session.expires_in(now)), busy=session.busy,
+        )
+
     # -- lookup ---------------------------------------------------------
     def get(self, session_id: str) -> Session:
         """The live session, or NotFound saying why not. Does not count as use."""
         session = self._sessions.get(session_id)
         if session is None:
-            why = self._ended.get(session_id)
-            if not session_id:
-                raise InvalidArgument("a session id is required (field session_id or x-session-id metadata)")
-            raise NotFound(f"session {session_id!r} {why or 'does not exist'}")
-        now = self.clock()
-        if session.expires_in(now) < 0:
+            check_session_id(session_id)
+            why = self._ended.get(session_id, "does not exist")
+            raise NotFound(f"session {quote(session_id)} {why}")
+        if session.expires_in(self.clock()) < 0:
             self._end(session, "expired", f"expired after {session.ttl:g}s idle")
-            raise NotFound(f"session {session_id!r} expired after {session.ttl:g}s idle")
+            raise NotFound(f"session {quote(session_id)} expired after {session.ttl:g}s idle")
         return session
 
     def acquire(self, session_id: str) -> Session:
         """Mark the session busy for one writer; SessionBusy if it already is."""
         session = self.get(session_id)
         if session.busy:
-            raise SessionBusy(
-                f"session {session_id!r} is in use by another request or stream; one writer at a time"
-            )
+            raise SessionBusy(f"session {quote(session_id)} is in use by another request or stream; one writer at a time")
         session.busy = True
         self.busy += 1
         self._touch(session)
@@ -111,10 +131,9 @@ class SessionStore:
             self.busy -= 1
         self._touch(session)
 
-    def commit(self, session: Session, h: np.ndarray, c: Optional[np.ndarray], logprobs: np.ndarray, n: int) -> None:
+    def commit(self, session: Session, state: State, logprobs: np.ndarray, n: int) -> None:
         """Swap in the state after ``n`` more tokens (arrays become read-only)."""
-        session.h = frozen(h)
-        session.c = frozen(c) if c is not None else None
+        session.state = tuple(frozen(part) for part in state)
         session.last_logprobs = frozen(logprobs)
         session.steps += n
         self._touch(session)
@@ -133,18 +152,19 @@ class SessionStore:
                 self.get(session_id)  # an expired holder frees the id
             except NotFound:
                 return
-            raise AlreadyExists(f"session {session_id!r} already exists; pick another id or attach to it")
+            raise AlreadyExists(f"session {quote(session_id)} already exists; pick another id or attach to it")
 
-    def create(self, session_id: Optional[str] = None, ttl: float = 0, why: str = "was created") -> Session:
+    def create(self, session_id: Optional[str] = None, ttl: float = 0, why: str = "was created",
+               keep: Optional[Session] = None) -> Session:
+        """A new session in the zero state. ``keep``: a session that must not be evicted to make room."""
         if session_id:
             self.check_new_id(session_id)
         else:
             session_id = new_session_id()
         ttl = self.check_ttl(ttl)
-        self._make_room()
+        self._make_room(keep)
         now = self.clock()
-        c = self.zeros if self.has_cell_state else None
-        session = Session(id=session_id, h=self.zeros, c=c, created=now, last_used=now, ttl=ttl)
+        session = Session(id=session_id, state=self.zeros, created=now, last_used=now, ttl=ttl)
         self._sessions[session_id] = session
         self._ended.pop(session_id, None)
         self.on_event("open", session, why)
@@ -154,35 +174,35 @@ class SessionStore:
         if not ttl:
             return self.default_ttl
         if not 0 < ttl <= self.max_ttl:
-            raise InvalidArgument(f"ttl_seconds {ttl:g} is out of range: allowed 1 to {self.max_ttl:g} (0: default)")
+            raise InvalidArgument(f"ttl_seconds {ttl:g} is out of range: allowed 1 to {self.max_ttl:g} (0: default)",
+                                  field="ttl_seconds")
         return float(ttl)
 
     def fork(self, source_id: str, new_id: Optional[str] = None, ttl: float = 0) -> Session:
         source = self.get(source_id)
-        self._sessions.move_to_end(source.id)  # reading it is a use: never evict the source for its fork
         # Unnamed forks share the parent's routing key, so a proxy sends them
         # to this replica, the one that holds the copied state.
-        fork = self.create(new_id or fork_id(source.id), ttl or source.ttl, why=f"was forked from {source.id} at step {source.steps}")
-        fork.h, fork.c, fork.steps, fork.last_logprobs = source.h, source.c, source.steps, source.last_logprobs
+        name = new_id or fork_id(source.id, taken=self._sessions.__contains__)
+        fork = self.create(name, ttl or source.ttl, why=f"was forked from {source.id} at step {source.steps}", keep=source)
+        fork.state, fork.steps, fork.last_logprobs = source.state, source.steps, source.last_logprobs
+        self._touch(source)  # reading it is a use
         return fork
 
     def reset(self, session_id: str) -> Session:
         session = self.get(session_id)
         if session.busy:
-            raise SessionBusy(f"session {session_id!r} is in use; reset it from the stream (step.start) or wait")
+            raise SessionBusy(f"session {quote(session_id)} is in use; reset it from the stream (step.start) or wait")
         self.clear(session)
         self._touch(session)
         return session
 
     def clear(self, session: Session) -> None:
-        session.h = self.zeros
-        session.c = self.zeros if self.has_cell_state else None
-        session.steps, session.last_logprobs = 0, None
+        session.state, session.steps, session.last_logprobs = self.zeros, 0, None
 
     def delete(self, session_id: str) -> Session:
         session = self.get(session_id)
         if session.busy:
-            raise SessionBusy(f"session {session_id!r} is in use by a stream or request; end that first")
+            raise SessionBusy(f"session {quote(session_id)} is in use by a stream or request; end that first")
         self._end(session, "close", "was deleted")
         return session
 
@@ -200,14 +220,14 @@ class SessionStore:
             self._ended.popitem(last=False)
         self.on_event(kind, session, why)
 
-    def _make_room(self) -> None:
+    def _make_room(self, keep: Optional[Session] = None) -> None:
         if len(self._sessions) < self.max_sessions:
             return
         self.reap()
         if len(self._sessions) < self.max_sessions:
             return
         for session in self._sessions.values():  # least recently used first
-            if not session.busy:
+            if not session.busy and session is not keep:
                 self._end(
                     session, "evict", f"was evicted (least recently used; at most {self.max_sessions} sessions are kept)"
                 )
@@ -215,7 +235,7 @@ class SessionStore:
         raise ResourceExhausted(
             f"max sessions ({self.max_sessions}) reached and every session is in use; "
             "retry later, delete sessions, or raise --max-sessions",
-            retry_after_ms=1000,
+            retry_after_ms=1000, reason="MAX_SESSIONS",
         )
 
     def reap(self) -> int:
@@ -232,4 +252,5 @@ class SessionStore:
 
     def require_live(self, session: Session) -> None:
         if not session.alive:
-            raise FailedPrecondition(f"session {session.id!r} has ended (deleted or sequence end); open a new one")
+            raise FailedPrecondition(f"session {quote(session.id)} has ended (deleted or sequence end); open a new one",
+                                     reason="SESSION_ENDED")

@@ -50,11 +50,11 @@ class GatedRuntime:
     def __getattr__(self, name):  # card, providers, state_shape, ... of the real runtime
         return getattr(self.inner, name)
 
-    def run(self, tokens, h, c):
+    def run(self, tokens, state):
         self.entered.set()
         assert self.gate.wait(20), "gate never opened"
         self.shapes.append(tokens.shape)
-        return self.inner.run(tokens, h, c)
+        return self.inner.run(tokens, state)
 
 
 @dataclass
@@ -69,9 +69,8 @@ class Served:
         return f"127.0.0.1:{self.port}"
 
     def state(self, session_id: str):
-        """(steps, h, c, last_logprobs) as the server holds them."""
-        s = self.app.store._sessions[session_id]
-        return s.steps, s.h, s.c, s.last_logprobs
+        """(steps, state, last_logprobs) as the server holds them."""
+        return self.app.engine.snapshot(session_id)
 
 
 @contextlib.asynccontextmanager
@@ -88,8 +87,8 @@ async def serving(model_dir: Path, clock=None, runtime=None, **overrides):
 
 
 def same_state(a, b) -> bool:
-    """Two (steps, h, c, last) tuples are identical (the very same arrays)."""
-    return a[0] == b[0] and all(x is y for x, y in zip(a[1:], b[1:]))
+    """Two (steps, state, last) snapshots are identical (the very same arrays: nothing was rebuilt)."""
+    return a[0] == b[0] and len(a[1]) == len(b[1]) and all(x is y for x, y in zip(a[1], b[1])) and a[2] is b[2]
 
 
 async def open_stream(stub, session_id: str = "", create: bool = True, output: Optional[pb.OutputOptions] = None,

@@ -8,7 +8,8 @@ import grpc
 import numpy as np
 
 from lstm_service.model.card import load_card
-from lstm_service.service.batcher import Batcher
+from lstm_service.service.batch_runner import BatchRunner, StepRequest
+from lstm_service.service.scheduler import Scheduler
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.runtime import Runtime
 from svc_helpers import GatedRuntime, open_stream, same_state, serving, stream_step
@@ -18,18 +19,21 @@ def runtime_for(model_dir):
     return Runtime.load(load_card(model_dir), "fp32", "cpu")
 
 
+def Batcher(runtime, max_batch=64, **options):
+    """A scheduler over a batch runner: the batching the engine builds."""
+    return Scheduler(BatchRunner(runtime, max_batch), **options)
+
+
 async def drive(batcher, runtime, chunks):
     """Feed one session's chunks through ``batcher``; log-prob rows after each chunk."""
-    L, H = runtime.state_shape
-    h = np.zeros((L, H), np.float32)
-    c = np.zeros((L, H), np.float32) if runtime.card.has_cell_state else None
+    state = runtime.zero_state
     rows = []
     for chunk in chunks:
-        out = await batcher.run(np.array(chunk, np.int64), h, c, all_positions=True, k=3)
-        h, c = out.h, out.c
-        rows.append(out.logprobs)
-        assert out.top_ids.shape == (len(chunk), 3)
-    return np.concatenate(rows), h
+        out = await batcher.submit(StepRequest(np.array(chunk, np.int64), state, all_positions=True, top_k=3))
+        state = out.state
+        rows.append(out.scores.logprobs)
+        assert out.scores.top_ids.shape == (len(chunk), 3)
+    return np.concatenate(rows), state[0]
 
 
 def session_chunks(rng, n_sessions):
@@ -50,7 +54,7 @@ async def test_64_sessions_batched_equal_unbatched(tiny_model_dir):
     sessions = session_chunks(random.Random(11), 64)
     unbatched = Batcher(rt, max_batch=1)
     want = [await drive(unbatched, rt, chunks) for chunks in sessions]
-    assert unbatched.batches == unbatched.steps  # one session per call
+    assert unbatched.stats.batches == unbatched.stats.steps  # one session per call
     unbatched.close()
 
     gated = GatedRuntime(rt)
@@ -61,9 +65,9 @@ async def test_64_sessions_batched_equal_unbatched(tiny_model_dir):
     gated.gate.set()
     got = await asyncio.gather(*tasks)
     batcher.close()
-    assert batcher.max_dispatch == 63, "the 63 queued steps did not go to the worker together"
-    assert batcher.max_seen > 20
-    assert batcher.batches < batcher.steps / 2
+    assert batcher.stats.max_dispatch == 63, "the 63 queued steps did not go to the worker together"
+    assert batcher.stats.max_seen > 20
+    assert batcher.stats.batches < batcher.stats.steps / 2
     assert len({shape for shape in gated.shapes if shape[0] > 1}) > 1, "mixed lengths were never batched"
     for (want_rows, want_h), (got_rows, got_h) in zip(want, got):
         # onnxruntime's CPU kernels give bit-identical rows here; allow rounding noise only.
@@ -105,10 +109,10 @@ async def test_lone_steps_run_inline_only_when_alone(tiny_model_dir):
     callers = [1]
     batcher = Batcher(rt, max_batch=64, inline_max_ms=1000, active=lambda: callers[0])
     alone = await drive(batcher, rt, [[1], [2], [3, 4]])
-    assert batcher.inline_runs == 2  # the first run measures the cost, in the worker
+    assert batcher.stats.inline_runs == 2  # the first run measures the cost, in the worker
     callers[0] = 2  # another stream is open: its steps may come any moment, so batch
     await drive(batcher, rt, [[1], [2]])
-    assert batcher.inline_runs == 2
+    assert batcher.stats.inline_runs == 2
     batcher.close()
     plain = Batcher(rt, max_batch=1)
     assert np.array_equal((await drive(plain, rt, [[1], [2], [3, 4]]))[0], alone[0])
@@ -159,7 +163,7 @@ async def test_full_queue_is_resource_exhausted_and_changes_nothing(tiny_model_d
         running = asyncio.ensure_future(predict("a"))
         await asyncio.to_thread(gated.entered.wait, 5)  # a holds the worker
         queued = [asyncio.ensure_future(predict(n)) for n in "bc"]
-        while s.app.batcher.depth < 2:
+        while s.app.engine.scheduler.depth < 2:
             await asyncio.sleep(0.005)
         before = s.state(ids["d"])
         try:
@@ -191,11 +195,11 @@ async def test_64_streams_over_grpc_share_model_calls(tiny_model_dir, reference)
     gated = GatedRuntime(runtime_for(tiny_model_dir))
     async with serving(tiny_model_dir, runtime=gated, max_batch=64, inline_max_ms=0) as s:
         tasks = [asyncio.ensure_future(one(s, t)) for t in texts]
-        while s.app.batcher.depth < 63:  # one step holds the worker, the other 63 wait
+        while s.app.engine.scheduler.depth < 63:  # one step holds the worker, the other 63 wait
             await asyncio.sleep(0.005)
         gated.gate.set()
         got = await asyncio.gather(*tasks)
-        batcher = s.app.batcher
+        batcher = s.app.engine.scheduler
     for text, rows in zip(texts, got):
         assert np.abs(rows - reference.logprobs(list(text))).max() <= 1e-4
-    assert batcher.max_seen >= 63 and batcher.batches < batcher.steps
+    assert batcher.stats.max_seen >= 63 and batcher.stats.batches < batcher.stats.steps

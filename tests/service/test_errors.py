@@ -40,7 +40,7 @@ async def test_invalid_arguments_name_the_allowed_range_and_change_nothing(tiny_
             (stub.CreateSession(pb.CreateSessionRequest(session_id="bad id with spaces!!")), "[A-Za-z0-9_-]"),
             (stub.CreateSession(pb.CreateSessionRequest(ttl_seconds=10**6)), "ttl_seconds", "allowed 1 to 86400"),
             (stub.ListSessions(pb.ListSessionsRequest(limit=5000)), "limit 5000", "1000"),
-            (stub.GetSession(pb.GetSessionRequest()), "session id is required"),
+            (stub.GetSession(pb.GetSessionRequest()), "session_id is required"),
         ]
         sampling = [
             (pb.SamplingParams(max_tokens=51), "max_tokens 51", "allowed 1 to 50"),
@@ -59,7 +59,7 @@ async def test_invalid_arguments_name_the_allowed_range_and_change_nothing(tiny_
         for awaitable, *fragments in cases:
             await expect(INVALID, awaitable, *fragments)
         assert same_state(s.state(sid), before)
-        assert len(s.app.store) == 1
+        assert s.app.engine.session_count() == 1
 
 
 async def test_stream_protocol_errors(tiny_model_dir):
@@ -76,7 +76,7 @@ async def test_stream_protocol_errors(tiny_model_dir):
         await call.write(pb.StreamRequest(step=pb.StreamStep(input=pb.Input(tokens=[512]))))
         await expect(INVALID, call.read(), "allowed 0 to 255")
         assert same_state(s.state("stream-protocol-test-1"), before)
-        assert not s.app.store.get("stream-protocol-test-1").busy  # the failed stream let go
+        assert not s.app.engine.session("stream-protocol-test-1").busy  # the failed stream let go
 
 
 async def test_not_found_already_exists_precondition(tiny_model_dir):
@@ -100,7 +100,7 @@ async def test_not_found_already_exists_precondition(tiny_model_dir):
                      s.stub.Generate(pb.GenerateRequest(session_id=sid)).read(), "consumed no token yet", "prompt")
         await expect(grpc.StatusCode.FAILED_PRECONDITION, s.stub.Generate(pb.GenerateRequest()).read(),
                      "a prompt is required")
-        assert s.state(sid)[0] == 0 and not s.app.store.get(sid).busy
+        assert s.state(sid)[0] == 0 and not s.app.engine.session(sid).busy
 
 
 async def test_errors_are_counted_by_method_and_code(tiny_model_dir):

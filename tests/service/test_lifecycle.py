@@ -106,3 +106,15 @@ async def test_draining_servicer_says_unavailable(tiny_model_dir):
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
         assert "shutting down" in info.value.details()
         s.app.servicer.draining = False
+
+
+async def test_an_idle_stream_does_not_hold_shutdown(tiny_model_dir):
+    async with serving(tiny_model_dir, grace=30) as s:
+        call, _ = await open_stream(s.stub)
+        await stream_step(call, text="idle after this")
+        began = time.monotonic()
+        await asyncio.wait_for(s.app.stop(), 10)
+        assert time.monotonic() - began < 5, "an idle stream held shutdown"
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await call.read()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in info.value.details()

@@ -8,7 +8,7 @@ import pytest
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.sessions import SessionStore
-from svc_helpers import FakeClock, open_stream, serving, stream_step
+from svc_helpers import same_state, FakeClock, open_stream, serving, stream_step
 
 TOL = 1e-4
 
@@ -33,10 +33,10 @@ async def predict(stub, sid, text, **kw):
 
 async def test_create_with_prompt_prefills_in_one_call(tiny_model_dir, reference):
     async with serving(tiny_model_dir) as s:
-        calls = s.app.batcher.batches
+        calls = s.app.engine.runner.stats.batches
         created = await s.stub.CreateSession(pb.CreateSessionRequest(
             prompt=pb.Input(text="ROMEO: hello"), output=pb.OutputOptions(logprobs=True, all_positions=True)))
-        assert s.app.batcher.batches == calls + 1  # T>1 prefill is one model call
+        assert s.app.engine.runner.stats.batches == calls + 1  # T>1 prefill is one model call
         assert created.session.steps == 12 and created.result.steps == 12
         rows = np.array([p.logprobs for p in created.result.predictions])
         assert np.abs(rows - reference.logprobs(list(b"ROMEO: hello"))).max() <= TOL
@@ -49,9 +49,15 @@ async def test_client_chosen_id_and_header(tiny_model_dir):
     sid = "client-chosen_id-0001"
     async with serving(tiny_model_dir) as s:
         await s.stub.CreateSession(pb.CreateSessionRequest(session_id=sid, ttl_seconds=30))
-        # The id may come from the x-session-id metadata alone.
-        got = await s.stub.GetSession(pb.GetSessionRequest(), metadata=(("x-session-id", sid),))
+        # The x-session-id metadata only routes: the body names the session.
+        got = await s.stub.GetSession(pb.GetSessionRequest(session_id=sid), metadata=(("x-session-id", sid),))
         assert got.session.id == sid and got.session.ttl_seconds == 30
+        await expect(grpc.StatusCode.INVALID_ARGUMENT,
+                     s.stub.GetSession(pb.GetSessionRequest(), metadata=(("x-session-id", sid),)), "required")
+        # A stateless Predict stays stateless whatever the metadata says.
+        stateless = await s.stub.Predict(pb.PredictRequest(input=pb.Input(text="ab")), metadata=(("x-session-id", sid),))
+        assert stateless.result.session_id == "" and (await s.stub.GetSession(
+            pb.GetSessionRequest(session_id=sid))).session.steps == 0
         await expect(grpc.StatusCode.ALREADY_EXISTS, s.stub.CreateSession(pb.CreateSessionRequest(session_id=sid)),
                      sid, "already exists")
         await expect(grpc.StatusCode.INVALID_ARGUMENT,
@@ -106,10 +112,10 @@ async def test_ttl_expiry_with_injected_clock(tiny_model_dir):
         assert (await s.stub.GetSession(pb.GetSessionRequest(session_id=long))).session.id == long
         clock.advance(60)
         for _ in range(200):  # the background reaper removes it without being asked
-            if len(s.app.store) == 0:
+            if s.app.engine.session_count() == 0:
                 break
             await asyncio.sleep(0.01)
-        assert len(s.app.store) == 0
+        assert s.app.engine.session_count() == 0
         await expect(grpc.StatusCode.NOT_FOUND, s.stub.GetSession(pb.GetSessionRequest(session_id=long)), "expired")
 
 
@@ -118,7 +124,7 @@ async def test_streamed_session_does_not_expire_while_held(tiny_model_dir):
     async with serving(tiny_model_dir, clock=clock, session_ttl=5) as s:
         call, opened = await open_stream(s.stub)
         clock.advance(100)
-        s.app.store.reap()
+        s.app.engine.reap()
         assert (await stream_step(call, text="still here")).steps == 10
         await call.done_writing()
 
@@ -155,7 +161,7 @@ async def test_second_writer_is_refused_and_state_untouched(tiny_model_dir, refe
         assert info.value.code() == grpc.StatusCode.ABORTED
         await expect(grpc.StatusCode.ABORTED, s.stub.ResetSession(pb.ResetSessionRequest(session_id=sid)))
         await expect(grpc.StatusCode.ABORTED, s.stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid)))
-        assert all(x is y for x, y in zip(s.state(sid)[1:], before[1:])) and s.state(sid)[0] == 2
+        assert same_state(s.state(sid), before) and s.state(sid)[0] == 2
         r = await stream_step(call, text="c", logprobs=True)
         assert np.abs(np.array(r.predictions[0].logprobs) - reference.logprobs(list(b"abc"))[-1]).max() <= TOL
         # Forking a busy session is fine: it copies the last committed state.
@@ -185,7 +191,8 @@ async def test_stream_sequence_flags(tiny_model_dir, reference):
 def test_store_unit_lru_and_ttl_order():
     clock = FakeClock()
     events = []
-    store = SessionStore(1, 4, True, max_sessions=2, default_ttl=10, clock=clock,
+    zero = (np.zeros((1, 4), np.float32), np.zeros((1, 4), np.float32))
+    store = SessionStore(zero, max_sessions=2, default_ttl=10, clock=clock,
                          on_event=lambda kind, s, why: events.append((kind, s.id)))
     a, b = store.create(), store.create()
     clock.advance(1)
@@ -196,4 +203,4 @@ def test_store_unit_lru_and_ttl_order():
     assert [k for k, _ in events] == ["open", "open", "evict", "open"] and events[2][1] == b.id
     clock.advance(5.5)  # a idle 10.5 s > 10: expired; c idle 5.5 s
     assert store.reap() == 1 and len(store) == 1 and store.get(c.id) is c
-    assert store.zeros.flags.writeable is False
+    assert all(part.flags.writeable is False for part in store.zeros)
