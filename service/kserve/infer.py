@@ -1,0 +1,82 @@
+"""One KServe v2 inference request, decoded and run through the engine's public
+methods (no gRPC here; the servicer maps errors and writes the reply).
+
+Sequence semantics, as Triton's sequence batcher:
+    start         the sequence's session is created (or, if it exists, reset) with these tokens
+    neither       the tokens continue the sequence; an unknown sequence is NOT_FOUND
+    end           the session is freed after this step's answer was computed
+    no sequence   a stateless step from the zero state; nothing is kept
+A request that fails leaves the sequence as it was (a failed start creates nothing).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence as Seq
+
+import numpy as np
+
+from ..errors import AlreadyExists, NotFound
+from . import sequence as sq
+from . import tensors
+
+ENDED = "was ended by its KServe sequence (sequence_end)"
+
+
+@dataclass(frozen=True)
+class Request:
+    ids: np.ndarray  # [T] validated token ids
+    options: object  # the engine's StepOptions
+    sequence: sq.Sequence
+    outputs: Seq[str]
+
+
+def decode(engine, request) -> Request:
+    """Validate everything before anything runs (INVALID_ARGUMENT with a message)."""
+    p = request.parameters
+    seq = sq.sequence_of(p)
+    outputs = tensors.requested_outputs(request)
+    ids, text = tensors.request_input(request)
+    tokens = engine.tokens(ids if ids is not None else (), text, tensors.INPUT_IDS if ids is not None else tensors.TEXT)
+    options = engine.step_options(sq.int_parameter(p, "top_k"), sq.bool_parameter(p, "all_positions"),
+                                  tensors.LOGPROBS in outputs)
+    return Request(tokens, options, seq, outputs)
+
+
+async def run(engine, r: Request, live=None):
+    """The step's StepResult, with the sequence's session created, continued or freed."""
+    live_kw = {} if live is None else {"live": live}
+    seq = r.sequence
+    if not seq.session_id:
+        return await engine.predict("", r.ids, r.options, **live_kw)
+    if seq.start:
+        try:
+            _, result = await engine.create(seq.session_id, 0, r.ids, r.options, **live_kw)
+        except AlreadyExists:  # a live sequence restarted: reset it with these tokens
+            return await _continue(engine, r, True, live_kw)
+        if seq.end:  # a one-request sequence
+            engine.delete(seq.session_id)
+        return result
+    return await _continue(engine, r, False, live_kw)
+
+
+async def _continue(engine, r: Request, start: bool, live_kw) -> object:
+    seq = r.sequence
+    try:
+        lease = engine.hold(seq.session_id)
+    except NotFound as exc:
+        raise NotFound(
+            f"sequence {seq.label} is not active ({exc.message}); begin it with sequence_start=true",
+            reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata={"session_id": seq.session_id},
+        ) from None
+    try:
+        result = await lease.step(r.ids, r.options, start, **live_kw)
+        if seq.end:
+            lease.end(ENDED)
+        return result
+    finally:
+        lease.release()
+
+
+def session_of(sequence_id) -> Optional[str]:
+    """The lstm.v1 session id of a sequence id (int or str), for clients and tests."""
+    return sq.session_id_for(sequence_id) if sequence_id else None

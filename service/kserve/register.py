@@ -1,0 +1,71 @@
+"""Putting the KServe v2 service on a grpc.aio server, and in reflection.
+
+The generated inference.* messages live in a descriptor pool of their own
+(service/build_proto.py says why), so the request classes are found from
+the method descriptors, not from protobuf's default symbol database; a
+corrupt request reaches the handler as ``Undecodable`` and is answered
+INVALID_ARGUMENT, as lstm.v1's are (service/handlers.py).
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf import message as protobuf_message
+from google.protobuf.message_factory import GetMessageClass
+
+from ..handlers import Undecodable
+from ..proto.inference import POOL
+from .servicer import SERVICE
+
+
+def _decoder(cls):
+    def decode(data: bytes):
+        try:
+            return cls.FromString(data)
+        except (protobuf_message.DecodeError, ValueError, RuntimeError) as exc:
+            return Undecodable(cls.DESCRIPTOR.full_name, str(exc) or type(exc).__name__)
+
+    return decode
+
+
+def add_to_server(servicer, server: grpc.aio.Server) -> None:
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    handlers = {}
+    for method in SERVICE.methods:
+        make = kinds[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(
+            getattr(servicer, method.name),
+            request_deserializer=_decoder(GetMessageClass(method.input_type)),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+
+
+def reflection_pool(service_names: Iterable[str]) -> descriptor_pool.DescriptorPool:
+    """One pool holding the files of every named service (and their imports), from
+    protobuf's default pool or ours, for the reflection servicer's ``pool`` argument."""
+    pool, added = descriptor_pool.DescriptorPool(), set()
+
+    def add(file) -> None:
+        if file.name in added:
+            return
+        for dependency in file.dependencies:
+            add(dependency)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.Add(proto)
+        added.add(file.name)
+
+    for name in service_names:
+        for source in (POOL, descriptor_pool.Default()):
+            try:
+                add(source.FindFileContainingSymbol(name))
+                break
+            except KeyError:
+                continue  # not there; a name in neither pool (an alias) is left out
+    return pool
