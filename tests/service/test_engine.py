@@ -1,0 +1,108 @@
+"""The engine driven directly, with no gRPC: a real tiny model through real
+onnxruntime, checked against the plain onnxruntime reference. These are the
+rules the servicer relies on: one writer per session, state committed only
+when a call is live, expected_steps, Generate committing what it handed out.
+"""
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+import pytest
+
+from lstm_service.model.card import load_card
+from lstm_service.service.config import Config
+from lstm_service.service.engine import CallEnded, Engine
+from lstm_service.service.errors import FailedPrecondition, InvalidArgument, NotFound, SessionBusy
+from lstm_service.service.options import StepOptions
+from lstm_service.service.runtime import Runtime
+
+TOL = 1e-4
+
+
+@contextlib.contextmanager
+def engine_for(model_dir, **overrides):
+    config = Config(model=str(model_dir), device="cpu", **overrides)
+    card = load_card(model_dir)
+    engine = Engine(config, card, Runtime.from_config(card, config))
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+def ids(text: str) -> np.ndarray:
+    return np.frombuffer(text.encode(), dtype=np.uint8).astype(np.int64)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+async def test_steps_carry_state_like_one_long_call(make_tiny_model, cell):
+    from reference import Reference
+
+    model_dir = make_tiny_model(cell)
+    reference = Reference(model_dir)
+    with engine_for(model_dir) as engine:
+        info, first = await engine.create(None, 0, ids("To be"), StepOptions(top_k=3))
+        result = await engine.predict(info.id, ids(", or"), StepOptions(top_k=3, logprobs=True))
+        assert (first.steps, result.steps) == (5, 9)
+        want = reference.logprobs(b"To be, or")[-1]
+        assert np.abs(result.scores.logprobs[-1] - want).max() <= TOL
+        steps, state, last = engine.snapshot(info.id)
+        assert steps == 9 and len(state) == len(load_card(model_dir).state_names)
+        assert all(not part.flags.writeable for part in state) and np.array_equal(last, result.scores.last)
+
+
+async def test_a_call_that_is_no_longer_live_commits_nothing(tiny_model_dir):
+    with engine_for(tiny_model_dir) as engine:
+        info, _ = await engine.create(None, 0, ids("abc"), StepOptions())
+        before = engine.snapshot(info.id)
+        with pytest.raises(CallEnded):
+            await engine.predict(info.id, ids("def"), StepOptions(), live=lambda: False)
+        after = engine.snapshot(info.id)
+        assert after[0] == before[0] and all(a is b for a, b in zip(after[1], before[1]))
+        assert not engine.session(info.id).busy  # the lease was let go
+        with pytest.raises(CallEnded):
+            await engine.create("never-created-000001", 0, ids("x"), StepOptions(), live=lambda: False)
+        with pytest.raises(NotFound):
+            engine.session("never-created-000001")
+
+
+async def test_expected_steps_applies_at_most_once(tiny_model_dir):
+    with engine_for(tiny_model_dir) as engine:
+        info, _ = await engine.create(None, 0, ids("ab"), StepOptions())
+        done = await engine.predict(info.id, ids("c"), StepOptions(), expected_steps=2)
+        with pytest.raises(FailedPrecondition) as refused:  # the retry of a step that did apply
+            await engine.predict(info.id, ids("c"), StepOptions(), expected_steps=2)
+        assert refused.value.reason == "STEPS_MISMATCH" and refused.value.metadata == {"steps": "3"}
+        assert done.steps == engine.session(info.id).steps == 3
+
+
+async def test_one_writer_at_a_time_and_oversize_replies_refused_before_running(tiny_model_dir):
+    with engine_for(tiny_model_dir, max_reply_bytes=4096) as engine:
+        info, _ = await engine.create(None, 0, None, StepOptions())
+        lease = engine.hold(info.id)
+        with pytest.raises(SessionBusy):
+            await engine.predict(info.id, ids("x"), StepOptions())
+        with pytest.raises(InvalidArgument) as big:
+            await lease.run(ids("y" * 64), StepOptions(top_k=5, all_positions=True, logprobs=True))
+        assert big.value.reason == "REPLY_TOO_LARGE" and engine.runner.stats.batches == 0
+        lease.release()
+        assert engine.session(info.id).steps == 0 and not engine.session(info.id).busy
+
+
+async def test_generate_commits_each_token_once_the_consumer_comes_back(tiny_model_dir):
+    with engine_for(tiny_model_dir) as engine:
+        info, _ = await engine.create(None, 0, None, StepOptions())
+        options = engine.generate_options(50, 1.0, 0, None, 7, [])
+        taken = []
+        async with contextlib.aclosing(engine.generate(info.id, ids("Hi"), options)) as tokens:
+            async for g in tokens:
+                if len(taken) == 3:
+                    break  # the 4th token was handed out, but the consumer never wrote it
+                taken.append(g.token)  # (the servicer writes it here, then comes back for the next)
+        assert engine.session(info.id).steps == 2 + 3 and not engine.session(info.id).busy
+        twin, _ = await engine.create(None, 0, None, StepOptions())
+        replay = engine.generate(twin.id, ids("Hi"), engine.generate_options(3, 1.0, 0, None, 7, []))
+        assert [g.token async for g in replay] == taken
+        a, b = engine.snapshot(info.id), engine.snapshot(twin.id)
+        assert a[0] == b[0] and all(np.array_equal(x, y) for x, y in zip(a[1], b[1]))
