@@ -2,7 +2,7 @@
 
 The text runs along the x axis. Above: heat maps of the chosen gates over
 the units that vary most on this text, and the layer's per-token summaries
-(mean forget and input gate, |change of the cell state|). Below: for each
+(mean forget and input gate, |change of the cell state|), and h. Below: for each
 property of the text (inside quotes, position in the line, right after a
 newline) the unit whose activation follows it most closely (largest |Pearson
 r|), each character coloured by that unit: the view of Karpathy, Johnson and
@@ -66,8 +66,8 @@ def fetch(client, text: str, layer: Optional[int], gates: Sequence[str], top_uni
     state = "c" if model.has_cell_state else "h"
     if not gates:
         gates = DEFAULT_GATES if model.has_cell_state else (GRU_GATES if model.cell == "gru" else ())
-    heat = client.stub.Explain(pb.ExplainRequest(
-        session_id=session_id, input=pb.Input(text=text), layers=[chosen], channels=list(gates) + [state],
+    heat = client.stub.Explain(pb.ExplainRequest(  # h, not c, in the heat maps: bounded, so comparable
+        session_id=session_id, input=pb.Input(text=text), layers=[chosen], channels=list(gates) + ["h"],
         top_units=min(top_units, model.hidden_size), top_k=1), timeout=client.timeout)
     full = client.stub.Explain(pb.ExplainRequest(
         session_id=session_id, input=pb.Input(text=text), layers=[chosen], channels=[state], top_k=0),
@@ -89,7 +89,7 @@ def render(model, layer: int, state: str, heat: pb.ExplainResponse, full: pb.Exp
     labels, T = _labels(heat), len(heat.tokens)
     names = [c.name for c in heat.layers[0].channels]
     props = text_properties(text)
-    _, states = channel_matrix(full.layers[0], state, T)
+    states = np.tanh(channel_matrix(full.layers[0], state, T)[1])  # what h sees of c: bounded, comparable
     rows = len(names) + 1 + len(props)
     heights = [3] * len(names) + [1.6] + [0.55] * len(props)
     fig, axes = plt.subplots(rows, 1, figsize=(max(10.0, 0.14 * T + 2), sum(heights) * 0.75 + 1),
@@ -107,7 +107,7 @@ def render(model, layer: int, state: str, heat: pb.ExplainResponse, full: pb.Exp
         fig.colorbar(image, ax=ax, fraction=0.015, pad=0.01)
     _summaries(axes[len(names)], heat.layers[0], labels)
     for ax, (prop, series) in zip(axes[len(names) + 1:], props.items()):
-        _strip(ax, states, series, prop, labels, state)
+        _strip(ax, states, series, prop, labels, f"tanh({state})")
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     plt.close(fig)
@@ -124,7 +124,8 @@ def _summaries(ax, layer: pb.ExplainLayer, labels: List[str]) -> None:
     twin.tick_params(labelsize=6)
     ax.set_xticks(range(len(labels)), labels, fontsize=6, family="monospace")
     ax.set_xlim(-0.5, len(labels) - 0.5)
-    ax.legend(loc="upper left", fontsize=6, ncol=2)
+    if len(layer.mean_forget):  # rnn: no gates to average
+        ax.legend(loc="upper left", fontsize=6, ncol=2)
     twin.legend(loc="upper right", fontsize=6)
 
 
@@ -139,11 +140,12 @@ def _strip(ax, states, series, prop: str, labels: List[str], state: str) -> None
         ax.set_title(f"{prop}: constant on this text, no unit to match", fontsize=7, loc="left")
         return
     unit, r = found
-    values = np.tanh(states[:, unit])[None, :]
+    values = states[:, unit][None, :]
     ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1)
     for t, label in enumerate(labels):
-        ax.text(t, 0, label, ha="center", va="center", fontsize=7, family="monospace")
-    ax.set_title(f"{prop}: {state}[{unit}] (r = {r:+.2f})", fontsize=7, loc="left")
+        ax.text(t, 0, label, ha="center", va="center", fontsize=7, family="monospace",
+                color="white" if abs(values[0, t]) > 0.6 else "black")
+    ax.set_title(f"{prop}: {state[:-1]}[{unit}]), r = {r:+.2f}", fontsize=7, loc="left")
 
 
 def add_parser(sub) -> None:
