@@ -14,7 +14,6 @@ import threading
 from pathlib import Path
 
 import pytest
-
 from relay import Relay
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -57,7 +57,8 @@ class Relay(grpc.GenericRpcHandler):
         if kind == "unary_unary":
             return grpc.unary_unary_rpc_method_handler(lambda req, ctx: self._unary(path, req, ctx, metadata, fault))
         if kind == "unary_stream":
-            return grpc.unary_stream_rpc_method_handler(lambda req, ctx: self._server_stream(path, req, ctx, metadata, fault))
+            return grpc.unary_stream_rpc_method_handler(
+                lambda req, ctx: self._server_stream(path, req, ctx, metadata, fault))
         return grpc.stream_stream_rpc_method_handler(lambda reqs, ctx: self._bidi(path, reqs, ctx, metadata))
 
     def _unary(self, path, request, context, metadata, fault):

@@ -2,7 +2,6 @@
 the session header on every call that names a session, and the server's error details."""
 import grpc
 import pytest
-
 from lstm_client import AsyncClient, Client, ClientError
 
 

@@ -17,7 +17,7 @@ SERVER_ONLY = ("onnxruntime", "numpy", "torch", "lstm_service")
 
 def requirement_names(requires) -> set:
     """Distribution names in Requires-Dist lines, leaving out those only an extra asks for."""
-    return {re.split(r"[\s<>=!~;\[(]", r, 1)[0].lower().replace("_", "-")
+    return {re.split(r"[\s<>=!~;\[(]", r, maxsplit=1)[0].lower().replace("_", "-")
             for r in requires or () if "extra ==" not in r}
 
 

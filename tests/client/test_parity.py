@@ -38,4 +38,5 @@ def test_the_two_stream_sessions_match():
     sync, aio = public(StreamSession), public(AsyncStreamSession)
     assert sync.keys() == aio.keys() == {"send", "close"}
     assert sync["send"] == aio["send"]
-    assert {"__enter__", "__exit__"} <= set(dir(StreamSession)) and {"__aenter__", "__aexit__"} <= set(dir(AsyncStreamSession))
+    assert {"__enter__", "__exit__"} <= set(dir(StreamSession))
+    assert {"__aenter__", "__aexit__"} <= set(dir(AsyncStreamSession))

@@ -2,7 +2,6 @@
 The faults come from a real gRPC relay in front of a real server (relay.py)."""
 import grpc
 import pytest
-
 from lstm_client import AsyncClient, Client, ClientError, RetryPolicy
 
 FAST = RetryPolicy(attempts=3, backoff=0.01)

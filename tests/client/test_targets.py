@@ -1,6 +1,5 @@
 """A target without a port means the service's port (50051), never gRPC's default of 443."""
 import pytest
-
 from lstm_client import Client, normalize_target
 
 

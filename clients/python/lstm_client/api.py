@@ -11,7 +11,7 @@ from itertools import count
 from typing import Any, Callable, List, Optional, Sequence, Union
 
 from .errors import ClientError
-from .ops import (END, Emit, Health, Next, OpenServerStream, Sleep, Steps, Unary, collect, method)
+from .ops import END, Emit, Health, Next, OpenServerStream, Sleep, Steps, Unary, collect, method
 from .proto.lstm.v1 import lstm_pb2 as pb
 from .proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 from .requests import make_input, make_output, make_sampling, set_expected_steps
@@ -168,7 +168,8 @@ class Api:
         """The session's step count, asked until the server answers (within the policy)."""
         for n in count():
             try:
-                return (yield Unary("GetSession", pb.GetSessionRequest(session_id=session_id), session_id)).session.steps
+                reply = yield Unary("GetSession", pb.GetSessionRequest(session_id=session_id), session_id)
+                return reply.session.steps
             except ClientError as error:
                 if not policy.may_retry(error, n):
                     raise

@@ -39,7 +39,7 @@ def number(kind: type, low: float, high: Optional[float] = None, above: bool = F
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
         if value < low or (above and value == low) or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"{text} is out of range; allowed: {allowed}")
         return value
@@ -50,7 +50,7 @@ def target(text: str) -> str:
     try:
         return normalize_target(text)
     except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc))
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_generate(client: Client, args) -> int:
@@ -138,7 +138,7 @@ def cmd_health(client: Client, args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="lstm-client", description="Client for the lstm.v1 gRPC service.")
     p.add_argument("--target", type=target, default=os.environ.get("LSTM_TARGET", DEFAULT_TARGET),
-                   help=f"server address host[:port], port 50051 if left out [env LSTM_TARGET; default {DEFAULT_TARGET}]")
+                   help=f"server host[:port], port 50051 if left out [env LSTM_TARGET; default {DEFAULT_TARGET}]")
     p.add_argument("--tls", action="store_true", help="use TLS (system roots unless --ca)")
     p.add_argument("--ca", help="PEM file with root certificates for TLS")
     p.add_argument("--timeout", type=number(float, 0, above=True), default=None, help="deadline per call, seconds")
