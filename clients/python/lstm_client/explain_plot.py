@@ -100,7 +100,7 @@ def render(model, layer: int, state: str, heat: pb.ExplainResponse, full: pb.Exp
         units, values = channel_matrix(heat.layers[0], name, T)
         gate = name not in ("c", "h", "candidate")
         image = ax.imshow(values.T, aspect="auto", interpolation="nearest",
-                          cmap="viridis" if gate else "RdBu_r", vmin=0 if gate else -1, vmax=1)
+                          cmap="viridis" if gate else "RdBu", vmin=0 if gate else -1, vmax=1)
         ax.set_yticks(range(len(units)), [str(u) for u in units], fontsize=5)
         ax.set_ylabel(f"{name}\nunit", fontsize=8)
         ax.set_xticks(range(T), labels, fontsize=6, family="monospace")
@@ -141,7 +141,7 @@ def _strip(ax, states, series, prop: str, labels: List[str], state: str) -> None
         return
     unit, r = found
     values = states[:, unit][None, :]
-    ax.imshow(values, aspect="auto", cmap="RdBu_r", vmin=-1, vmax=1)
+    ax.imshow(values, aspect="auto", cmap="RdBu", vmin=-1, vmax=1)  # red negative, blue positive, as on the page
     for t, label in enumerate(labels):
         ax.text(t, 0, label, ha="center", va="center", fontsize=7, family="monospace",
                 color="white" if abs(values[0, t]) > 0.6 else "black")
