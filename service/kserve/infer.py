@@ -5,16 +5,21 @@ Sequence semantics, as Triton's sequence batcher:
     start         the sequence's session is created (or, if it exists, reset) with these tokens
     neither       the tokens continue the sequence; an unknown sequence is NOT_FOUND
     end           the session is freed after this step's answer was computed
+    start + end   a one-request sequence: scored from the zero state, and a live
+                  session of that id is freed
     no sequence   a stateless step from the zero state; nothing is kept
-A request that fails leaves the sequence as it was (a failed start creates nothing).
+A request that fails leaves the sequence as it was (a failed start creates nothing),
+and a step is committed only while the call is live (not cancelled, not past
+its deadline), as lstm.v1's Predict.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence as Seq
+from typing import Sequence as Seq
 
 import numpy as np
 
+from ..engine import always
 from ..errors import AlreadyExists, NotFound
 from . import sequence as sq
 from . import tensors
@@ -42,24 +47,27 @@ def decode(engine, request) -> Request:
     return Request(tokens, options, seq, outputs)
 
 
-async def run(engine, r: Request, live=None):
+async def run(engine, r: Request, live=always):
     """The step's StepResult, with the sequence's session created, continued or freed."""
-    live_kw = {} if live is None else {"live": live}
     seq = r.sequence
     if not seq.session_id:
-        return await engine.predict("", r.ids, r.options, **live_kw)
+        return await engine.predict("", r.ids, r.options, live=live)
+    if seq.start and seq.end:
+        result = await engine.predict("", r.ids, r.options, live=live)
+        try:
+            engine.delete(seq.session_id)
+        except NotFound:
+            pass  # the usual case: no earlier sequence of that id
+        return result
     if seq.start:
         try:
-            _, result = await engine.create(seq.session_id, 0, r.ids, r.options, **live_kw)
+            return (await engine.create(seq.session_id, 0, r.ids, r.options, live))[1]
         except AlreadyExists:  # a live sequence restarted: reset it with these tokens
-            return await _continue(engine, r, True, live_kw)
-        if seq.end:  # a one-request sequence
-            engine.delete(seq.session_id)
-        return result
-    return await _continue(engine, r, False, live_kw)
+            return await _continue(engine, r, True, live)
+    return await _continue(engine, r, False, live)
 
 
-async def _continue(engine, r: Request, start: bool, live_kw) -> object:
+async def _continue(engine, r: Request, start: bool, live) -> object:
     seq = r.sequence
     try:
         lease = engine.hold(seq.session_id)
@@ -69,14 +77,9 @@ async def _continue(engine, r: Request, start: bool, live_kw) -> object:
             reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata={"session_id": seq.session_id},
         ) from None
     try:
-        result = await lease.step(r.ids, r.options, start, **live_kw)
+        result = await lease.step(r.ids, r.options, start, live=live)
         if seq.end:
             lease.end(ENDED)
         return result
     finally:
         lease.release()
-
-
-def session_of(sequence_id) -> Optional[str]:
-    """The lstm.v1 session id of a sequence id (int or str), for clients and tests."""
-    return sq.session_id_for(sequence_id) if sequence_id else None

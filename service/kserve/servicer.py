@@ -14,7 +14,8 @@ from importlib import metadata as dist
 from ..errors import ServiceError
 from ..proto.inference import grpc_service_pb2 as pb
 from ..proto.inference import grpc_service_pb2_grpc as pb_grpc
-from ..server import _rpc
+from ..engine import always
+from ..server import _rpc, live_check
 from . import infer, model, tensors
 from .stream import serve_stream
 
@@ -87,13 +88,13 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return self.stats.message(self.card)
 
     # -- inference ------------------------------------------------------------
-    async def infer(self, request) -> pb.ModelInferResponse:
+    async def infer(self, request, live=always) -> pb.ModelInferResponse:
         """One request -> its response; ServiceError (nothing changed) when refused."""
         began, ok = time.perf_counter_ns(), False
         try:
             model.check_model(self.card, request.model_name, request.model_version)
             decoded = infer.decode(self.engine, request)
-            result = await infer.run(self.engine, decoded)
+            result = await infer.run(self.engine, decoded, live)
             response = pb.ModelInferResponse(model_name=self.card.name, model_version=model.VERSION, id=request.id)
             tensors.write_outputs(response, result.scores, decoded.outputs)
             ok = True
@@ -103,11 +104,11 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ModelInfer(self, request, context):
-        return await self.infer(request)
+        return await self.infer(request, live_check(context))
 
     @_rpc
     async def ModelStreamInfer(self, request_iterator, context):
-        async for reply in serve_stream(self, request_iterator):
+        async for reply in serve_stream(self, request_iterator, live_check(context)):
             yield reply
 
 

@@ -5,7 +5,9 @@ replies to requests by ``id``. Requests of different sequences run
 concurrently (so the engine can batch them into one model call); requests of
 one sequence run one after another, in the order they arrived. At most
 ``MAX_IN_FLIGHT`` requests of a stream run at once; beyond that the stream
-is not read (HTTP/2 flow control pushes back on the client).
+is not read (HTTP/2 flow control pushes back on the client). Requests are
+read through lstm.v1's reader, so a stream idle between requests is ended
+(UNAVAILABLE) when the server drains, as lstm.v1 streams are.
 """
 from __future__ import annotations
 
@@ -13,7 +15,6 @@ import asyncio
 from typing import Dict, Optional
 
 from ..errors import ServiceError
-from ..handlers import check_decoded
 from ..proto.inference import grpc_service_pb2 as pb
 from . import sequence as sq
 
@@ -29,16 +30,16 @@ def error_reply(exc: ServiceError, request=None) -> pb.ModelStreamInferResponse:
     return reply
 
 
-async def _answer(servicer, request, before: Optional[asyncio.Task]) -> pb.ModelStreamInferResponse:
+async def _answer(servicer, request, before: Optional[asyncio.Task], live) -> pb.ModelStreamInferResponse:
     if before is not None:
         await asyncio.wait((before,))  # the same sequence's previous request, however it ended
     try:
-        return pb.ModelStreamInferResponse(infer_response=await servicer.infer(request))
+        return pb.ModelStreamInferResponse(infer_response=await servicer.infer(request, live))
     except ServiceError as exc:
         return error_reply(exc, request)
 
 
-async def _read(servicer, requests, replies: asyncio.Queue) -> None:
+async def _read(servicer, requests, replies: asyncio.Queue, live) -> None:
     """Start a task per request; each puts its reply on ``replies``; _DONE when all are done."""
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
     last: Dict[str, asyncio.Task] = {}  # session id -> the latest task of that sequence
@@ -52,16 +53,23 @@ async def _read(servicer, requests, replies: asyncio.Queue) -> None:
         if not task.cancelled() and task.exception() is None:
             replies.put_nowait(task.result())
 
+    draining: Optional[ServiceError] = None
     try:
-        async for request in requests:
-            await slots.acquire()
+        while True:
+            request = None
             try:
-                key = sq.sequence_of(check_decoded(request).parameters).session_id
+                request = await servicer.edge._next_request(requests)  # None at the end
+                if request is None:
+                    break
+                key = sq.sequence_of(request.parameters).session_id
             except ServiceError as exc:
-                slots.release()
-                replies.put_nowait(error_reply(exc, None if not hasattr(request, "id") else request))
+                if exc.code == "UNAVAILABLE":  # draining: answer what is in flight, then end the stream
+                    draining = exc
+                    break
+                replies.put_nowait(error_reply(exc, request))  # undecodable (no request) or bad parameters
                 continue
-            task = asyncio.ensure_future(_answer(servicer, request, last.get(key) if key else None))
+            await slots.acquire()
+            task = asyncio.ensure_future(_answer(servicer, request, last.get(key) if key else None, live))
             tasks.add(task)
             if key:
                 last[key] = task
@@ -71,16 +79,18 @@ async def _read(servicer, requests, replies: asyncio.Queue) -> None:
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # a bug, not a refused request: the stream ends INTERNAL
+        if draining is not None:
+            raise draining
     finally:
         for task in tasks:
             task.cancel()
         replies.put_nowait(_DONE)
 
 
-async def serve_stream(servicer, requests):
+async def serve_stream(servicer, request_iterator, live):
     """Yield replies as they are ready; ends when the client is done and every reply was sent."""
     replies: asyncio.Queue = asyncio.Queue()
-    reader = asyncio.ensure_future(_read(servicer, requests, replies))
+    reader = asyncio.ensure_future(_read(servicer, request_iterator.__aiter__(), replies, live))
     try:
         while True:
             reply = await replies.get()

@@ -175,3 +175,17 @@ def test_sequence_ids_map_to_valid_distinct_session_ids():
            session_id_for("a"), session_id_for("b")]
     assert all(is_valid(i) for i in ids) and len(set(ids)) == len(ids)
     assert session_id_for(42) == "kserve-seq-int-00000000000000000042" == session_id_for(42)
+
+
+def test_reflection_pool_holds_every_served_service():
+    """The KServe protos live in their own descriptor pool; reflection needs one pool with all."""
+    from grpc_health.v1 import health_pb2
+
+    from lstm_service.service.kserve import SERVICE_NAME, reflection_pool
+
+    names = ["lstm.v1.LstmService", health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, SERVICE_NAME,
+             "grpc.reflection.v1.ServerReflection"]  # the last is an alias in no pool: left out, no error
+    pool = reflection_pool(names)
+    for name in names[:3]:
+        assert pool.FindServiceByName(name).full_name == name
+    assert pool.FindFileContainingSymbol("inference.ModelConfig").name == "model_config.proto"

@@ -125,3 +125,39 @@ async def test_stream_reports_a_bad_request_and_goes_on(tiny_model_dir):
         assert replies["bad"].error_message.startswith("INVALID_ARGUMENT: input INPUT_IDS has datatype 'FP32'")
         assert not replies["good"].error_message and not replies["last"].error_message
         assert s.app.engine.session_count() == 0
+
+
+async def test_stream_answers_an_undecodable_message_and_goes_on(tiny_model_dir):
+    async with serving(tiny_model_dir) as s:
+        m = s.app.card.name
+        call = s.channel.stream_stream("/inference.GRPCInferenceService/ModelStreamInfer",
+                                       response_deserializer=pb.ModelStreamInferResponse.FromString)()
+        await call.write(b"\xff\xff\xff")
+        bad = await call.read()
+        assert bad.error_message.startswith("INVALID_ARGUMENT: the request is not a valid inference.ModelInferRequest")
+        good = request(m, ids([3]), raw=[raw_ids([3])])
+        good.id = "after"
+        await call.write(good.SerializeToString())
+        reply = await call.read()
+        assert reply.infer_response.id == "after" and not reply.error_message
+        await call.done_writing()
+        assert await call.read() is grpc.aio.EOF
+
+
+async def test_draining_ends_an_idle_stream_and_reports_not_ready(tiny_model_dir):
+    import asyncio
+
+    async with serving(tiny_model_dir, grace=30) as s:
+        stub, m = pb_grpc.GRPCInferenceServiceStub(s.channel), s.app.card.name
+        call = stub.ModelStreamInfer()
+        await call.write(request(m, ids([3]), raw=[raw_ids([3])], seq=1, start=True))
+        assert not (await call.read()).error_message
+        s.app.servicer.draining = True  # what stop() sets first
+        assert not (await stub.ServerReady(pb.ServerReadyRequest())).ready
+        assert not (await stub.ModelReady(pb.ModelReadyRequest(name=m))).ready
+        assert (await stub.ServerLive(pb.ServerLiveRequest())).live
+        await expect(stub.ModelInfer(request(m, ids([3]), raw=[raw_ids([3])])), grpc.StatusCode.UNAVAILABLE,
+                     "shutting down")
+        s.app.servicer.draining = False
+        await asyncio.wait_for(s.app.stop(), 10)  # an idle KServe stream must not hold it for the 30 s grace
+        await expect(call.read(), grpc.StatusCode.UNAVAILABLE, "shutting down")
