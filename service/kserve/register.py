@@ -47,8 +47,11 @@ def add_to_server(servicer, server: grpc.aio.Server) -> None:
 
 
 def reflection_pool(service_names: Iterable[str]) -> descriptor_pool.DescriptorPool:
-    """One pool holding the files of every named service (and their imports), from
-    protobuf's default pool or ours, for the reflection servicer's ``pool`` argument."""
+    """One pool holding the files of every named service and of reflection itself (and
+    their imports), from protobuf's default pool or ours, for the reflection servicer's
+    ``pool`` argument (which replaces the default pool for every lookup)."""
+    from grpc_reflection.v1alpha import reflection
+
     pool, added = descriptor_pool.DescriptorPool(), set()
 
     def add(file) -> None:
@@ -61,7 +64,7 @@ def reflection_pool(service_names: Iterable[str]) -> descriptor_pool.DescriptorP
         pool.Add(proto)
         added.add(file.name)
 
-    for name in service_names:
+    for name in (*service_names, reflection.SERVICE_NAME):
         for source in (POOL, descriptor_pool.Default()):
             try:
                 add(source.FindFileContainingSymbol(name))
