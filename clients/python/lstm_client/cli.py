@@ -85,10 +85,17 @@ def predictions_line(result, top_k: int) -> str:
 
 def cmd_stream(client: Client, args) -> int:
     tty = sys.stdin.isatty()
+    if args.keys:
+        if not tty:
+            raise ValueError("stream --keys needs a terminal on stdin (without it, lines are fed)")
+        from . import keys  # termios: POSIX terminals only
+
+        with client.stream(args.session or None, top_k=args.top_k) as stream:
+            return keys.run(stream, sys.stdin.fileno(), sys.stdout, lambda r: predictions_line(r, args.top_k))
     if tty:
         fed = "the line and its newline" if args.newlines else "the line without its newline"
         print(f"Type text and press Enter: {fed} is fed to one session, then its next-token predictions "
-              "print. Ctrl-D ends; '/reset' starts over.", file=sys.stderr)
+              "print (--keys: after every key). Ctrl-D ends; '/reset' starts over.", file=sys.stderr)
     start = False
     with client.stream(args.session or None, top_k=args.top_k) as stream:
         print(f"session {stream.session_id}", file=sys.stderr)
@@ -161,6 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--top-k", type=number(int, 0, UINT32), default=5, help="predictions to show (default 5)")
     s.add_argument("--newlines", action=argparse.BooleanOptionalAction, default=True,
                    help="feed each line's newline too (default: yes)")
+    s.add_argument("--keys", action="store_true",
+                   help="feed every keystroke as it is typed and show the predictions after each (a terminal only)")
     ls = sub.add_parser("sessions", help="list the server's sessions")
     ls.add_argument("--limit", type=number(int, 0, 1000), default=100, help="at most this many, 0-1000 (0: 100)")
     sub.add_parser("models", help="describe the served model")
