@@ -1,0 +1,115 @@
+"""Making one call and judging its status: the statuses each method may
+plausibly answer, and the counts a fuzz run reports."""
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, List, Optional, Tuple
+
+import grpc
+
+C = grpc.StatusCode
+# Statuses a well-behaved server may answer, per method (DEADLINE_EXCEEDED and
+# CANCELLED are added per call when the fuzzer set a deadline or cancelled).
+SESSION_LOOKUP = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND}
+ALLOWED = {
+    "Predict": {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ABORTED, C.RESOURCE_EXHAUSTED},
+    "Generate": {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ABORTED, C.RESOURCE_EXHAUSTED},
+    "Stream": {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.ALREADY_EXISTS, C.FAILED_PRECONDITION, C.ABORTED,
+               C.RESOURCE_EXHAUSTED},
+    "CreateSession": {C.OK, C.INVALID_ARGUMENT, C.ALREADY_EXISTS, C.RESOURCE_EXHAUSTED},
+    "GetSession": SESSION_LOOKUP,
+    "ResetSession": SESSION_LOOKUP | {C.ABORTED},
+    "DeleteSession": SESSION_LOOKUP | {C.ABORTED},
+    "ForkSession": SESSION_LOOKUP | {C.ALREADY_EXISTS, C.RESOURCE_EXHAUSTED},
+    "ListSessions": {C.OK, C.INVALID_ARGUMENT},
+    "ListModels": {C.OK},
+    "GetModel": {C.OK, C.NOT_FOUND, C.INVALID_ARGUMENT},
+    "NoSuchMethod": {C.UNIMPLEMENTED},
+}
+CRASH = {C.INTERNAL, C.UNKNOWN, C.UNAVAILABLE, C.DATA_LOSS}
+# Limits the *client* library enforces: hitting them means the server sent
+# what it should have refused (an oversize reply, an echoed huge id).
+CLIENT_LIMITS = ("larger than max", "metadata size exceeds")
+
+
+@dataclass
+class Stats:
+    cases: int = 0  # fuzzed requests (the operations of the sequences)
+    sequences: int = 0  # hypothesis examples: call sequences over fresh sessions, each ending in a checkpoint
+    calls: int = 0  # every RPC, set-up, twin replays and checkpoints included
+    statuses: Counter = field(default_factory=Counter)  # (method, code name) -> calls
+    crashes: List[str] = field(default_factory=list)
+    unexpected: List[str] = field(default_factory=list)  # a status no well-behaved server gives
+    mismatches: List[str] = field(default_factory=list)  # state or reply disagrees with the twin model
+    late_commits: int = 0  # a step applied although the client's deadline/cancel ended the call first
+    unread_tokens: int = 0  # Generate tokens written to the stream after the client stopped reading
+    resyncs: int = 0  # twin re-copied from its session where a replay could not be exact
+
+    def merge(self, other: "Stats") -> None:
+        for name in ("cases", "sequences", "calls", "late_commits", "unread_tokens", "resyncs"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.statuses.update(other.statuses)
+        for name in ("crashes", "unexpected", "mismatches"):
+            getattr(self, name).extend(getattr(other, name))
+
+    def failures(self) -> List[str]:
+        return self.crashes + self.unexpected + self.mismatches
+
+    def report(self, server_errors: Iterable[str] = ()) -> str:
+        server_errors = list(server_errors)
+        lines = [f"cases (fuzzed requests) {self.cases}  sequences {self.sequences}  calls in all {self.calls}",
+                 f"crashes {len(self.crashes)}  unexpected statuses {len(self.unexpected)}  "
+                 f"mismatches {len(self.mismatches)}",
+                 f"late commits (deadline/cancel raced a finished step) {self.late_commits}  "
+                 f"generate tokens committed unread {self.unread_tokens}  twin resyncs {self.resyncs}",
+                 f"server log: ERROR lines {len(server_errors)}",
+                 "statuses seen:"]
+        methods = sorted({m for m, _ in self.statuses})
+        for method in methods:
+            seen = sorted(((code, n) for (m, code), n in self.statuses.items() if m == method), key=lambda x: -x[1])
+            lines.append(f"  {method:14s} " + "  ".join(f"{code} {n}" for code, n in seen))
+        for title, items in (("crashes", self.crashes), ("unexpected", self.unexpected),
+                             ("mismatches", self.mismatches), ("server ERROR lines", server_errors)):
+            for item in items[:5]:
+                lines.append(f"first {title}: {item[:400]}")
+        return "\n".join(lines)
+
+
+class Caller:
+    """Runs calls, records their status, and files crashes and unexpected statuses."""
+
+    def __init__(self, stats: Stats) -> None:
+        self.stats = stats
+        self.case_failures: List[str] = []
+
+    def call(self, method: str, run: Callable[[], object]) -> Tuple[grpc.StatusCode, object]:
+        """(code, reply or the RpcError) of ``run()``; does not judge the status."""
+        self.stats.calls += 1
+        try:
+            return C.OK, run()
+        except grpc.RpcError as exc:
+            return exc.code(), exc
+
+    def judge(self, method: str, code: grpc.StatusCode, error: object, extra: Iterable = (), what: str = "") -> None:
+        self.stats.statuses[(method, code.name)] += 1
+        details = error.details() if isinstance(error, grpc.RpcError) else ""
+        details = (details or "")[:300]
+        if code in CRASH:
+            self.fail(self.stats.crashes, f"{method} {code.name}: {details} | {what}")
+        elif code not in ALLOWED.get(method, set()) | set(extra) or any(x in details for x in CLIENT_LIMITS):
+            self.fail(self.stats.unexpected, f"{method} {code.name}: {details} | {what}")
+
+    def mismatch(self, message: str) -> None:
+        self.fail(self.stats.mismatches, message)
+
+    def fail(self, bucket: List[str], message: str) -> None:
+        bucket.append(message)
+        self.case_failures.append(message)
+
+
+def metadata(header: Optional[str]):
+    """Call metadata carrying x-session-id, when the value is a legal header value."""
+    if header and header.isascii() and header.isprintable() and len(header) < 4096:
+        return (("x-session-id", header),)
+    return None

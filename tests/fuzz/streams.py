@@ -1,0 +1,100 @@
+"""A fuzzed Stream call, driven in lock-step (write one request, read its
+answer) so the fuzzer knows which steps were answered, which one was in
+flight when it cancelled or the deadline hit, and what to replay."""
+from __future__ import annotations
+
+import queue
+
+import grpc
+
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+
+from .calls import C
+from .strategies import Op
+from .twin import token_ids
+
+
+class _Requests:
+    """The request iterator grpc reads from its own thread; ``None`` half-closes."""
+
+    def __init__(self) -> None:
+        self.queue: "queue.Queue" = queue.Queue()
+
+    def __iter__(self):
+        while (item := self.queue.get()) is not None:
+            yield item
+
+    def send(self, item) -> None:
+        self.queue.put(item)
+
+
+def run_stream(runner, op: Op) -> None:
+    open_ = pb.OpenStream()
+    open_.CopyFrom(op.request)
+    open_.session_id = runner._id(op.session)
+    steps, cancel_after = op.extra
+    twin = None if open_.create else runner._twin(op.session)
+    timeout = op.call.timeout
+    if open_.create:
+        runner.book.strays.add(open_.session_id)
+        if not open_.session_id:
+            timeout = None  # a deadline could orphan a server-named session before its id arrives
+    meta, disagree = runner._meta(op, open_.session_id)
+    requests = _Requests()
+    runner.caller.stats.calls += 1
+    call = runner.stub.Stream(iter(requests), timeout=timeout, metadata=meta)
+    requests.send(pb.StreamRequest(open=open_))
+    code, error, in_flight = C.OK, None, None
+    try:
+        opened = next(call).opened
+        if open_.create:
+            runner.book.strays.add(opened.id)
+        for index, step in enumerate(steps):
+            request = pb.StreamStep()
+            request.CopyFrom(step)
+            runner._expected(request, twin)
+            requests.send(pb.StreamRequest(step=request))
+            in_flight = request
+            if cancel_after == index:
+                call.cancel()
+                next(call)  # raises CANCELLED
+            result = next(call).result
+            in_flight = None
+            twin = _answered(runner, op, twin, request, result)
+        if cancel_after == len(steps):
+            call.cancel()
+        requests.send(None)
+        for response in call:
+            runner.caller.mismatch(f"Stream: an answer nobody asked for: {str(response)[:200]}")
+    except StopIteration:
+        runner.caller.mismatch("Stream: the server ended the stream without answering a request")
+    except grpc.RpcError as exc:
+        code, error = exc.code(), exc
+    finally:
+        requests.send(None)
+    runner._judge("Stream", code, error, op, disagree,
+                  {C.CANCELLED} if cancel_after is not None else ())
+    if twin is None or in_flight is None or code not in (C.CANCELLED, C.DEADLINE_EXCEEDED):
+        return
+    if runner._wrong_expectation(in_flight, twin, C.CANCELLED):
+        return
+    if not runner.twins.resolve_step(twin, token_ids(in_flight.input), in_flight.start, "Stream step", in_flight.end):
+        runner.book.slots[op.session.index] = None
+
+
+def _answered(runner, op: Op, twin, request: pb.StreamStep, result: pb.StepResult):
+    """Check one answered step and replay it on the twin; the twin that remains."""
+    ids = token_ids(request.input)
+    if twin is None or runner._wrong_expectation(request, twin, C.OK):
+        return twin
+    after = len(ids) if request.start else twin.steps + len(ids)
+    if result.steps != after or result.consumed != len(ids) or result.tag != request.tag:
+        runner.caller.mismatch(f"Stream step answered steps {result.steps}, consumed {result.consumed}, tag "
+                               f"{result.tag!r}; expected {after}, {len(ids)}, {request.tag!r}")
+    runner.twins.step(twin, ids, request.start)
+    if request.end:  # the server deleted S after answering: delete T too
+        runner.twins._must("DeleteSession", lambda: runner.stub.DeleteSession(
+            pb.DeleteSessionRequest(session_id=twin.t)), "sequence end")
+        runner.book.slots[op.session.index] = None
+        return None
+    return twin
