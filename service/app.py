@@ -26,6 +26,7 @@ from .errors import ConfigError
 from .logs import event
 from .metrics import Metrics
 from .handlers import generic_handler
+from .kserve import SERVICE_NAME as KSERVE_SERVICE, KServeServicer, add_to_server as add_kserve
 from .proto.lstm.v1 import lstm_pb2 as pb
 from .runtime import Runtime
 from .server import LstmServicer
@@ -46,11 +47,12 @@ class App:
         self.engine = Engine(config, self.card, self.runtime, self.metrics, clock, self._session_event)
         self.metrics.track_sessions(self.engine.session_count)
         self.servicer = LstmServicer(self.engine, self.metrics)
+        self.kserve = KServeServicer(self.engine, self.servicer)  # KServe v2 protocol: same engine, same admission
         self.health = HealthServicer()
         self.server: Optional[grpc.aio.Server] = None
         self.port = 0
         self._reaper: Optional[asyncio.Task] = None
-        self._stopped: Optional[asyncio.Event] = None
+        self._stopped = asyncio.Event()  # set once stop() is done (an asyncio.Event binds no loop until used)
 
     def _session_event(self, kind: str, session, why: str) -> None:
         event(log, f"session_{kind}", id=session.id, steps=session.steps, reason=why)
@@ -58,9 +60,9 @@ class App:
 
     async def start(self) -> int:
         """Bind and serve; the bound port (useful with --port 0)."""
-        self._stopped = asyncio.Event()
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
         server.add_generic_rpc_handlers((generic_handler(self.servicer, pb.DESCRIPTOR.services_by_name["LstmService"]),))
+        add_kserve(self.kserve, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
         try:
@@ -72,10 +74,11 @@ class App:
             ) from exc
         await server.start()
         self.server = server
-        for name in ("", SERVICE_NAME):
+        for name in ("", SERVICE_NAME, KSERVE_SERVICE):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._reaper = asyncio.create_task(self._reap_forever())
         metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
+        http_port = self._serve_http()
         c = self.config
         event(
             log, "started", address=f"{c.host}:{self.port}", model=self.card.name, cell=self.card.cell,
@@ -83,9 +86,24 @@ class App:
             precision=self.runtime.precision, providers=",".join(self.runtime.providers), onnx=str(self.runtime.path),
             max_sessions=c.max_sessions, session_ttl=c.session_ttl, max_tokens_per_message=c.max_tokens_per_message,
             max_batch=c.max_batch, max_batch_delay_ms=c.max_batch_delay_ms, inline_max_ms=c.inline_max_ms, queue_size=c.queue_size,
-            ort_threads=c.ort_threads, metrics_port=metrics_port or "off",
+            ort_threads=c.ort_threads, metrics_port=metrics_port or "off", http_port=http_port or "off",
         )
         return self.port
+
+    http = None  # the explain page's HTTP server (service/web), with --http-port
+
+    def _serve_http(self) -> int:
+        if not self.config.http_port:
+            return 0
+        from .web.http import ExplainHTTPServer, loopback_target
+
+        try:
+            self.http = ExplainHTTPServer(self.config.host, self.config.http_port,
+                                          loopback_target(self.config.host, self.port))
+        except OSError as exc:
+            raise ConfigError(f"cannot listen for HTTP on {self.config.host}:{self.config.http_port}: {exc}; "
+                              "pick another with --http-port or LSTM_HTTP_PORT (0: off)") from exc
+        return self.http.start()
 
     async def _reap_forever(self) -> None:
         while True:
@@ -112,6 +130,8 @@ class App:
             self._reaper.cancel()
         self.engine.close()
         self.metrics.close()
+        if self.http is not None:
+            self.http.stop()
         event(log, "stopped")
         self._stopped.set()
 

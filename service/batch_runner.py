@@ -121,7 +121,7 @@ class BatchRunner:
         one thread runs one group at a time.
         """
         row, b = rows[0], len(rows)
-        buffers = self._buffers.__dict__
+        buffers: Dict[int, np.ndarray] = self._buffers.__dict__.setdefault("by_part", {})
         size = row.shape[0] * b * row.shape[1]
         buf = buffers.get(which)
         if buf is None or buf.size < size or buf.dtype != row.dtype:

@@ -39,6 +39,7 @@ class Config:
     ort_spin: bool = field(default=False, metadata={"help": "let onnxruntime threads spin-wait (lower latency, burns CPU)"})
     grace: float = field(default=10.0, metadata={"help": "seconds in-flight calls get to finish on SIGTERM/SIGINT"})
     metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port (0: off)"})
+    http_port: int = field(default=0, metadata={"help": "HTTP port for the explain page and its JSON endpoint, a bridge to this server's Explain RPC (0: off; docs/explain.md)"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG | INFO | WARNING | ERROR"})
     log_format: str = field(default="text", metadata={"help": "text (key=value) | json, one line per event"})
 
@@ -63,6 +64,7 @@ class Config:
         need(self.ort_threads >= 0, "ort_threads must be >= 0")
         need(self.grace >= 0, "grace must be >= 0")
         need(0 <= self.metrics_port <= 65535, "metrics_port must be in [0, 65535]")
+        need(0 <= self.http_port <= 65535, f"http_port must be in [0, 65535] (0: off), got {self.http_port}")
         need(self.log_format in ("text", "json"), f"log_format must be text or json, got {self.log_format!r}")
         need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
              f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")

@@ -14,6 +14,8 @@ committed only after their reply was written (``Lease.commit``).
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator, Callable, List, Optional, Sequence, Tuple
@@ -31,6 +33,7 @@ from .sessions import Session, SessionInfo, SessionStore, State
 from .vocab import Vocab
 
 Live = Callable[[], bool]  # is the call still wanted? (not cancelled, deadline not passed)
+SETTLE_WAIT_SECONDS = 1.0  # how long a writer waits for the previous reply's commit to settle
 
 
 def always() -> bool:
@@ -89,6 +92,8 @@ class Lease:
 
     @property
     def info(self) -> SessionInfo:
+        if self.session is None:
+            raise FailedPrecondition("a stateless call has no session")
         return self.engine.store.info(self.session)
 
     async def run(self, ids: np.ndarray, options: StepOptions, start: bool = False,
@@ -183,6 +188,16 @@ class Engine:
                                      self.config.max_generate_tokens)
 
     # -- holding sessions --------------------------------------------------------
+    async def hold_settled(self, session_id: str, end_on_release: bool = False) -> Lease:
+        """``hold``, but first wait (briefly) for a unary reply's pending commit on the session:
+        a client that got its reply may send the next step before the server heard the
+        reply was delivered (see ``defer``)."""
+        session = self.store._sessions.get(session_id) if session_id else None
+        if session is not None and session.settling is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(session.settling), SETTLE_WAIT_SECONDS)
+        return self.hold(session_id, end_on_release)
+
     def hold(self, session_id: str, end_on_release: bool = False) -> Lease:
         """A lease on the session (SessionBusy if another writer has it); empty id: a scratch lease."""
         if not session_id:
@@ -190,21 +205,54 @@ class Engine:
             return Lease(self, None)
         return Lease(self, self.store.acquire(session_id), end_on_release)
 
-    def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool) -> Lease:
+    async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool) -> Lease:
         """Attach a stream to a session, creating it first when asked."""
         if create:
             session = self.store.create(session_id or None, ttl)
             return Lease(self, self.store.acquire(session.id), end_with_stream)
-        return self.hold(session_id, end_with_stream)
+        return await self.hold_settled(session_id, end_with_stream)
 
     # -- one-shot calls ------------------------------------------------------------
     async def predict(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
                       expected_steps: Optional[int] = None, live: Live = always) -> StepResult:
-        lease = self.hold(session_id)
+        lease = await self.hold_settled(session_id)
         try:
             return await lease.step(ids, options, start, expected_steps, live)
         finally:
             lease.release()
+
+    async def predict_deferred(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
+                               expected_steps: Optional[int] = None) -> Tuple[StepResult, Callable[[bool], None]]:
+        """Run a step and hand back its result and ``settle(delivered)``, to be called once
+        the transport knows whether the reply reached the client: the step is kept only
+        then (a unary reply that the deadline overtook on its way changes nothing). The
+        session stays held until settled; the next writer waits for that (``hold_settled``)."""
+        lease = await self.hold_settled(session_id)
+        try:
+            pending = await lease.run(ids, options, start, expected_steps)
+        except BaseException:
+            lease.release()
+            raise
+        return pending.result, self.defer(lease, pending)
+
+    def defer(self, lease: Lease, pending: Pending) -> Callable[[bool], None]:
+        session = lease.session
+        if session is None:  # stateless: nothing to keep
+            lease.release()
+            return lambda delivered: None
+        session.settling = asyncio.get_running_loop().create_future()
+
+        def settle(delivered: bool) -> None:
+            try:
+                if delivered and session.alive:
+                    lease.commit(pending)
+            finally:
+                future, session.settling = session.settling, None
+                lease.release()
+                if future is not None and not future.done():
+                    future.set_result(None)
+
+        return settle
 
     async def create(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
                      options: StepOptions, live: Live = always) -> Tuple[SessionInfo, Optional[StepResult]]:
@@ -236,7 +284,7 @@ class Engine:
 
         Use with ``contextlib.aclosing`` so the session is released on cancel.
         """
-        lease = self.hold(session_id)
+        lease = await self.hold_settled(session_id)
         try:
             lease.check_expected(expected_steps)
             logprobs = lease.session.last_logprobs if lease.session else None

@@ -28,7 +28,7 @@ class Metrics:
         )
         self.queue = Gauge("lstm_queue_depth", "Steps waiting for the model", registry=r)
         self.queue_rejections = Counter("lstm_queue_full", "Steps refused because the queue was full", registry=r)
-        self._server = None
+        self._server: Optional[tuple] = None  # (WSGI server, its thread) while /metrics is served
 
     def track_sessions(self, count: Callable[[], int]) -> None:
         self.sessions.set_function(count)

@@ -85,7 +85,8 @@ class Scheduler:
                 f"step queue is full ({self.queue_size} steps waiting, --queue-size); retry in about {hint} ms",
                 retry_after_ms=hint, reason="QUEUE_FULL",
             )
-        if self._lone() and self.runner.token_seconds * len(step.tokens) <= self.inline_max:
+        cost = self.runner.token_seconds
+        if self._lone() and cost is not None and cost * len(step.tokens) <= self.inline_max:
             # A lone step with nothing else queued: run it right here. The hop to
             # the worker thread and back costs more than a small model's step.
             self.stats.inline_runs += 1

@@ -35,6 +35,19 @@ def live_check(context):
     return live
 
 
+def delivered(context) -> bool:
+    """Whether a finished unary call's reply went out: it was not cancelled and its
+    deadline had not passed when it finished (grpc drops a reply the deadline overtook,
+    and the client sees DEADLINE_EXCEEDED, but the context reports no error of its own:
+    time_remaining() is 0 then). The client's deadline runs a little ahead of the
+    server's (the request's transit), so a reply sent in the last moments can still be
+    late; expected_steps is the client's tool for that window."""
+    if context.cancelled():
+        return False
+    remaining = context.time_remaining()
+    return remaining is None or remaining > 0
+
+
 def _rpc(method):
     """Wrap a handler (coroutine or async generator): refuse while draining, turn
     exceptions into their status (status.py), count every outcome."""
@@ -152,7 +165,7 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
                     "the metadata only routes, set it to the same id", field="session_id")
         return field
 
-    def _options(self, message: pb.Message, field: str = "output") -> Optional[StepOptions]:
+    def _options(self, message, field: str = "output") -> Optional[StepOptions]:
         if not message.HasField(field):
             return None
         output = getattr(message, field)
@@ -186,7 +199,7 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         defaults = self._options(o) or self.engine.step_options(None, False, False)
         session_id = self._session_id(o.session_id, context)
         end_with_stream = o.end_with_stream if o.HasField("end_with_stream") else (o.create and not session_id)
-        lease = self.engine.open_stream(session_id, o.create, o.ttl_seconds, end_with_stream)
+        lease = await self.engine.open_stream(session_id, o.create, o.ttl_seconds, end_with_stream)
         engine, vocab = self.engine, self.engine.vocab
         try:
             yield pb.StreamResponse(opened=codec.session(lease.info, engine.card.name))
@@ -213,9 +226,15 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         options = self._options(request) or self.engine.step_options(None, False, False)
         ids = self.engine.tokens(request.input.tokens, request.input.text)
         expected = self._expected(request, session_id)
-        result = await self.engine.predict(session_id, ids, options, request.start, expected, live_check(context))
-        response = pb.PredictResponse()
-        codec.step_result(response.result, result, self.engine.vocab)
+        result, settle = await self.engine.predict_deferred(session_id, ids, options, request.start, expected)
+        try:
+            response = pb.PredictResponse()
+            codec.step_result(response.result, result, self.engine.vocab)
+        except BaseException:
+            settle(False)
+            raise
+        # The step is kept once the reply went out before the call's deadline (see delivered()).
+        context.add_done_callback(lambda ctx: settle(delivered(ctx)))
         return response
 
     @_rpc
@@ -305,5 +324,11 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         ids = self.engine.tokens(request.input.tokens, request.input.text)
         explainer = explain.for_engine(self.engine)
         selection = explainer.selection(n_tokens=len(ids), **explain_codec.selection_fields(request))
-        result = await explainer.explain(session_id, ids, selection, request.commit, live_check(context))
-        return explain_codec.response(result, self.engine.vocab)
+        result, settle = await explainer.explain(session_id, ids, selection, request.commit)
+        try:
+            response = explain_codec.response(result, self.engine.vocab)
+        except BaseException:
+            settle(False)
+            raise
+        context.add_done_callback(lambda ctx: settle(delivered(ctx)))  # commit: kept once the reply went out
+        return response

@@ -13,6 +13,7 @@ expire or get evicted. Everything here runs on the event loop thread.
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -53,6 +54,8 @@ class Session:
     last_logprobs: Optional[np.ndarray] = None  # [V]: prediction after the last token, if any
     busy: bool = False
     alive: bool = True
+    settling: Optional["asyncio.Future[None]"] = None  # set while a sent reply's commit is pending
+
 
     def expires_in(self, now: float) -> float:
         return self.ttl if self.busy else self.ttl - (now - self.last_used)
