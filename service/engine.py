@@ -10,7 +10,9 @@ Every state change happens in one synchronous commit after the model result
 arrived and only while the caller says the call is still live, so anything
 that fails, is rejected, times out or is cancelled earlier leaves the
 session exactly as it was. A stream step and each generated token are
-committed only after their reply was written (``Lease.commit``).
+committed as their reply is handed to the transport, so a client never receives a
+result its session does not hold; a unary step is committed once its reply went out
+before the deadline (``predict_deferred``).
 """
 from __future__ import annotations
 
@@ -279,8 +281,9 @@ class Engine:
     async def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
                        expected_steps: Optional[int] = None) -> AsyncIterator[Generated]:
         """Sample tokens one at a time. Each token is committed (with the prompt, for the
-        first) only when the consumer comes back for the next one, i.e. after it wrote
-        this one; a consumer that stops early leaves exactly the tokens it took.
+        first) as it is handed to the consumer, and sampling stops as soon as the consumer
+        does: the session holds the tokens handed out, so every token a client receives
+        is in it; a token whose write was cut off by a cancel may be in it too.
 
         Use with ``contextlib.aclosing`` so the session is released on cancel.
         """
@@ -319,10 +322,11 @@ class Engine:
                 del tail[:-keep]
                 if any(tail.endswith(s) for s in options.stop):
                     finish = "stop"
+            # Keep the token (and the prompt, the first time) as it is handed out to be written:
+            # a client never receives a token its session does not hold.
+            lease.commit(Pending(StepResult("", steps + 1, unsent + 1, out.scores, one), out.state, start=False))
             yield Generated(token, piece, decoder.feed(token, final=finish is not None),
                             float(logprobs[token]), steps + 1, finish)
-            # The consumer came back: the token was written. Keep it (and the prompt, the first time).
-            lease.commit(Pending(StepResult("", steps + 1, unsent + 1, out.scores, one), out.state, start=False))
             state, steps, logprobs, unsent = out.state, steps + 1, out.scores.last, 0
             if finish:
                 return

@@ -213,10 +213,10 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
                 pending = await lease.run(ids, options, step.start, expected)
                 response = pb.StreamResponse()
                 codec.step_result(response.result, pending.result, vocab, step.tag)
-                yield response
-                lease.commit(pending)  # the reply was written: keep the step
+                lease.commit(pending)  # kept as the reply goes out: a client never sees an unapplied step
                 if step.end:
                     lease.end("was ended by its stream (step.end)")
+                yield response
         finally:
             lease.release()
 

@@ -90,16 +90,16 @@ async def test_one_writer_at_a_time_and_oversize_replies_refused_before_running(
         assert engine.session(info.id).steps == 0 and not engine.session(info.id).busy
 
 
-async def test_generate_commits_each_token_once_the_consumer_comes_back(tiny_model_dir):
+async def test_generate_commits_each_token_it_hands_out_and_stops_with_the_consumer(tiny_model_dir):
     with engine_for(tiny_model_dir) as engine:
         info, _ = await engine.create(None, 0, None, StepOptions())
         options = engine.generate_options(50, 1.0, 0, None, 7, [])
         taken = []
         async with contextlib.aclosing(engine.generate(info.id, ids("Hi"), options)) as tokens:
             async for g in tokens:
+                taken.append(g.token)
                 if len(taken) == 3:
-                    break  # the 4th token was handed out, but the consumer never wrote it
-                taken.append(g.token)  # (the servicer writes it here, then comes back for the next)
+                    break  # nothing is sampled after the consumer stops
         assert engine.session(info.id).steps == 2 + 3 and not engine.session(info.id).busy
         twin, _ = await engine.create(None, 0, None, StepOptions())
         replay = engine.generate(twin.id, ids("Hi"), engine.generate_options(3, 1.0, 0, None, 7, []))
