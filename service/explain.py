@@ -6,18 +6,19 @@ The explain graph gets its own onnxruntime session, loaded on first use and
 run in its own single worker thread, so the step path (scheduler, batch
 runner, their ORT session) never waits for it. A session's state is read as
 a snapshot (its arrays are never changed in place, see sessions.py); only
-``commit`` advances the session, through the engine's ordinary step, so the
-committed state is exactly what Predict would have kept.
+``commit`` advances the session, through the engine's ordinary step and its
+deferred commit (kept once the reply went out), exactly as Predict does.
 
 No gRPC here: plain values in, ExplainResult or ServiceError out.
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -31,6 +32,7 @@ MAX_VALUES = 262144  # floats in one reply: 1 MiB of values
 MAX_WAITING = 8  # explain calls queued for the worker thread; beyond it RESOURCE_EXHAUSTED
 DEFAULT_TOP_K = 5
 BYTES_PER_VALUE = 5  # a packed float and its share of framing
+SETTLE_WAIT_SECONDS = 1.0  # as engine.hold_settled: wait this long for a pending commit before reading
 
 
 @dataclass(frozen=True)
@@ -164,26 +166,43 @@ class Explainer:
         finally:
             self.waiting -= 1
 
-    async def explain(self, session_id: str, ids: np.ndarray, selection: Selection, commit: bool = False,
-                      live=lambda: True) -> ExplainResult:
-        """From the session's state (zero state without one); the session changes only with ``commit``."""
+    async def explain(self, session_id: str, ids: np.ndarray, selection: Selection,
+                      commit: bool = False) -> Tuple[ExplainResult, Callable[[bool], None]]:
+        """From the session's state (zero state without one), and ``settle(delivered)``.
+
+        Without ``commit`` nothing changes and ``settle`` does nothing. With it, the tokens
+        are stepped like a unary Predict and kept only when the transport calls
+        ``settle(True)`` (the reply went out), as engine.predict_deferred does.
+        """
         engine = self.engine
         if commit and not session_id:
             raise InvalidArgument("commit needs a session: name one (session_id or x-session-id)", field="commit")
         if not commit:
-            snapshot = engine.store.get(session_id) if session_id else None  # read-only: no lease, no touch
-            state = snapshot.state if snapshot else engine.store.zeros
-            steps = snapshot.steps if snapshot else len(ids)
+            state, steps = await self._snapshot(session_id, len(ids))
             logits, trace = await self.run(ids, state)
-            return self._result(session_id, steps, False, ids, logits, trace, state, selection)
-        lease = engine.hold(session_id)  # one writer: the explain and the step see the same state
+            return self._result(session_id, steps, False, ids, logits, trace, state, selection), _nothing
+        lease = await engine.hold_settled(session_id)  # one writer: the explain and the step see one state
         try:
-            state = lease.state
-            logits, trace = await self.run(ids, state)
-            stepped = await lease.step(ids, StepOptions(top_k=0), live=live)
-            return self._result(session_id, stepped.steps, True, ids, logits, trace, state, selection)
-        finally:
+            logits, trace = await self.run(ids, lease.state)
+            pending = await lease.run(ids, StepOptions(top_k=0))
+        except BaseException:
             lease.release()
+            raise
+        result = self._result(session_id, pending.result.steps, True, ids, logits, trace, lease.state, selection)
+        return result, engine.defer(lease, pending)
+
+    async def _snapshot(self, session_id: str, n_tokens: int) -> Tuple[Tuple[np.ndarray, ...], int]:
+        """(state, steps) of the session, read-only (no lease, no touch), after any reply's
+        commit still settling on it (as engine.hold_settled waits); the zero state without one."""
+        store = self.engine.store
+        if not session_id:
+            return store.zeros, n_tokens
+        settling = getattr(store.get(session_id), "settling", None)
+        if settling is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(settling), SETTLE_WAIT_SECONDS)
+        session = store.get(session_id)
+        return session.state, session.steps
 
     # -- cutting down ---------------------------------------------------------------
     def _result(self, session_id, steps, committed, ids, logits, trace, state, s: Selection) -> ExplainResult:
@@ -229,6 +248,10 @@ class Explainer:
 def _logsumexp(x: np.ndarray) -> np.ndarray:
     top = x.max(axis=1, keepdims=True)
     return top + np.log(np.exp(x - top).sum(axis=1, keepdims=True))
+
+
+def _nothing(delivered: bool) -> None:
+    """settle() of a call that keeps nothing."""
 
 
 _EXPLAINERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -71,7 +71,8 @@ class _Handler(BaseHTTPRequestHandler):
             name, content_type = STATIC[path]
             return self._send(200, _static(name), content_type)
         if path == "/api/model":
-            return self._call(lambda stub: stub.GetModel(pb.GetModelRequest(), timeout=CALL_TIMEOUT))
+            return self._call(lambda stub: stub.GetModel(pb.GetModelRequest(), timeout=CALL_TIMEOUT,
+                                                         metadata=self._credentials()))
         self._error(404, "NOT_FOUND", f"no page at {path[:100]!r}: try / or /api/model")
 
     def do_POST(self) -> None:  # noqa: N802
@@ -85,7 +86,12 @@ class _Handler(BaseHTTPRequestHandler):
         except json_format.ParseError as exc:
             return self._error(400, "INVALID_ARGUMENT", f"not an lstm.v1.ExplainRequest in JSON: {exc}")
         metadata = (("x-session-id", request.session_id),) if request.session_id else ()
-        self._call(lambda stub: stub.Explain(request, timeout=CALL_TIMEOUT, metadata=metadata))
+        self._call(lambda stub: stub.Explain(request, timeout=CALL_TIMEOUT, metadata=metadata + self._credentials()))
+
+    def _credentials(self):
+        """The caller's Authorization header, passed on as gRPC metadata: the gRPC edge decides."""
+        value = self.headers.get("Authorization")
+        return (("authorization", value),) if value else ()
 
     def _call(self, method) -> None:
         try:

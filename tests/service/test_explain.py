@@ -85,13 +85,18 @@ async def test_explain_changes_no_session_state_unless_commit(make_tiny_model):
         after = store.get(sid)
         assert after.steps == steps and after.last_logprobs is last
         assert all(a is b for a, b in zip(after.state, state))  # the very same arrays
-        # commit advances it exactly as Predict advances a fork taken now.
+        # commit advances it exactly as Predict advances a fork taken now: the next step
+        # (which waits for either call's commit to settle) predicts the same on both.
         fork = (await s.stub.ForkSession(pb.ForkSessionRequest(session_id=sid))).session.id
         reply = await s.stub.Explain(pb.ExplainRequest(session_id=sid, input=pb.Input(text="de"), commit=True))
         await s.stub.Predict(pb.PredictRequest(session_id=fork, input=pb.Input(text="de")))
-        assert reply.committed and reply.steps == 5 == store.get(sid).steps
-        for a, b in zip(store.get(sid).state, store.get(fork).state):
-            np.testing.assert_array_equal(a, b)
+        assert reply.committed and reply.steps == 5
+        output = pb.OutputOptions(top_k=0, logprobs=True)
+        after_explain, after_predict = [
+            (await s.stub.Predict(pb.PredictRequest(session_id=i, input=pb.Input(text="z"), output=output))).result
+            for i in (sid, fork)]
+        assert after_explain.steps == after_predict.steps == 6
+        assert list(after_explain.predictions[0].logprobs) == list(after_predict.predictions[0].logprobs)
 
 
 async def test_units_ranges_top_units_and_summaries(make_tiny_model):

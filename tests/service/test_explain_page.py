@@ -39,6 +39,27 @@ async def test_http_is_off_by_default(tiny_model_dir):
         assert s.app.http is None
 
 
+def get(url: str):
+    try:
+        with urllib.request.urlopen(url, timeout=10) as reply:
+            return reply.status, reply.headers["Content-Type"], reply.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers["Content-Type"], exc.read()
+
+
+async def test_page_and_model_are_served(tiny_model_dir):
+    async with serving(tiny_model_dir, http_port=free_port()) as s:
+        base = f"http://127.0.0.1:{s.app.http.port}"
+        status, kind, body = await asyncio.to_thread(get, f"{base}/")
+        assert status == 200 and kind.startswith("text/html") and b'src="explain.js"' in body
+        status, kind, body = await asyncio.to_thread(get, f"{base}/explain.js")
+        assert status == 200 and kind.startswith("text/javascript") and b"api/explain" in body
+        status, _, body = await asyncio.to_thread(get, f"{base}/api/model")
+        assert status == 200 and json.loads(body)["model"]["name"] == "tiny-lstm"
+        status, _, body = await asyncio.to_thread(get, f"{base}/etc/passwd")
+        assert status == 404 and json.loads(body)["code"] == "NOT_FOUND"
+
+
 async def test_json_endpoint_bridges_to_explain_with_its_status_codes(tiny_model_dir):
     async with serving(tiny_model_dir, http_port=free_port()) as s:
         base = f"http://127.0.0.1:{s.app.http.port}"
