@@ -84,7 +84,9 @@ class Explainer:
     """One per engine (``for_engine``): the explain graph's session and the Explain call."""
 
     def __init__(self, engine) -> None:
-        self.engine = engine
+        # A weak reference: for_engine's table is keyed weakly by the engine, and a value
+        # holding its key strongly would keep every engine (and its ORT sessions) alive.
+        self._engine = weakref.ref(engine)
         card = engine.card
         self.layers, self.hidden = card.layers, card.hidden_size
         self.channels: Tuple[str, ...] = tuple(card.explain.get("channels", ()))
@@ -92,6 +94,10 @@ class Explainer:
         self._session = None
         self._worker = ThreadPoolExecutor(1, thread_name_prefix="explain")
         self.waiting = 0
+
+    @property
+    def engine(self):
+        return self._engine()
 
     # -- validation (before anything runs) ----------------------------------
     def selection(self, layers: Sequence[int], channels: Sequence[str], unit_range: Optional[Tuple[int, int]],
