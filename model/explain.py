@@ -23,7 +23,6 @@ from typing import Dict, List, Tuple
 import torch
 from torch import Tensor, nn
 
-from .cells import CELLS
 from .lm import LanguageModel
 from .recurrent import FastStack, HandWrittenStack, copy_fast_to_hand_written
 

@@ -114,7 +114,7 @@ async def test_page_colours_typed_text_and_shows_predictions(tiny_model_dir):
         assert "".join(c["text"] for c in seen["chars"]) == TEXT
         np.testing.assert_allclose([c["value"] for c in seen["chars"]], want.layers[0].channels[0].values, rtol=1e-5)
         for char in seen["chars"]:
-            red, green, blue = rgb(char["colour"])
+            red, _, blue = rgb(char["colour"])
             if abs(char["value"]) > 0.05:  # visibly coloured: blue for positive, red for negative
                 assert (blue > red) if char["value"] > 0 else (red > blue), char
         last = want.tokens[-1].top

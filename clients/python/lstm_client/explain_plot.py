@@ -131,7 +131,6 @@ def _summaries(ax, layer: pb.ExplainLayer, labels: List[str]) -> None:
 
 def _strip(ax, states, series, prop: str, labels: List[str], state: str) -> None:
     """One row: each character on the colour of the unit that follows ``prop`` best."""
-    import numpy as np
 
     found = best_unit(states, series)
     ax.set_yticks([])
