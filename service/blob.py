@@ -16,7 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from .errors import ConfigError, FailedPrecondition, InvalidArgument
-from .snapshot_format import FORMAT_VERSION, PREFIX, Snapshot, SnapshotFormatError, decode_snapshot, encode_snapshot
+from .snapshot_format import (
+    FORMAT_VERSION,
+    PREFIX,
+    Snapshot,
+    SnapshotFormatError,
+    decode_snapshot,
+    encode_snapshot,
+)
 
 BLOB_MAGIC = b"LSTB"
 MAC_BYTES = hashlib.sha256().digest_size

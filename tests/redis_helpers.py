@@ -12,7 +12,7 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import pytest
 
@@ -91,11 +91,11 @@ class RedisServer:
         self.proc.send_signal(signal.SIGCONT)
 
 
-@pytest.fixture
-def redis_server(tmp_path):
+def running_redis(workdir: Path) -> Iterator[RedisServer]:
+    """For a fixture: ``yield from running_redis(tmp_path)``; skips the test when redis-server is absent."""
     if REDIS_BINARY is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server)")
-    server = RedisServer(tmp_path / "redis").start()
+    server = RedisServer(workdir / "redis").start()
     try:
         yield server
     finally:

@@ -9,15 +9,25 @@ import struct
 
 import numpy as np
 import pytest
-from prometheus_client import generate_latest
-
 from lstm_service.service.errors import ConfigError
 from lstm_service.service.metrics import Metrics
-from lstm_service.service.snapshots import KEY_PREFIX, LOAD_TIMEOUT, Snapshot, check_url, open_store
-from redis_helpers import NEEDS_REDIS, RedisServer, free_port, redis_server  # noqa: F401 (fixture)
+from lstm_service.service.snapshots import (
+    KEY_PREFIX,
+    LOAD_TIMEOUT,
+    Snapshot,
+    check_url,
+    open_store,
+)
+from prometheus_client import generate_latest
+from redis_helpers import NEEDS_REDIS, RedisServer, free_port, running_redis
 
 HANG_GUARD = 10 * LOAD_TIMEOUT  # a call that takes this long has stalled (not a speed target)
 pytestmark = NEEDS_REDIS
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    yield from running_redis(tmp_path)
 
 
 def make_snapshot(session_id: str = "s1", steps: int = 7, ttl: float = 60.0, seed: int = 0,
