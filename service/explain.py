@@ -24,7 +24,7 @@ import numpy as np
 
 from lstm_service.model.card import ModelCardError
 
-from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, quote
 from .options import StepOptions
 
 MAX_EXPLAIN_TOKENS = 512
@@ -32,6 +32,7 @@ MAX_VALUES = 262144  # floats in one reply: 1 MiB of values
 MAX_WAITING = 8  # explain calls queued for the worker thread; beyond it RESOURCE_EXHAUSTED
 DEFAULT_TOP_K = 5
 BYTES_PER_VALUE = 5  # a packed float and its share of framing
+BYTES_PER_CANDIDATE = 24  # token, prob, logprob, piece, text and framing of one Candidate
 SETTLE_WAIT_SECONDS = 1.0  # as engine.hold_settled: wait this long for a pending commit before reading
 
 
@@ -112,8 +113,9 @@ class Explainer:
                                   "(empty: all)", field="layers")
         unknown = [c for c in channels if c not in self.channels]
         if unknown or len(set(channels)) != len(channels):
-            raise InvalidArgument(f"channels {list(channels)[:8]} not allowed: distinct names among "
-                                  f"{', '.join(self.channels)} (empty: all)", field="channels")
+            what = f"channel {quote(unknown[0])} is unknown" if unknown else "channels repeat"
+            raise InvalidArgument(f"{what}: ask for distinct names among {', '.join(self.channels)} (empty: all)",
+                                  field="channels")
         if unit_range is not None and not 0 <= unit_range[0] < unit_range[1] <= H:
             raise InvalidArgument(f"unit_range [{unit_range[0]}, {unit_range[1]}) not allowed: "
                                   f"0 <= start < end <= {H}", field="unit_range")
@@ -131,14 +133,22 @@ class Explainer:
         return chosen
 
     def _check_size(self, s: Selection, n_tokens: int) -> None:
-        limit = min(MAX_VALUES, self.engine.config.max_reply_bytes // (2 * BYTES_PER_VALUE))
+        """Refuse, before running, a reply over MAX_VALUES values or over --max-reply-bytes."""
         units = s.units_per_channel or self.hidden
         values = n_tokens * len(s.layers) * len(s.channels) * units
+        max_bytes = self.engine.config.max_reply_bytes
+        limit = min(MAX_VALUES, max_bytes // (2 * BYTES_PER_VALUE))
         if values > limit:
             raise InvalidArgument(
                 f"the reply would hold {n_tokens} tokens x {len(s.layers)} layers x {len(s.channels)} channels "
                 f"x {units} units = {values} values; allowed at most {limit}: ask for fewer layers, channels or "
                 "units (unit_range, top_units) or fewer tokens", field="input", reason="REPLY_TOO_LARGE")
+        candidates = n_tokens * s.top_k * BYTES_PER_CANDIDATE
+        if candidates + values * BYTES_PER_VALUE > max_bytes:
+            raise InvalidArgument(
+                f"{n_tokens} tokens x top_k {s.top_k} candidates and {values} values would exceed the reply limit "
+                f"of {max_bytes} bytes (--max-reply-bytes): ask for a smaller top_k or fewer tokens",
+                field="top_k", reason="REPLY_TOO_LARGE")
 
     # -- running ----------------------------------------------------------------
     def _load(self):

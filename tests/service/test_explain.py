@@ -125,7 +125,9 @@ async def test_units_ranges_top_units_and_summaries(make_tiny_model):
 BAD = [
     (dict(layers=[2]), "0 to 1"),
     (dict(layers=[0, 0]), "distinct layer indices"),
-    (dict(channels=["forget", "nope"]), "input, forget, candidate, output, c, h"),
+    (dict(channels=["forget", "nope"]), "'nope' is unknown: ask for distinct names among input, forget, candidate, "
+                                        "output, c, h"),
+    (dict(channels=["h", "h"]), "channels repeat"),
     (dict(unit_range=pb.UnitRange(start=3, end=3)), "0 <= start < end <= 32"),
     (dict(unit_range=pb.UnitRange(start=0, end=33)), "0 <= start < end <= 32"),
     (dict(top_units=33), "1 to 32"),
@@ -162,6 +164,11 @@ async def test_reply_size_is_limited_before_running(make_tiny_model):
             await s.stub.Explain(pb.ExplainRequest(input=pb.Input(text="y" * 100)))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "fewer layers, channels or units" in caught.value.details()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:  # 200 tokens x 256 candidates x 24 bytes > 40000
+            await s.stub.Explain(pb.ExplainRequest(input=pb.Input(text="y" * 200), layers=[0], channels=["h"],
+                                                   unit_range=pb.UnitRange(start=0, end=1), top_k=256))
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "smaller top_k" in caught.value.details()
         ok = await s.stub.Explain(pb.ExplainRequest(input=pb.Input(text="y" * 100), layers=[0], channels=["h"],
                                                     unit_range=pb.UnitRange(start=0, end=8)))
         assert len(ok.layers[0].channels[0].values) == 800
