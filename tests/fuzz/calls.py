@@ -82,6 +82,7 @@ class Caller:
     def __init__(self, stats: Stats) -> None:
         self.stats = stats
         self.case_failures: List[str] = []
+        self.context = ""  # the operation being run, for the reports
 
     def call(self, method: str, run: Callable[[], object]) -> Tuple[grpc.StatusCode, object]:
         """(code, reply or the RpcError) of ``run()``; does not judge the status."""
@@ -101,7 +102,7 @@ class Caller:
             self.fail(self.stats.unexpected, f"{method} {code.name}: {details} | {what}")
 
     def mismatch(self, message: str) -> None:
-        self.fail(self.stats.mismatches, message)
+        self.fail(self.stats.mismatches, f"{message} | during {self.context}")
 
     def fail(self, bucket: List[str], message: str) -> None:
         bucket.append(message)

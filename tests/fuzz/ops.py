@@ -25,7 +25,9 @@ class CaseRunner:
         for index, prompt in enumerate(case.prompts):
             self._create_slot(index, prompt)
         for op in case.ops:
+            self.caller.context = repr(op)
             getattr(self, "_" + op.kind)(op)
+        self.caller.context = "the checkpoint"
         self.twins.check_all()
 
     # -- helpers ------------------------------------------------------------------

@@ -49,6 +49,9 @@ def run_stream(runner, op: Op) -> None:
         opened = next(call).opened
         if open_.create:
             runner.book.strays.add(opened.id)
+        elif twin is not None and open_.HasField("end_with_stream") and open_.end_with_stream:
+            _ends_with_stream(runner, op, twin)  # S goes when the stream ends: T goes now
+            twin = None
         for index, step in enumerate(steps):
             request = pb.StreamStep()
             request.CopyFrom(step)
@@ -80,6 +83,13 @@ def run_stream(runner, op: Op) -> None:
         return
     if not runner.twins.resolve_step(twin, token_ids(in_flight.input), in_flight.start, "Stream step", in_flight.end):
         runner.book.slots[op.session.index] = None
+
+
+def _ends_with_stream(runner, op: Op, twin) -> None:
+    runner.book.strays.add(twin.s)  # may still be listed for a moment after the stream ends
+    runner.twins._must("DeleteSession", lambda: runner.stub.DeleteSession(
+        pb.DeleteSessionRequest(session_id=twin.t)), "end with stream")
+    runner.book.slots[op.session.index] = None
 
 
 def _answered(runner, op: Op, twin, request: pb.StreamStep, result: pb.StepResult):

@@ -44,3 +44,23 @@ def test_a_cancelled_generate_keeps_every_token_the_client_received(stub, read):
             short.append((attempt, len(received), kept))
         stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid))
     assert not short, f"(attempt, tokens received, tokens kept): {short}"
+
+
+def test_a_predict_answered_ok_is_committed_even_near_its_deadline(stub):
+    """Found by the fuzzer: a Predict with a deadline of a few milliseconds is
+    answered OK (result.steps 1) while the session keeps 0 steps: the client
+    was told the step applied and it did not."""
+    lost = []
+    for attempt in range(300):
+        sid = f"found-deadline-ok-{attempt:04d}"
+        stub.CreateSession(pb.CreateSessionRequest(session_id=sid))
+        try:
+            reply = stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(tokens=[0])),
+                                 timeout=0.0005 + attempt % 6 * 0.0005)
+        except grpc.RpcError as exc:
+            assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED, exc
+        else:
+            if settled_steps(stub, sid) != reply.result.steps:
+                lost.append(attempt)
+        stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid))
+    assert not lost, f"{len(lost)} OK replies whose step the session does not hold (attempts {lost[:10]})"

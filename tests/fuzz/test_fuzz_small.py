@@ -10,6 +10,7 @@ from .driver import fuzz
 from .server import ServerProcess
 
 CASES = int(os.environ.get("LSTM_FUZZ_CASES", "300"))  # fuzzed requests
+SEED = int(os.environ.get("LSTM_FUZZ_SEED", "0"))
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def server(tiny_model_dir):
 
 
 def test_fuzzed_calls_never_crash_and_sessions_match_their_twins(server):
-    stats = fuzz(server.target, CASES, seed=0, shrink=True, alive=server.alive)
+    stats = fuzz(server.target, CASES, seed=SEED, shrink=True, alive=server.alive)
     print(stats.report(server.error_lines()))
     assert stats.cases >= CASES
     assert not stats.failures(), stats.report()

@@ -100,11 +100,12 @@ class TwinKeeper:
             tokens = self._must("Generate", lambda: [r.token for r in self.stub.Generate(replay)], "replay")
             if tokens is not None and (tokens[: len(received)] != list(received) or len(tokens) != n):
                 self.caller.mismatch(f"same seed and state gave other tokens: {list(received)} then {tokens}")
-        elif n == len(received):
+        elif n == len(received):  # as the one-token steps the server ran (step() counts them)
             if prompt:
                 self.step(twin, prompt)
             for token in received:
                 self.step(twin, [token])
+            return
         else:  # unread tokens of an unseeded generation: no way to know them
             self.resync(twin)
             return
