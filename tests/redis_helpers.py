@@ -74,6 +74,24 @@ class RedisServer:
             sock.sendall(b"".join(parts))
             return sock.recv(1 << 20)
 
+    def get(self, key: str) -> Optional[bytes]:
+        """GET over a raw socket: the value's bytes, or None when the key is absent."""
+        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as sock:
+            sock.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key.encode()), key.encode()))
+            reply = b""
+            while b"\r\n" not in reply:
+                reply += sock.recv(65536)
+            head, _, rest = reply.partition(b"\r\n")
+            if head == b"$-1":
+                return None
+            assert head.startswith(b"$"), f"unexpected GET reply {head!r}"
+            size = int(head[1:])
+            while len(rest) < size + 2:
+                chunk = sock.recv(65536)
+                assert chunk, "connection closed mid-reply"
+                rest += chunk
+            return rest[:size]
+
     def stop(self) -> None:
         """Kill it (SIGKILL: an outage, not a shutdown) and wait for the port to close."""
         if self.proc is not None and self.proc.poll() is None:
