@@ -119,6 +119,23 @@ class ModelCard:
             raise ModelCardError(f"{path} has sha256 {actual}, but {CARD_FILE} says {expected}")
         return path
 
+    @property
+    def explain(self) -> Dict[str, Any]:
+        """The "explain" entry (model.explain.onnx: file, sha256, channels, ...); {} if the model has none."""
+        return dict(self.raw.get("explain") or {})
+
+    def verify_explain(self) -> Path:
+        """The explain graph's path, after checking it is named, exists and its sha256 matches."""
+        entry = self.explain
+        if not entry.get("file"):
+            raise ModelCardError(f"model {self.name!r} has no explain graph: re-export it (docs/explain.md)")
+        path = self.directory / entry["file"]
+        if not path.is_file():
+            raise ModelCardError(f"{path} is named in {CARD_FILE} but does not exist")
+        if sha256_of(path) != entry.get("sha256"):
+            raise ModelCardError(f"{path} has sha256 {sha256_of(path)}, but {CARD_FILE} says {entry.get('sha256')}")
+        return path
+
 
 def load_card(directory: Path) -> ModelCard:
     directory = Path(directory)

@@ -30,12 +30,14 @@ async def serve(config: Config) -> int:
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
     def on_signal(sig: signal.Signals) -> None:
         logs.event(log, "signal", signal=sig.name)
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
+    loop.add_signal_handler(signal.SIGHUP, app.auth.reload)  # re-read --tokens-file
     await stop.wait()
     await app.stop()
     return 0

@@ -23,6 +23,7 @@ from . import reflection
 from .config import Config
 from .engine import Engine
 from .errors import ConfigError
+from .identity import AuthInterceptor, Authenticator, server_credentials
 from .logs import event
 from .metrics import Metrics
 from .handlers import generic_handler
@@ -46,7 +47,9 @@ class App:
         self.metrics = Metrics()
         self.engine = Engine(config, self.card, self.runtime, self.metrics, clock, self._session_event)
         self.metrics.track_sessions(self.engine.session_count)
-        self.servicer = LstmServicer(self.engine, self.metrics)
+        self.auth = Authenticator(config.tokens_file, bool(config.tls_client_ca), config.open_reflection)
+        self.servicer = LstmServicer(self.engine, self.metrics, self.auth, _read_key(config.session_key_file))
+        self.snapshots = None  # the snapshot store, with --state-store (opened in start)
         self.kserve = KServeServicer(self.engine, self.servicer)  # KServe v2 protocol: same engine, same admission
         self.health = HealthServicer()
         self.server: Optional[grpc.aio.Server] = None
@@ -60,18 +63,29 @@ class App:
 
     async def start(self) -> int:
         """Bind and serve; the bound port (useful with --port 0)."""
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        interceptors = [AuthInterceptor(self.auth)] if self.auth.enabled else []
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
         server.add_generic_rpc_handlers((generic_handler(self.servicer, pb.DESCRIPTOR.services_by_name["LstmService"]),))
         add_kserve(self.kserve, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+        c = self.config
         try:
-            self.port = server.add_insecure_port(self.config.address)
+            if c.tls_cert:
+                credentials = server_credentials(c.tls_cert, c.tls_key, c.tls_client_ca)
+                self.port = server.add_secure_port(c.address, credentials)
+            else:
+                self.port = server.add_insecure_port(c.address)
         except RuntimeError as exc:
             raise ConfigError(
                 f"cannot listen on {self.config.address}: the port is in use (another server?) or the address "
                 "is not on this machine; pick another with --port or LSTM_PORT (0 picks a free one), or --host"
             ) from exc
+        if c.state_store:
+            from .snapshots import open_store
+
+            self.snapshots = await open_store(c.state_store, self.metrics)
+            self.engine.attach_snapshots(self.snapshots)
         await server.start()
         self.server = server
         for name in ("", SERVICE_NAME, KSERVE_SERVICE):
@@ -79,7 +93,7 @@ class App:
         self._reaper = asyncio.create_task(self._reap_forever())
         metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
         http_port = self._serve_http()
-        c = self.config
+        self._warn_if_open()
         event(
             log, "started", address=f"{c.host}:{self.port}", model=self.card.name, cell=self.card.cell,
             layers=self.card.layers, hidden=self.card.hidden_size, vocab=self.card.vocab_size,
@@ -87,6 +101,8 @@ class App:
             max_sessions=c.max_sessions, session_ttl=c.session_ttl, max_tokens_per_message=c.max_tokens_per_message,
             max_batch=c.max_batch, max_batch_delay_ms=c.max_batch_delay_ms, inline_max_ms=c.inline_max_ms, queue_size=c.queue_size,
             ort_threads=c.ort_threads, metrics_port=metrics_port or "off", http_port=http_port or "off",
+            auth="tokens" if c.tokens_file else ("mtls" if c.tls_client_ca else "off"), tls="on" if c.tls_cert else "off",
+            state_store=_redact(c.state_store) or "off",
         )
         return self.port
 
@@ -104,6 +120,13 @@ class App:
             raise ConfigError(f"cannot listen for HTTP on {self.config.host}:{self.config.http_port}: {exc}; "
                               "pick another with --http-port or LSTM_HTTP_PORT (0: off)") from exc
         return self.http.start()
+
+    def _warn_if_open(self) -> None:
+        host = self.config.host
+        if not self.auth.enabled and host not in ("127.0.0.1", "localhost", "::1"):
+            log.warning(
+                "serving on %s without authentication: any client that reaches this address can read, step and "
+                "delete every session; set --tokens-file and/or --tls-client-ca (docs/security.md)", host)
 
     async def _reap_forever(self) -> None:
         while True:
@@ -125,7 +148,11 @@ class App:
         # message); once grpc's own stop has begun, racing calls see CANCELLED.
         await self.servicer.wait_idle(grace)
         left = max(0.0, grace - (asyncio.get_running_loop().time() - began))
+        await self.engine.drain(min(left, 5.0))  # snapshot what is unsaved (with --state-store)
+        left = max(0.0, grace - (asyncio.get_running_loop().time() - began))
         await self.server.stop(left)
+        if self.snapshots is not None:
+            await self.snapshots.close()
         if self._reaper:
             self._reaper.cancel()
         self.engine.close()
@@ -137,3 +164,23 @@ class App:
 
     async def wait(self) -> None:
         await self._stopped.wait()
+
+
+def _read_key(path: str) -> bytes:
+    """The key that signs session blobs (--session-key-file), or b"" (export/import off)."""
+    if not path:
+        return b""
+    try:
+        key = open(path, "rb").read().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --session-key-file {path}: {exc.strerror}") from exc
+    if len(key) < 32:
+        raise ConfigError(f"--session-key-file {path} holds {len(key)} bytes; use at least 32 random bytes")
+    return key
+
+
+def _redact(url: str) -> str:
+    """A store URL without its password, for the log."""
+    head, at, tail = url.rpartition("@")
+    return f"{head.split('//')[0]}//***@{tail}" if at else url
+

@@ -39,6 +39,23 @@ class Config:
     ort_spin: bool = field(default=False, metadata={"help": "let onnxruntime threads spin-wait (lower latency, burns CPU)"})
     grace: float = field(default=10.0, metadata={"help": "seconds in-flight calls get to finish on SIGTERM/SIGINT"})
     metrics_port: int = field(default=0, metadata={"help": "Prometheus /metrics port (0: off)"})
+    # Identity (docs/security.md): with neither a tokens file nor a client CA, every call is "anonymous".
+    tokens_file: str = field(default="", metadata={"help": "bearer tokens, lines 'principal: sha256(token) [admin]', reloaded on SIGHUP ('': no token auth)"})
+    tls_cert: str = field(default="", metadata={"help": "server certificate (PEM) for TLS ('': plaintext)"})
+    tls_key: str = field(default="", metadata={"help": "the certificate's private key (PEM)"})
+    tls_client_ca: str = field(default="", metadata={"help": "CA (PEM) that client certificates must chain to: mutual TLS, a call without a token acts as the certificate's CN"})
+    open_reflection: bool = field(default=False, metadata={"help": "serve reflection without credentials when auth is on"})
+    # Fairness: per principal (0: no limit).
+    max_sessions_per_principal: int = field(default=0, metadata={"help": "sessions one principal may hold (0: no limit beyond --max-sessions)"})
+    max_streams_per_principal: int = field(default=0, metadata={"help": "streams one principal may have open at once (0: no limit)"})
+    tokens_per_second_per_principal: float = field(default=0.0, metadata={"help": "tokens one principal may feed per second, a token bucket with a burst of one message (0: no limit)"})
+    stream_idle_timeout: float = field(default=300.0, metadata={"help": "seconds an open stream may send nothing before it is ended (the session stays); 0: never"})
+    prefill_chunk: int = field(default=256, metadata={"help": "a longer input runs as chunks of this many tokens, other sessions' steps batched in between (0: one call)"})
+    # Durability (docs/durability.md).
+    state_store: str = field(default="", metadata={"help": "redis://host:port/db to snapshot sessions to and resume them from ('': memory only)"})
+    snapshot_every: int = field(default=64, metadata={"help": "snapshot a session every this many committed tokens (0: only when idle, evicted or drained)"})
+    snapshot_idle_seconds: float = field(default=2.0, metadata={"help": "snapshot a session idle this long with unsaved steps"})
+    session_key_file: str = field(default="", metadata={"help": "secret key (any bytes, 32+) that signs ExportSession blobs; servers that share it accept each other's blobs ('': export/import off)"})
     http_port: int = field(default=0, metadata={"help": "HTTP port for the explain page and its JSON endpoint, a bridge to this server's Explain RPC (0: off; docs/explain.md)"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG | INFO | WARNING | ERROR"})
     log_format: str = field(default="text", metadata={"help": "text (key=value) | json, one line per event"})
@@ -65,6 +82,17 @@ class Config:
         need(self.grace >= 0, "grace must be >= 0")
         need(0 <= self.metrics_port <= 65535, "metrics_port must be in [0, 65535]")
         need(0 <= self.http_port <= 65535, f"http_port must be in [0, 65535] (0: off), got {self.http_port}")
+        need(bool(self.tls_cert) == bool(self.tls_key), "tls_cert and tls_key go together: set both or neither")
+        need(not self.tls_client_ca or bool(self.tls_cert), "tls_client_ca (mutual TLS) needs tls_cert and tls_key")
+        need(self.max_sessions_per_principal >= 0 and self.max_streams_per_principal >= 0,
+             "per-principal limits must be >= 0 (0: no limit)")
+        need(self.tokens_per_second_per_principal >= 0, "tokens_per_second_per_principal must be >= 0")
+        need(self.stream_idle_timeout >= 0, "stream_idle_timeout must be >= 0 (0: never)")
+        need(self.prefill_chunk >= 0, "prefill_chunk must be >= 0 (0: one call)")
+        need(not self.state_store or self.state_store.startswith("redis://"),
+             f"state_store must be a redis://host:port/db URL, got {self.state_store!r}")
+        need(self.snapshot_every >= 0 and self.snapshot_idle_seconds > 0,
+             "snapshot_every must be >= 0 and snapshot_idle_seconds > 0")
         need(self.log_format in ("text", "json"), f"log_format must be text or json, got {self.log_format!r}")
         need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
              f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")

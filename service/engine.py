@@ -18,142 +18,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
-from dataclasses import dataclass
 from typing import AsyncIterator, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from . import options as opts
 from .batch_runner import BatchRunner, StepRequest
-from .errors import FailedPrecondition, ServiceError
+from .durability import Durability
+from .errors import FailedPrecondition
+from .identity import ANYONE, Caller
+from .lease import CallEnded, Generated, Lease, Live, Pending, StepResult, always
 from .options import GenerateOptions, StepOptions
+from .quotas import Quotas
 from .sampling import Sampler
 from .scheduler import Scheduler
-from .scoring import Scores
 from .sessions import Session, SessionInfo, SessionStore, State
 from .vocab import Vocab
 
-Live = Callable[[], bool]  # is the call still wanted? (not cancelled, deadline not passed)
+__all__ = ["CallEnded", "Engine", "Generated", "Lease", "Pending", "StepResult"]
+
+log = logging.getLogger("service.engine")
 SETTLE_WAIT_SECONDS = 1.0  # how long a writer waits for the previous reply's commit to settle
-
-
-def always() -> bool:
-    return True
-
-
-class CallEnded(ServiceError):
-    """The call was cancelled or ran out of time before its result could be committed."""
-
-    code = "CANCELLED"
-    default_reason = "CALL_ENDED"
-
-
-@dataclass
-class StepResult:
-    session_id: str
-    steps: int  # the session's steps after this one
-    consumed: int
-    scores: Scores
-    options: StepOptions
-
-    @property
-    def first_position(self) -> int:
-        return self.consumed - len(self.scores.top_ids)
-
-
-@dataclass
-class Pending:
-    """A step's result before its commit: the new state, and what the caller will be told."""
-
-    result: StepResult
-    state: State
-    start: bool
-
-
-@dataclass
-class Generated:
-    token: int
-    piece: bytes
-    text: str
-    logprob: float
-    steps: int
-    finish: Optional[str]  # None until the last: "length" | "stop"
-
-
-class Lease:
-    """A session held by one writer: a stream, a unary step or a generation.
-    A scratch lease (no session) scores from the zero state and keeps nothing."""
-
-    def __init__(self, engine: "Engine", session: Optional[Session], end_on_release: bool = False) -> None:
-        self.engine = engine
-        self.session = session
-        self.end_on_release = end_on_release
-        self.state: State = session.state if session else engine.store.zeros
-        self.steps = session.steps if session else 0
-
-    @property
-    def info(self) -> SessionInfo:
-        if self.session is None:
-            raise FailedPrecondition("a stateless call has no session")
-        return self.engine.store.info(self.session)
-
-    async def run(self, ids: np.ndarray, options: StepOptions, start: bool = False,
-                  expected_steps: Optional[int] = None) -> Pending:
-        """Run one step from the session's state (zero state with ``start``); nothing is kept yet."""
-        engine, session = self.engine, self.session
-        if session is not None:
-            engine.store.require_live(session)
-            self.check_expected(expected_steps)
-        opts.check_reply(len(ids), options, engine.vocab.size, engine.config.max_reply_bytes)
-        state = engine.store.zeros if start or session is None else session.state
-        base = 0 if start or session is None else session.steps
-        began = time.perf_counter()
-        out = await engine.scheduler.submit(StepRequest(ids, state, options.all_positions, options.top_k))
-        if engine.metrics:
-            engine.metrics.step(time.perf_counter() - began)
-        n = len(ids)
-        result = StepResult(session.id if session else "", base + n, n, out.scores, options)
-        return Pending(result, out.state, start)
-
-    def check_expected(self, expected_steps: Optional[int]) -> None:
-        if expected_steps is not None and self.session is not None and self.session.steps != expected_steps:
-            steps = self.session.steps
-            raise FailedPrecondition(
-                f"expected_steps is {expected_steps} but the session has consumed {steps} tokens; nothing was "
-                "applied (after a lost reply: the earlier attempt applied if steps moved on by its tokens)",
-                reason="STEPS_MISMATCH", metadata={"steps": str(steps)}, field="expected_steps",
-            )
-
-    def commit(self, pending: Pending, live: Live = always) -> StepResult:
-        """Keep the step's state, if the call is still live; CallEnded (nothing kept) if not."""
-        if not live():
-            raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
-        session = self.session
-        if session is not None:
-            store = self.engine.store
-            store.require_live(session)
-            if pending.start:
-                store.clear(session)
-            store.commit(session, pending.state, pending.result.scores.last, pending.result.consumed)
-        return pending.result
-
-    async def step(self, ids: np.ndarray, options: StepOptions, start: bool = False,
-                   expected_steps: Optional[int] = None, live: Live = always) -> StepResult:
-        return self.commit(await self.run(ids, options, start, expected_steps), live)
-
-    def end(self, why: str) -> None:
-        if self.session is not None:
-            self.engine.store.close(self.session, why)
-
-    def release(self) -> None:
-        engine = self.engine
-        if self.session is None:
-            engine.scratch_active -= 1
-            return
-        engine.store.release(self.session)
-        if self.end_on_release:
-            engine.store.close(self.session, "ended with its stream")
 
 
 class Engine:
@@ -163,15 +50,37 @@ class Engine:
         self.runtime = runtime  # what is served (precision, providers), for model descriptions
         self.metrics = metrics
         self.vocab = Vocab(card.vocab_kind, card.vocab_size)
+        self._on_event = on_event
         self.store = SessionStore(
             runtime.zero_state, max_sessions=config.max_sessions, default_ttl=config.session_ttl,
-            max_ttl=config.max_session_ttl, clock=clock, on_event=on_event,
+            max_ttl=config.max_session_ttl, clock=clock, on_event=self._session_event,
         )
+        self.quotas = Quotas(config.max_sessions_per_principal, config.max_streams_per_principal,
+                             config.tokens_per_second_per_principal,
+                             max(config.max_tokens_per_message, int(config.tokens_per_second_per_principal)))
+        self.model_sha256 = str(card.precisions.get(runtime.precision, {}).get("sha256", ""))
+        self.durability: Optional[Durability] = None  # with --state-store (attach_snapshots)
         self.runner = BatchRunner(runtime, config.max_batch, metrics)
         self.scheduler = Scheduler(
             self.runner, config.max_batch_delay_ms, config.queue_size, config.inline_max_ms, self.active, metrics
         )
         self.scratch_active = 0  # stateless calls in flight
+
+    def _session_event(self, kind: str, session: Session, why: str) -> None:
+        if self.durability is not None:
+            self.durability.on_event(kind, session)
+        if self._on_event is not None:
+            self._on_event(kind, session, why)
+
+    def attach_snapshots(self, snapshots) -> None:
+        """Write sessions to ``snapshots`` (a service.snapshots.SnapshotStore) and resume from it."""
+        c = self.config
+        self.durability = Durability(self.store, snapshots, self.model_sha256, c.snapshot_every, c.snapshot_idle_seconds)
+
+    def committed(self, session: Session) -> None:
+        """Called by a lease after each commit."""
+        if self.durability is not None:
+            self.durability.committed(session)
 
     def active(self) -> int:
         """Callers that may be sending steps now: held sessions and stateless calls."""
@@ -190,46 +99,70 @@ class Engine:
                                      self.config.max_generate_tokens)
 
     # -- holding sessions --------------------------------------------------------
-    async def hold_settled(self, session_id: str, end_on_release: bool = False) -> Lease:
-        """``hold``, but first wait (briefly) for a unary reply's pending commit on the session:
-        a client that got its reply may send the next step before the server heard the
-        reply was delivered (see ``defer``)."""
-        session = self.store._sessions.get(session_id) if session_id else None
+    async def resolve(self, session_id: str, caller: Caller = ANYONE) -> None:
+        """Before a call that names a session: load it from its snapshot if this replica does
+        not hold it (another replica's, or this one's before a restart), and wait (briefly)
+        for a unary reply's pending commit on it: a client that got its reply may send its
+        next call before the server heard that reply went out."""
+        if not session_id:
+            return
+        session = self.store._sessions.get(session_id)
+        if session is None and self.durability is not None:
+            session = await self.durability.restore(session_id, caller.owner)
         if session is not None and session.settling is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(session.settling), SETTLE_WAIT_SECONDS)
-        return self.hold(session_id, end_on_release)
 
-    def hold(self, session_id: str, end_on_release: bool = False) -> Lease:
+    async def hold_settled(self, session_id: str, end_on_release: bool = False, caller: Caller = ANYONE) -> Lease:
+        """``hold``, after ``resolve``."""
+        await self.resolve(session_id, caller)
+        return self.hold(session_id, end_on_release, caller)
+
+    def hold(self, session_id: str, end_on_release: bool = False, caller: Caller = ANYONE) -> Lease:
         """A lease on the session (SessionBusy if another writer has it); empty id: a scratch lease."""
         if not session_id:
             self.scratch_active += 1
-            return Lease(self, None)
-        return Lease(self, self.store.acquire(session_id), end_on_release)
+            return Lease(self, None, caller=caller)
+        return Lease(self, self.store.acquire(session_id, caller.owner), end_on_release, caller)
 
-    async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool) -> Lease:
-        """Attach a stream to a session, creating it first when asked."""
-        if create:
-            session = self.store.create(session_id or None, ttl)
-            return Lease(self, self.store.acquire(session.id), end_with_stream)
-        return await self.hold_settled(session_id, end_with_stream)
+    def _new_session(self, session_id: Optional[str], ttl: float, caller: Caller) -> Session:
+        self.quotas.check_sessions(caller.principal, self.store.owned[caller.principal])
+        return self.store.create(session_id or None, ttl, owner=caller.principal)
+
+    async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool,
+                          caller: Caller = ANYONE) -> Lease:
+        """Attach a stream to a session, creating it first when asked. Counts against the
+        caller's open streams until released."""
+        self.quotas.open_stream(caller.principal)
+        try:
+            if create:
+                session = self._new_session(session_id, ttl, caller)
+                lease = Lease(self, self.store.acquire(session.id), end_with_stream, caller)
+            else:
+                lease = await self.hold_settled(session_id, end_with_stream, caller)
+        except BaseException:
+            self.quotas.close_stream(caller.principal)
+            raise
+        lease.stream = True
+        return lease
 
     # -- one-shot calls ------------------------------------------------------------
     async def predict(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
-                      expected_steps: Optional[int] = None, live: Live = always) -> StepResult:
-        lease = await self.hold_settled(session_id)
+                      expected_steps: Optional[int] = None, live: Live = always, caller: Caller = ANYONE) -> StepResult:
+        lease = await self.hold_settled(session_id, caller=caller)
         try:
             return await lease.step(ids, options, start, expected_steps, live)
         finally:
             lease.release()
 
     async def predict_deferred(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
-                               expected_steps: Optional[int] = None) -> Tuple[StepResult, Callable[[bool], None]]:
+                               expected_steps: Optional[int] = None,
+                               caller: Caller = ANYONE) -> Tuple[StepResult, Callable[[bool], None]]:
         """Run a step and hand back its result and ``settle(delivered)``, to be called once
         the transport knows whether the reply reached the client: the step is kept only
         then (a unary reply that the deadline overtook on its way changes nothing). The
         session stays held until settled; the next writer waits for that (``hold_settled``)."""
-        lease = await self.hold_settled(session_id)
+        lease = await self.hold_settled(session_id, caller=caller)
         try:
             pending = await lease.run(ids, options, start, expected_steps)
         except BaseException:
@@ -257,29 +190,32 @@ class Engine:
         return settle
 
     async def create(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
-                     options: StepOptions, live: Live = always) -> Tuple[SessionInfo, Optional[StepResult]]:
-        """A new session, prefilled with ``prompt`` in one model call if given. Nothing is
-        created unless the whole call succeeds (no orphan whose id the client never learns)."""
+                     options: StepOptions, live: Live = always,
+                     caller: Caller = ANYONE) -> Tuple[SessionInfo, Optional[StepResult]]:
+        """A new session, prefilled with ``prompt`` if given. Nothing is created unless the
+        whole call succeeds (no orphan whose id the client never learns)."""
         store = self.store
         if prompt is None:
-            return store.info(store.create(session_id, ttl)), None
+            return store.info(self._new_session(session_id, ttl, caller)), None
         store.check_ttl(ttl)
         if session_id:
             store.check_new_id(session_id)
-        scratch = self.hold("")
+        self.quotas.check_sessions(caller.principal, store.owned[caller.principal])
+        scratch = self.hold("", caller=caller)
         try:
             pending = await scratch.run(prompt, options)
         finally:
             scratch.release()
         if not live():
             raise CallEnded("the call ended (cancelled or past its deadline) before the session was created")
-        session = store.create(session_id, ttl)  # raises before anything is kept
+        session = self._new_session(session_id, ttl, caller)  # raises before anything is kept
         store.commit(session, pending.state, pending.result.scores.last, len(prompt))
+        self.committed(session)
         pending.result.session_id = session.id
         return store.info(session), pending.result
 
     async def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
-                       expected_steps: Optional[int] = None) -> AsyncIterator[Generated]:
+                       expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]:
         """Sample tokens one at a time. Each token is committed (with the prompt, for the
         first) as it is handed to the consumer, and sampling stops as soon as the consumer
         does: the session holds the tokens handed out, so every token a client receives
@@ -287,7 +223,7 @@ class Engine:
 
         Use with ``contextlib.aclosing`` so the session is released on cancel.
         """
-        lease = await self.hold_settled(session_id)
+        lease = await self.hold_settled(session_id, caller=caller)
         try:
             lease.check_expected(expected_steps)
             logprobs = lease.session.last_logprobs if lease.session else None
@@ -314,6 +250,7 @@ class Engine:
         for i in range(options.max_tokens):
             token = sampler.sample(logprobs)
             ids = np.array([token], dtype=np.int64)
+            self.quotas.take_tokens(lease.caller.principal, 1)
             out = await self.scheduler.submit(StepRequest(ids, state, False, 0))
             piece = self.vocab.pieces[token]
             finish = "length" if i + 1 == options.max_tokens else None
@@ -332,21 +269,49 @@ class Engine:
                 return
 
     # -- session records -------------------------------------------------------------
-    def session(self, session_id: str) -> SessionInfo:
-        return self.store.info(self.store.get(session_id))
+    # (Call ``resolve`` first where the session may live only in the snapshot store.)
+    def session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+        return self.store.info(self.store.get(session_id, caller.owner))
 
-    def reset(self, session_id: str) -> SessionInfo:
-        return self.store.info(self.store.reset(session_id))
+    def reset(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+        return self.store.info(self.store.reset(session_id, caller.owner))
 
-    def delete(self, session_id: str) -> SessionInfo:
-        return self.store.info(self.store.delete(session_id))
+    def delete(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+        return self.store.info(self.store.delete(session_id, caller.owner))
 
-    def fork(self, session_id: str, new_id: Optional[str], ttl: float) -> SessionInfo:
-        return self.store.info(self.store.fork(session_id, new_id, ttl))
+    def fork(self, session_id: str, new_id: Optional[str], ttl: float, caller: Caller = ANYONE) -> SessionInfo:
+        source = self.store.get(session_id, caller.owner)
+        self.quotas.check_sessions(source.owner, self.store.owned[source.owner])
+        return self.store.info(self.store.fork(session_id, new_id, ttl, caller.owner))
 
-    def sessions(self, limit: int) -> Tuple[List[SessionInfo], int]:
-        """The most recently used sessions first, and how many there are."""
-        return [self.store.info(s) for s in self.store.list(limit)], len(self.store)
+    def sessions(self, limit: int, caller: Caller = ANYONE) -> Tuple[List[SessionInfo], int]:
+        """The caller's sessions (an admin's: everyone's), most recently used first, and how many."""
+        owner = caller.owner
+        total = len(self.store) if owner is None else self.store.owned[owner]
+        return [self.store.info(s) for s in self.store.list(limit, owner)], total
+
+    def export_session(self, session_id: str, key: bytes, caller: Caller = ANYONE) -> Tuple[bytes, int]:
+        """A signed, owner-free blob of the session's state, and its steps (service/blob.py)."""
+        from .blob import encode_blob
+
+        session = self.store.get(session_id, caller.owner)
+        snapshot = Durability(self.store, None, self.model_sha256, 0, 0).snapshot_of(session)
+        return encode_blob(snapshot, key), session.steps
+
+    def import_session(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
+                       caller: Caller = ANYONE) -> SessionInfo:
+        """A new session, owned by the caller, from an exported blob."""
+        from .blob import decode_blob
+
+        snap = decode_blob(blob, key, self.model_sha256)  # refuses forged blobs and other models
+        self.quotas.check_sessions(caller.principal, self.store.owned[caller.principal])
+        if session_id:
+            self.store.check_new_id(session_id)
+        ttl = self.store.check_ttl(ttl) if ttl else snap.ttl
+        session = self.store.restore(session_id or "", caller.principal, snap.state, snap.steps,
+                                     snap.last_logprobs, ttl)
+        self.committed(session)
+        return self.store.info(session)
 
     def snapshot(self, session_id: str) -> Tuple[int, State, Optional[np.ndarray]]:
         """(steps, state, log-probs after the last token) of a session, read-only; it is not held
@@ -358,7 +323,19 @@ class Engine:
         return len(self.store)
 
     def reap(self) -> int:
-        return self.store.reap()
+        """End expired sessions, and snapshot those idle long enough with unsaved steps."""
+        ended = self.store.reap()
+        if self.durability is not None:
+            self.durability.save_idle()
+        return ended
+
+    async def drain(self, timeout: float) -> None:
+        """On graceful shutdown: snapshot every session with unsaved steps and wait for the writes."""
+        if self.durability is not None:
+            saved = self.durability.save_all()
+            await self.durability.snapshots.flush(timeout)
+            if saved:
+                log.info("drained: %d sessions snapshotted", saved)
 
     def close(self) -> None:
         self.scheduler.close()

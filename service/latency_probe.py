@@ -83,9 +83,10 @@ def start_server(model: str, precision: str, threads: int) -> "tuple[subprocess.
     ready = threading.Event()
 
     def read() -> None:
-        for line in proc.stderr:
-            if " started " in line and not ready.is_set():
-                found["target"] = re.search(r"address=(\S+)", line).group(1)
+        for line in proc.stderr or ():
+            address = re.search(r"address=(\S+)", line)
+            if " started " in line and address and not ready.is_set():
+                found["target"] = address.group(1)
                 ready.set()
 
     threading.Thread(target=read, daemon=True).start()

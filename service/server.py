@@ -12,8 +12,9 @@ from typing import Optional
 
 from . import codec, status
 from .engine import Engine
-from .errors import InvalidArgument, NotFound, Unavailable, quote
+from .errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, Unavailable, quote
 from .handlers import check_decoded
+from .identity import Authenticator, Caller
 from .options import StepOptions
 from .proto.lstm.v1 import lstm_pb2 as pb
 from .proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
@@ -90,13 +91,21 @@ def _rpc(method):
 
 
 class LstmServicer(pb_grpc.LstmServiceServicer):
-    def __init__(self, engine: Engine, metrics=None) -> None:
+    def __init__(self, engine: Engine, metrics=None, auth: Optional[Authenticator] = None,
+                 session_key: bytes = b"") -> None:
         self.engine = engine
         self.metrics = metrics
+        self.auth = auth or Authenticator()
+        self.session_key = session_key  # signs ExportSession blobs (--session-key-file)
         self.draining = False
         self.in_flight = 0  # calls admitted and not finished
         self._idle_streams: dict = {}  # stream handler task -> when it began waiting for its next request
+        self._idle_limit = engine.config.stream_idle_timeout  # seconds; DRAIN_IDLE_SECONDS while draining
+        self._idle_ended: set = set()  # tasks ended for idling (not for draining)
         self._drainer: Optional[asyncio.Task] = None
+
+    def _caller(self, context) -> Caller:
+        return self.auth.caller(context)
 
     # -- admission and draining -----------------------------------------
     def _admit(self) -> bool:
@@ -117,16 +126,24 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         DRAIN_IDLE_SECONDS (they would otherwise hold shutdown for the whole grace
         period); streams that keep stepping go on until the grace period ends."""
         self.draining = True
-        self._drainer = asyncio.get_running_loop().create_task(self._end_idle_streams())
+        self._idle_limit = DRAIN_IDLE_SECONDS
+        self._watch_idle_streams()
+
+    def _watch_idle_streams(self) -> None:
+        if self._idle_limit and (self._drainer is None or self._drainer.done()):
+            self._drainer = asyncio.get_running_loop().create_task(self._end_idle_streams())
 
     async def _end_idle_streams(self) -> None:
+        """End streams idle longer than the limit (--stream-idle-timeout; 1 s while draining):
+        a held stream must not pin its session, or shutdown, forever."""
         loop = asyncio.get_running_loop()
         while True:
             now = loop.time()
             for task, since in list(self._idle_streams.items()):
-                if now - since >= DRAIN_IDLE_SECONDS:
+                if now - since >= self._idle_limit and task not in self._idle_ended:
+                    self._idle_ended.add(task)
                     task.cancel()
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(min(0.05 if self.draining else 1.0, self._idle_limit))
 
     async def wait_idle(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds for every admitted call to finish; True if they did."""
@@ -142,18 +159,24 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         """The next stream request, None at the end; Unavailable if the server drains meanwhile."""
         task = asyncio.current_task()
         self._idle_streams[task] = asyncio.get_running_loop().time()
+        self._watch_idle_streams()
         try:
             return check_decoded(await requests.__anext__())
         except StopAsyncIteration:
             return None
         except asyncio.CancelledError:
-            if not self.draining:
+            if task not in self._idle_ended:
                 raise
             task.uncancel()
-            raise Unavailable("server is shutting down; open the stream again (another replica may take it)",
-                              retry_after_ms=100) from None
+            if self.draining:
+                raise Unavailable("server is shutting down; open the stream again (another replica may take it)",
+                                  retry_after_ms=100) from None
+            raise ResourceExhausted(
+                f"the stream sent nothing for {self._idle_limit:g} s (--stream-idle-timeout) and was ended; "
+                "the session is kept: open a new stream to go on", reason="STREAM_IDLE") from None
         finally:
             self._idle_streams.pop(task, None)
+            self._idle_ended.discard(task)
 
     # -- decoding helpers ------------------------------------------------
     def _session_id(self, field: str, context) -> str:
@@ -199,7 +222,8 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         defaults = self._options(o) or self.engine.step_options(None, False, False)
         session_id = self._session_id(o.session_id, context)
         end_with_stream = o.end_with_stream if o.HasField("end_with_stream") else (o.create and not session_id)
-        lease = await self.engine.open_stream(session_id, o.create, o.ttl_seconds, end_with_stream)
+        lease = await self.engine.open_stream(session_id, o.create, o.ttl_seconds, end_with_stream,
+                                              self._caller(context))
         engine, vocab = self.engine, self.engine.vocab
         try:
             yield pb.StreamResponse(opened=codec.session(lease.info, engine.card.name))
@@ -226,7 +250,8 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         options = self._options(request) or self.engine.step_options(None, False, False)
         ids = self.engine.tokens(request.input.tokens, request.input.text)
         expected = self._expected(request, session_id)
-        result, settle = await self.engine.predict_deferred(session_id, ids, options, request.start, expected)
+        result, settle = await self.engine.predict_deferred(session_id, ids, options, request.start, expected,
+                                                            self._caller(context))
         try:
             response = pb.PredictResponse()
             codec.step_result(response.result, result, self.engine.vocab)
@@ -251,7 +276,8 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
             list(s.stop),
         )
         expected = self._expected(request, session_id)
-        async with contextlib.aclosing(self.engine.generate(session_id, prompt, options, expected)) as tokens:
+        tokens = self.engine.generate(session_id, prompt, options, expected, self._caller(context))
+        async with contextlib.aclosing(tokens):
             async for g in tokens:
                 yield codec.generated(g, session_id)
 
@@ -262,38 +288,64 @@ class LstmServicer(pb_grpc.LstmServiceServicer):
         prompt = self._prompt(request.prompt)
         options = self._options(request) or self.engine.step_options(None, False, False)
         info, result = await self.engine.create(session_id or None, request.ttl_seconds, prompt, options,
-                                                live_check(context))
+                                                live_check(context), self._caller(context))
         response = pb.CreateSessionResponse(session=codec.session(info, self.engine.card.name))
         if result is not None:
             codec.step_result(response.result, result, self.engine.vocab)
         return response
 
+    async def _named(self, request, context) -> "tuple[str, Caller]":
+        """The session a call names and the caller, with the session loaded from its snapshot
+        if this replica does not hold it."""
+        session_id, caller = self._session_id(request.session_id, context), self._caller(context)
+        await self.engine.resolve(session_id, caller)
+        return session_id, caller
+
     @_rpc
     async def GetSession(self, request, context):
-        info = self.engine.session(self._session_id(request.session_id, context))
+        info = self.engine.session(*await self._named(request, context))
         return pb.GetSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @_rpc
     async def ResetSession(self, request, context):
-        info = self.engine.reset(self._session_id(request.session_id, context))
+        info = self.engine.reset(*await self._named(request, context))
         return pb.ResetSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @_rpc
     async def DeleteSession(self, request, context):
-        info = self.engine.delete(self._session_id(request.session_id, context))
+        info = self.engine.delete(*await self._named(request, context))
         return pb.DeleteSessionResponse(steps=info.steps)
 
     @_rpc
     async def ForkSession(self, request, context):
-        source = self._session_id(request.session_id, context)
-        info = self.engine.fork(source, request.new_session_id or None, request.ttl_seconds)
+        source, caller = await self._named(request, context)
+        info = self.engine.fork(source, request.new_session_id or None, request.ttl_seconds, caller)
         return pb.ForkSessionResponse(session=codec.session(info, self.engine.card.name))
+
+    def _key(self) -> bytes:
+        if not self.session_key:
+            raise FailedPrecondition("session export/import is off on this server: it needs --session-key-file",
+                                     reason="NO_SESSION_KEY")
+        return self.session_key
+
+    @_rpc
+    async def ExportSession(self, request, context):
+        session_id, caller = await self._named(request, context)
+        blob, steps = self.engine.export_session(session_id, self._key(), caller)
+        return pb.ExportSessionResponse(blob=blob, steps=steps)
+
+    @_rpc
+    async def ImportSession(self, request, context):
+        session_id = self._session_id(request.session_id, context)
+        info = self.engine.import_session(request.blob, self._key(), session_id or None, request.ttl_seconds,
+                                          self._caller(context))
+        return pb.ImportSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @_rpc
     async def ListSessions(self, request, context):
         if request.limit > 1000:
             raise InvalidArgument(f"limit {request.limit} is out of range: allowed 0 (100) to 1000", field="limit")
-        infos, total = self.engine.sessions(request.limit or 100)
+        infos, total = self.engine.sessions(request.limit or 100, self._caller(context))
         model = self.engine.card.name
         return pb.ListSessionsResponse(
             sessions=[codec.session(i, model) for i in infos], total=total, max_sessions=self.engine.config.max_sessions

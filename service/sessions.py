@@ -14,9 +14,11 @@ expire or get evicted. Everything here runs on the event loop thread.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from collections import Counter
 from typing import Callable, List, Optional, Tuple
 
 import numpy as np
@@ -25,6 +27,7 @@ from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 from .session_ids import ID_RULE, fork_id, is_valid, new_session_id
 
 TOMBSTONES = 4096  # remembered ids of ended sessions, for clearer NOT_FOUND messages
+ANONYMOUS = "anonymous"  # the one principal when no authentication is configured
 State = Tuple[np.ndarray, ...]
 
 
@@ -52,6 +55,8 @@ class Session:
     ttl: float
     steps: int = 0
     last_logprobs: Optional[np.ndarray] = None  # [V]: prediction after the last token, if any
+    owner: str = ANONYMOUS
+    snapshot_steps: int = -1  # steps at the last durable snapshot (-1: none yet)
     busy: bool = False
     alive: bool = True
     settling: Optional["asyncio.Future[None]"] = None  # set while a sent reply's commit is pending
@@ -91,7 +96,8 @@ class SessionStore:
         self.clock = clock
         self.on_event = on_event or (lambda kind, session, reason: None)
         self._sessions: "OrderedDict[str, Session]" = OrderedDict()  # least recently used first
-        self._ended: "OrderedDict[str, str]" = OrderedDict()  # id -> why it ended
+        self._ended: "OrderedDict[str, Tuple[str, str]]" = OrderedDict()  # id -> (owner, why it ended)
+        self.owned: Counter = Counter()  # principal -> sessions held
         self.busy = 0  # sessions held by a writer right now
 
     def __len__(self) -> int:
@@ -106,21 +112,26 @@ class SessionStore:
         )
 
     # -- lookup ---------------------------------------------------------
-    def get(self, session_id: str) -> Session:
-        """The live session, or NotFound saying why not. Does not count as use."""
+    def get(self, session_id: str, owner: Optional[str] = None) -> Session:
+        """The live session, or NotFound saying why not. Does not count as use.
+
+        With ``owner`` (a principal, or None for an admin), another principal's session
+        does not exist: the same NotFound as an id never used, and no "was deleted"."""
         session = self._sessions.get(session_id)
-        if session is None:
+        if session is None or (owner is not None and session.owner != owner):
             check_session_id(session_id)
-            why = self._ended.get(session_id, "does not exist")
+            ended_owner, why = self._ended.get(session_id, ("", "does not exist"))
+            if owner is not None and ended_owner != owner:
+                why = "does not exist"
             raise NotFound(f"session {quote(session_id)} {why}")
         if session.expires_in(self.clock()) < 0:
             self._end(session, "expired", f"expired after {session.ttl:g}s idle")
             raise NotFound(f"session {quote(session_id)} expired after {session.ttl:g}s idle")
         return session
 
-    def acquire(self, session_id: str) -> Session:
+    def acquire(self, session_id: str, owner: Optional[str] = None) -> Session:
         """Mark the session busy for one writer; SessionBusy if it already is."""
-        session = self.get(session_id)
+        session = self.get(session_id, owner)
         if session.busy:
             raise SessionBusy(f"session {quote(session_id)} is in use by another request or stream; one writer at a time")
         session.busy = True
@@ -158,17 +169,19 @@ class SessionStore:
             raise AlreadyExists(f"session {quote(session_id)} already exists; pick another id or attach to it")
 
     def create(self, session_id: Optional[str] = None, ttl: float = 0, why: str = "was created",
-               keep: Optional[Session] = None) -> Session:
-        """A new session in the zero state. ``keep``: a session that must not be evicted to make room."""
+               keep: Optional[Session] = None, owner: str = ANONYMOUS) -> Session:
+        """A new session in the zero state, owned by ``owner``. ``keep``: a session that must
+        not be evicted to make room."""
         if session_id:
             self.check_new_id(session_id)
         else:
             session_id = new_session_id()
         ttl = self.check_ttl(ttl)
-        self._make_room(keep)
+        self._make_room(keep, owner)
         now = self.clock()
-        session = Session(id=session_id, state=self.zeros, created=now, last_used=now, ttl=ttl)
+        session = Session(id=session_id, state=self.zeros, created=now, last_used=now, ttl=ttl, owner=owner)
         self._sessions[session_id] = session
+        self.owned[owner] += 1
         self._ended.pop(session_id, None)
         self.on_event("open", session, why)
         return session
@@ -181,18 +194,19 @@ class SessionStore:
                                   field="ttl_seconds")
         return float(ttl)
 
-    def fork(self, source_id: str, new_id: Optional[str] = None, ttl: float = 0) -> Session:
-        source = self.get(source_id)
+    def fork(self, source_id: str, new_id: Optional[str] = None, ttl: float = 0, owner: Optional[str] = None) -> Session:
+        source = self.get(source_id, owner)
         # Unnamed forks share the parent's routing key, so a proxy sends them
         # to this replica, the one that holds the copied state.
         name = new_id or fork_id(source.id, taken=self._sessions.__contains__)
-        fork = self.create(name, ttl or source.ttl, why=f"was forked from {source.id} at step {source.steps}", keep=source)
+        fork = self.create(name, ttl or source.ttl, why=f"was forked from {source.id} at step {source.steps}",
+                           keep=source, owner=source.owner)
         fork.state, fork.steps, fork.last_logprobs = source.state, source.steps, source.last_logprobs
         self._touch(source)  # reading it is a use
         return fork
 
-    def reset(self, session_id: str) -> Session:
-        session = self.get(session_id)
+    def reset(self, session_id: str, owner: Optional[str] = None) -> Session:
+        session = self.get(session_id, owner)
         if session.busy:
             raise SessionBusy(f"session {quote(session_id)} is in use; reset it from the stream (step.start) or wait")
         self.clear(session)
@@ -202,8 +216,8 @@ class SessionStore:
     def clear(self, session: Session) -> None:
         session.state, session.steps, session.last_logprobs = self.zeros, 0, None
 
-    def delete(self, session_id: str) -> Session:
-        session = self.get(session_id)
+    def delete(self, session_id: str, owner: Optional[str] = None) -> Session:
+        session = self.get(session_id, owner)
         if session.busy:
             raise SessionBusy(f"session {quote(session_id)} is in use by a stream or request; end that first")
         self._end(session, "close", "was deleted")
@@ -217,24 +231,39 @@ class SessionStore:
     def _end(self, session: Session, kind: str, why: str) -> None:
         """kind: close | expired | evict; why: a phrase that follows "session X"."""
         session.alive = False
-        self._sessions.pop(session.id, None)
-        self._ended[session.id] = why
+        if self._sessions.pop(session.id, None) is not None:
+            self.owned[session.owner] -= 1
+            if not self.owned[session.owner]:
+                del self.owned[session.owner]
+        self._ended[session.id] = (session.owner, why)
         while len(self._ended) > TOMBSTONES:
             self._ended.popitem(last=False)
         self.on_event(kind, session, why)
 
-    def _make_room(self, keep: Optional[Session] = None) -> None:
+    def _make_room(self, keep: Optional[Session] = None, owner: str = ANONYMOUS) -> None:
+        """Evict the least recently used idle session to make room for one of ``owner``'s.
+        Fairness: a principal at or over its share (max sessions / principals holding some)
+        only ever evicts its own sessions, so one client cannot wipe out the others'."""
         if len(self._sessions) < self.max_sessions:
             return
         self.reap()
         if len(self._sessions) < self.max_sessions:
             return
+        principals = len(self.owned) + (owner not in self.owned)
+        over_share = principals > 1 and self.owned[owner] >= self.max_sessions / principals
         for session in self._sessions.values():  # least recently used first
+            if over_share and session.owner != owner:
+                continue
             if not session.busy and session is not keep:
                 self._end(
                     session, "evict", f"was evicted (least recently used; at most {self.max_sessions} sessions are kept)"
                 )
                 return
+        if over_share:
+            raise ResourceExhausted(
+                f"max sessions ({self.max_sessions}) reached and you hold {self.owned[owner]}, your share or more, "
+                "all in use; delete or end some of yours", retry_after_ms=1000, reason="SESSION_SHARE",
+            )
         raise ResourceExhausted(
             f"max sessions ({self.max_sessions}) reached and every session is in use; "
             "retry later, delete sessions, or raise --max-sessions",
@@ -249,9 +278,22 @@ class SessionStore:
             self._end(session, "expired", f"expired after {session.ttl:g}s idle")
         return len(expired)
 
-    def list(self, limit: int = 100) -> List[Session]:
+    def list(self, limit: int = 100, owner: Optional[str] = None) -> List[Session]:
+        """The most recently used first; only ``owner``'s unless None (an admin)."""
         self.reap()
-        return list(reversed(self._sessions.values()))[:limit]
+        sessions = reversed(self._sessions.values())
+        if owner is not None:
+            sessions = (s for s in sessions if s.owner == owner)
+        return list(itertools.islice(sessions, limit))
+
+    def restore(self, session_id: str, owner: str, state: State, steps: int,
+                last_logprobs: Optional[np.ndarray], ttl: float) -> Session:
+        """A session brought back from a snapshot or an imported blob."""
+        session = self.create(session_id, ttl, why=f"was restored at step {steps}", owner=owner)
+        session.state = tuple(frozen(np.array(part, np.float32)) for part in state)
+        session.last_logprobs = frozen(np.array(last_logprobs, np.float32)) if last_logprobs is not None else None
+        session.steps = session.snapshot_steps = steps
+        return session
 
     def require_live(self, session: Session) -> None:
         if not session.alive:

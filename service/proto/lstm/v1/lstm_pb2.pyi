@@ -276,6 +276,36 @@ class ForkSessionResponse(_message.Message):
     session: Session
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
 
+class ExportSessionRequest(_message.Message):
+    __slots__ = ("session_id",)
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+
+class ExportSessionResponse(_message.Message):
+    __slots__ = ("blob", "steps")
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    blob: bytes
+    steps: int
+    def __init__(self, blob: _Optional[bytes] = ..., steps: _Optional[int] = ...) -> None: ...
+
+class ImportSessionRequest(_message.Message):
+    __slots__ = ("blob", "session_id", "ttl_seconds")
+    BLOB_FIELD_NUMBER: _ClassVar[int]
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    blob: bytes
+    session_id: str
+    ttl_seconds: int
+    def __init__(self, blob: _Optional[bytes] = ..., session_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+
+class ImportSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
 class ListSessionsRequest(_message.Message):
     __slots__ = ("limit",)
     LIMIT_FIELD_NUMBER: _ClassVar[int]
@@ -347,3 +377,83 @@ class Model(_message.Message):
     max_tokens_per_message: int
     max_generate_tokens: int
     def __init__(self, name: _Optional[str] = ..., cell: _Optional[str] = ..., has_cell_state: _Optional[bool] = ..., vocab_kind: _Optional[str] = ..., vocab_size: _Optional[int] = ..., embed_size: _Optional[int] = ..., hidden_size: _Optional[int] = ..., layers: _Optional[int] = ..., precision: _Optional[str] = ..., precisions: _Optional[_Iterable[str]] = ..., providers: _Optional[_Iterable[str]] = ..., validation_loss: _Optional[float] = ..., sha256: _Optional[str] = ..., max_tokens_per_message: _Optional[int] = ..., max_generate_tokens: _Optional[int] = ...) -> None: ...
+
+class UnitRange(_message.Message):
+    __slots__ = ("start", "end")
+    START_FIELD_NUMBER: _ClassVar[int]
+    END_FIELD_NUMBER: _ClassVar[int]
+    start: int
+    end: int
+    def __init__(self, start: _Optional[int] = ..., end: _Optional[int] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("session_id", "input", "layers", "channels", "unit_range", "top_units", "top_k", "commit")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    INPUT_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    UNIT_RANGE_FIELD_NUMBER: _ClassVar[int]
+    TOP_UNITS_FIELD_NUMBER: _ClassVar[int]
+    TOP_K_FIELD_NUMBER: _ClassVar[int]
+    COMMIT_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    input: Input
+    layers: _containers.RepeatedScalarFieldContainer[int]
+    channels: _containers.RepeatedScalarFieldContainer[str]
+    unit_range: UnitRange
+    top_units: int
+    top_k: int
+    commit: bool
+    def __init__(self, session_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., layers: _Optional[_Iterable[int]] = ..., channels: _Optional[_Iterable[str]] = ..., unit_range: _Optional[_Union[UnitRange, _Mapping]] = ..., top_units: _Optional[int] = ..., top_k: _Optional[int] = ..., commit: _Optional[bool] = ...) -> None: ...
+
+class ExplainToken(_message.Message):
+    __slots__ = ("token", "piece", "text", "top")
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PIECE_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    TOP_FIELD_NUMBER: _ClassVar[int]
+    token: int
+    piece: bytes
+    text: str
+    top: _containers.RepeatedCompositeFieldContainer[Candidate]
+    def __init__(self, token: _Optional[int] = ..., piece: _Optional[bytes] = ..., text: _Optional[str] = ..., top: _Optional[_Iterable[_Union[Candidate, _Mapping]]] = ...) -> None: ...
+
+class ExplainChannel(_message.Message):
+    __slots__ = ("name", "units", "values")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    units: _containers.RepeatedScalarFieldContainer[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, name: _Optional[str] = ..., units: _Optional[_Iterable[int]] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ExplainLayer(_message.Message):
+    __slots__ = ("layer", "mean_forget", "mean_input", "state_change", "channels")
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    MEAN_FORGET_FIELD_NUMBER: _ClassVar[int]
+    MEAN_INPUT_FIELD_NUMBER: _ClassVar[int]
+    STATE_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    layer: int
+    mean_forget: _containers.RepeatedScalarFieldContainer[float]
+    mean_input: _containers.RepeatedScalarFieldContainer[float]
+    state_change: _containers.RepeatedScalarFieldContainer[float]
+    channels: _containers.RepeatedCompositeFieldContainer[ExplainChannel]
+    def __init__(self, layer: _Optional[int] = ..., mean_forget: _Optional[_Iterable[float]] = ..., mean_input: _Optional[_Iterable[float]] = ..., state_change: _Optional[_Iterable[float]] = ..., channels: _Optional[_Iterable[_Union[ExplainChannel, _Mapping]]] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("session_id", "steps", "committed", "tokens", "layers", "available_channels")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    COMMITTED_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    AVAILABLE_CHANNELS_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    steps: int
+    committed: bool
+    tokens: _containers.RepeatedCompositeFieldContainer[ExplainToken]
+    layers: _containers.RepeatedCompositeFieldContainer[ExplainLayer]
+    available_channels: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., steps: _Optional[int] = ..., committed: _Optional[bool] = ..., tokens: _Optional[_Iterable[_Union[ExplainToken, _Mapping]]] = ..., layers: _Optional[_Iterable[_Union[ExplainLayer, _Mapping]]] = ..., available_channels: _Optional[_Iterable[str]] = ...) -> None: ...

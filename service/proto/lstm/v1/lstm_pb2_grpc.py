@@ -80,6 +80,16 @@ class LstmServiceStub:
                 request_serializer=lstm_dot_v1_dot_lstm__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=lstm_dot_v1_dot_lstm__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.ExportSession = channel.unary_unary(
+                '/lstm.v1.LstmService/ExportSession',
+                request_serializer=lstm_dot_v1_dot_lstm__pb2.ExportSessionRequest.SerializeToString,
+                response_deserializer=lstm_dot_v1_dot_lstm__pb2.ExportSessionResponse.FromString,
+                _registered_method=True)
+        self.ImportSession = channel.unary_unary(
+                '/lstm.v1.LstmService/ImportSession',
+                request_serializer=lstm_dot_v1_dot_lstm__pb2.ImportSessionRequest.SerializeToString,
+                response_deserializer=lstm_dot_v1_dot_lstm__pb2.ImportSessionResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/lstm.v1.LstmService/ListModels',
                 request_serializer=lstm_dot_v1_dot_lstm__pb2.ListModelsRequest.SerializeToString,
@@ -89,6 +99,11 @@ class LstmServiceStub:
                 '/lstm.v1.LstmService/GetModel',
                 request_serializer=lstm_dot_v1_dot_lstm__pb2.GetModelRequest.SerializeToString,
                 response_deserializer=lstm_dot_v1_dot_lstm__pb2.GetModelResponse.FromString,
+                _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/lstm.v1.LstmService/Explain',
+                request_serializer=lstm_dot_v1_dot_lstm__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=lstm_dot_v1_dot_lstm__pb2.ExplainResponse.FromString,
                 _registered_method=True)
 
 
@@ -162,7 +177,27 @@ class LstmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """List the sessions this server process holds (most recently used first).
+        """List the caller's sessions this server process holds (most recently used
+        first); an admin principal sees every principal's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportSession(self, request, context):
+        """The session's state as a signed, versioned blob that any server serving
+        the same model and sharing the signing key (--session-key-file) accepts
+        with ImportSession: to move a session between servers or keep it
+        outside the service. FAILED_PRECONDITION when no key is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportSession(self, request, context):
+        """A new session, owned by the caller, from an ExportSession blob. A
+        forged or damaged blob is INVALID_ARGUMENT; one from another model is
+        FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -177,6 +212,20 @@ class LstmServiceServicer:
 
     def GetModel(self, request, context):
         """One model's description, from its model card and the live runtime.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """See inside the cell: per token, the chosen layers' gate activations,
+        cell state c and hidden state h, per-token summaries and the next-token
+        prediction. With a session it starts from the session's current state
+        and leaves the session unchanged unless `commit` is set; without one it
+        starts from the zero state and keeps nothing. Runs the model's explain
+        graph (model.explain.onnx) beside, never in, the step path. Bad
+        selections and replies over the size limit are INVALID_ARGUMENT with the
+        allowed ranges; FAILED_PRECONDITION if the model has no explain graph.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -230,6 +279,16 @@ def add_LstmServiceServicer_to_server(servicer, server):
                     request_deserializer=lstm_dot_v1_dot_lstm__pb2.ListSessionsRequest.FromString,
                     response_serializer=lstm_dot_v1_dot_lstm__pb2.ListSessionsResponse.SerializeToString,
             ),
+            'ExportSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportSession,
+                    request_deserializer=lstm_dot_v1_dot_lstm__pb2.ExportSessionRequest.FromString,
+                    response_serializer=lstm_dot_v1_dot_lstm__pb2.ExportSessionResponse.SerializeToString,
+            ),
+            'ImportSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportSession,
+                    request_deserializer=lstm_dot_v1_dot_lstm__pb2.ImportSessionRequest.FromString,
+                    response_serializer=lstm_dot_v1_dot_lstm__pb2.ImportSessionResponse.SerializeToString,
+            ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
                     request_deserializer=lstm_dot_v1_dot_lstm__pb2.ListModelsRequest.FromString,
@@ -239,6 +298,11 @@ def add_LstmServiceServicer_to_server(servicer, server):
                     servicer.GetModel,
                     request_deserializer=lstm_dot_v1_dot_lstm__pb2.GetModelRequest.FromString,
                     response_serializer=lstm_dot_v1_dot_lstm__pb2.GetModelResponse.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=lstm_dot_v1_dot_lstm__pb2.ExplainRequest.FromString,
+                    response_serializer=lstm_dot_v1_dot_lstm__pb2.ExplainResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -496,6 +560,60 @@ class LstmService:
             _registered_method=True)
 
     @staticmethod
+    def ExportSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lstm.v1.LstmService/ExportSession',
+            lstm_dot_v1_dot_lstm__pb2.ExportSessionRequest.SerializeToString,
+            lstm_dot_v1_dot_lstm__pb2.ExportSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lstm.v1.LstmService/ImportSession',
+            lstm_dot_v1_dot_lstm__pb2.ImportSessionRequest.SerializeToString,
+            lstm_dot_v1_dot_lstm__pb2.ImportSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def ListModels(request,
             target,
             options=(),
@@ -539,6 +657,33 @@ class LstmService:
             '/lstm.v1.LstmService/GetModel',
             lstm_dot_v1_dot_lstm__pb2.GetModelRequest.SerializeToString,
             lstm_dot_v1_dot_lstm__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lstm.v1.LstmService/Explain',
+            lstm_dot_v1_dot_lstm__pb2.ExplainRequest.SerializeToString,
+            lstm_dot_v1_dot_lstm__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,

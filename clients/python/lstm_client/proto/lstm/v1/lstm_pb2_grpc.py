@@ -80,6 +80,16 @@ class LstmServiceStub:
                 request_serializer=lstm_dot_v1_dot_lstm__pb2.ListSessionsRequest.SerializeToString,
                 response_deserializer=lstm_dot_v1_dot_lstm__pb2.ListSessionsResponse.FromString,
                 _registered_method=True)
+        self.ExportSession = channel.unary_unary(
+                '/lstm.v1.LstmService/ExportSession',
+                request_serializer=lstm_dot_v1_dot_lstm__pb2.ExportSessionRequest.SerializeToString,
+                response_deserializer=lstm_dot_v1_dot_lstm__pb2.ExportSessionResponse.FromString,
+                _registered_method=True)
+        self.ImportSession = channel.unary_unary(
+                '/lstm.v1.LstmService/ImportSession',
+                request_serializer=lstm_dot_v1_dot_lstm__pb2.ImportSessionRequest.SerializeToString,
+                response_deserializer=lstm_dot_v1_dot_lstm__pb2.ImportSessionResponse.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/lstm.v1.LstmService/ListModels',
                 request_serializer=lstm_dot_v1_dot_lstm__pb2.ListModelsRequest.SerializeToString,
@@ -167,7 +177,27 @@ class LstmServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSessions(self, request, context):
-        """List the sessions this server process holds (most recently used first).
+        """List the caller's sessions this server process holds (most recently used
+        first); an admin principal sees every principal's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ExportSession(self, request, context):
+        """The session's state as a signed, versioned blob that any server serving
+        the same model and sharing the signing key (--session-key-file) accepts
+        with ImportSession: to move a session between servers or keep it
+        outside the service. FAILED_PRECONDITION when no key is configured.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportSession(self, request, context):
+        """A new session, owned by the caller, from an ExportSession blob. A
+        forged or damaged blob is INVALID_ARGUMENT; one from another model is
+        FAILED_PRECONDITION.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -248,6 +278,16 @@ def add_LstmServiceServicer_to_server(servicer, server):
                     servicer.ListSessions,
                     request_deserializer=lstm_dot_v1_dot_lstm__pb2.ListSessionsRequest.FromString,
                     response_serializer=lstm_dot_v1_dot_lstm__pb2.ListSessionsResponse.SerializeToString,
+            ),
+            'ExportSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportSession,
+                    request_deserializer=lstm_dot_v1_dot_lstm__pb2.ExportSessionRequest.FromString,
+                    response_serializer=lstm_dot_v1_dot_lstm__pb2.ExportSessionResponse.SerializeToString,
+            ),
+            'ImportSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportSession,
+                    request_deserializer=lstm_dot_v1_dot_lstm__pb2.ImportSessionRequest.FromString,
+                    response_serializer=lstm_dot_v1_dot_lstm__pb2.ImportSessionResponse.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -509,6 +549,60 @@ class LstmService:
             '/lstm.v1.LstmService/ListSessions',
             lstm_dot_v1_dot_lstm__pb2.ListSessionsRequest.SerializeToString,
             lstm_dot_v1_dot_lstm__pb2.ListSessionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lstm.v1.LstmService/ExportSession',
+            lstm_dot_v1_dot_lstm__pb2.ExportSessionRequest.SerializeToString,
+            lstm_dot_v1_dot_lstm__pb2.ExportSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lstm.v1.LstmService/ImportSession',
+            lstm_dot_v1_dot_lstm__pb2.ImportSessionRequest.SerializeToString,
+            lstm_dot_v1_dot_lstm__pb2.ImportSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,
