@@ -30,7 +30,12 @@ from redis.exceptions import RedisError
 
 from .errors import ConfigError
 from .logs import event
-from .snapshot_format import Snapshot, SnapshotFormatError, decode_snapshot, encode_snapshot
+from .snapshot_format import (
+    Snapshot,
+    SnapshotFormatError,
+    decode_snapshot,
+    encode_snapshot,
+)
 from .store_metrics import StoreMetrics
 
 __all__ = ["Snapshot", "SnapshotStore", "open_store", "KEY_PREFIX"]

@@ -7,7 +7,7 @@ import grpc
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
 from .calls import C, Caller, metadata
-from .streams import run_stream
+from .streams import run_busy, run_stream
 from .strategies import RIGHT_COUNT, Case, Op, Raw, Slot, has_field
 from .twin import Book, Twin, TwinKeeper, token_ids
 
@@ -101,6 +101,9 @@ class CaseRunner:
 
     def _stream(self, op: Op) -> None:
         run_stream(self, op)
+
+    def _busy(self, op: Op) -> None:
+        run_busy(self, op)
 
     def _generate(self, op: Op) -> None:
         twin, request = self._twin(op.session), pb.GenerateRequest()

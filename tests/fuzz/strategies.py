@@ -255,6 +255,9 @@ OPERATIONS = st.one_of(
     _op("list", st.none(), LIST_REQUESTS),
     _op("models", st.none(), st.one_of(st.just(pb.ListModelsRequest()), MODEL_REQUESTS)),
     _op("raw", st.none(), st.none(), extra=st.tuples(st.sampled_from(METHODS), RAW_PAYLOAD)),
+    # While a stream holds S: another writer (or reset/delete/a second stream) must get ABORTED.
+    _op("busy", st.integers(0, SLOTS - 1).map(Slot), st.sampled_from(["predict", "generate", "reset", "delete",
+                                                                     "stream"])),
 )
 
 
@@ -269,4 +272,4 @@ class Case:
 
 START_PROMPTS = st.one_of(st.none(), st.builds(pb.Input, tokens=SMALL_TOKENS), st.builds(pb.Input, text=TEXT))
 CASES = st.builds(Case, st.lists(START_PROMPTS, min_size=1, max_size=2).map(tuple),
-                  st.lists(OPERATIONS, min_size=1, max_size=4).map(tuple))
+                  st.lists(OPERATIONS, min_size=1, max_size=6).map(tuple))

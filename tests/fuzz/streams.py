@@ -108,3 +108,35 @@ def _answered(runner, op: Op, twin, request: pb.StreamStep, result: pb.StepResul
         runner.book.slots[op.session.index] = None
         return None
     return twin
+
+
+def run_busy(runner, op: Op) -> None:
+    """Hold S with an open stream, send a second writer to it, then let go."""
+    twin = runner._twin(op.session)
+    if twin is None:
+        return
+    requests = _Requests()
+    holder = runner.stub.Stream(iter(requests))
+    requests.send(pb.StreamRequest(open=pb.OpenStream(session_id=twin.s)))
+    try:
+        next(holder)
+    except grpc.RpcError as exc:
+        runner.caller.mismatch(f"could not attach a stream to an idle fuzzed session: {exc.code().name}")
+        requests.send(None)
+        return
+    second = {
+        "predict": lambda: runner.stub.Predict(pb.PredictRequest(session_id=twin.s, input=pb.Input(tokens=[1]))),
+        "generate": lambda: list(runner.stub.Generate(pb.GenerateRequest(
+            session_id=twin.s, prompt=pb.Input(tokens=[1]), sampling=pb.SamplingParams(max_tokens=2)))),
+        "reset": lambda: runner.stub.ResetSession(pb.ResetSessionRequest(session_id=twin.s)),
+        "delete": lambda: runner.stub.DeleteSession(pb.DeleteSessionRequest(session_id=twin.s)),
+        "stream": lambda: list(runner.stub.Stream(iter([pb.StreamRequest(open=pb.OpenStream(session_id=twin.s))]))),
+    }[op.request]
+    code, reply = runner.caller.call("busy " + op.request, second)
+    runner.caller.stats.statuses[("busy " + op.request, code.name)] += 1
+    if code != C.ABORTED:
+        runner.caller.fail(runner.caller.stats.unexpected, f"a second writer on a held session got {code.name}, "
+                                                           "not ABORTED")
+    requests.send(None)
+    for _ in holder:
+        pass

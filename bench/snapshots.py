@@ -1,0 +1,123 @@
+"""``python -m bench --snapshots``: what Redis snapshots cost the step path.
+
+Two service processes on the same model, one memory-only, one with
+``--state-store`` on a redis-server of its own (Debian package, temporary
+directory, persistence off) and the default snapshot policy (--snapshot-every,
+--snapshot-idle-seconds as the service ships them). The same client
+processes drive one, then the other, point by point, back to back, so
+background load hits both alike. Prints steps/s (1 token per message) and
+p50/p99 for each, and the snapshots written per second during the window.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import List, Optional
+
+from .load import ClientPool
+from .machine import facts, loadavg
+from .procs import ServiceProcess, free_port
+from .run import measure_point
+from .scrape import scrape
+
+WRITTEN = re.compile(r'^lstm_snapshot_writes_total\{result="written"\} (\S+)$', re.M)
+
+
+class RedisProcess:
+    """redis-server on a free loopback port, persistence off, in a temporary directory."""
+
+    def __init__(self, binary: str) -> None:
+        self.dir = tempfile.TemporaryDirectory(prefix="bench-redis-")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc = subprocess.Popen([binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir.name,
+                                      "--save", "", "--appendonly", "no", "--loglevel", "warning"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._wait()
+
+    def _wait(self, timeout: float = 10.0) -> None:
+        import socket
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.dir.cleanup()
+
+
+def snapshots_written(text: Optional[str]) -> float:
+    match = WRITTEN.search(text or "")
+    return float(match.group(1)) if match else 0.0
+
+
+def table(rows: List[dict]) -> str:
+    lines = ["| streams | store off steps/s | store on steps/s | change | off p50 / p99 ms | on p50 / p99 ms "
+             "| snapshots/s |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        off, on = r["off"], r["on"]
+        change = 100.0 * (on["msgs_per_s"] / off["msgs_per_s"] - 1.0) if off["msgs_per_s"] else float("nan")
+        lines.append(f"| {r['streams']} | {off['msgs_per_s']:.0f} | {on['msgs_per_s']:.0f} | {change:+.1f}% | "
+                     f"{off['latency_ms']['p50']:.2f} / {off['latency_ms']['p99']:.2f} | "
+                     f"{on['latency_ms']['p50']:.2f} / {on['latency_ms']['p99']:.2f} | "
+                     f"{r['snapshots_per_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def _measure(pool, stored: ServiceProcess, plain: ServiceProcess, n: int, warmup: float, duration: float) -> dict:
+    off = measure_point(pool, plain.target, n, 1, warmup, duration, plain.pid)
+    before = scrape(stored.metrics_url)
+    started = time.monotonic()
+    on = measure_point(pool, stored.target, n, 1, warmup, duration, stored.pid)
+    # the whole call, warm-up included: the counter cannot be split at the window's edges
+    rate = (snapshots_written(scrape(stored.metrics_url)) - snapshots_written(before)) / (time.monotonic() - started)
+    return {"streams": n, "tokens_per_message": 1, "off": off, "on": on, "snapshots_per_s": rate}
+
+
+def main(args, parser, server_args: List[str], streams: List[int], warmup: float, duration: float) -> int:
+    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+    if not Path(binary).is_file():
+        parser.error("--snapshots needs redis-server (Debian: apt-get install redis-server)")
+    redis = RedisProcess(binary)
+    plain = stored = None
+    rows = []
+    try:
+        plain = ServiceProcess.start(server_args)
+        stored = ServiceProcess.start([*server_args, "--state-store", redis.url])
+        with ClientPool(args.clients, args.streams_per_channel, args.top_k, args.parse_responses) as pool:
+            for n in streams:
+                print(f"streams {n}: store off, then on ...", flush=True)
+                rows.append(_measure(pool, stored, plain, n, warmup, duration))
+    finally:
+        for service in (plain, stored):
+            if service is not None:
+                service.stop()
+        redis.stop()
+    text = table(rows)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = facts()
+    machine["loadavg_at_end"] = loadavg()
+    (out / "snapshots.json").write_text(json.dumps({"machine": machine, "server_args": server_args, "rows": rows},
+                                                   indent=1, default=str))
+    (out / "snapshots.md").write_text(text + "\n")
+    print(f"wrote {out / 'snapshots.json'} and {out / 'snapshots.md'}")
+    return 0

@@ -1,0 +1,32 @@
+"""``python -m bench --snapshots`` end to end on the tiny model: a real
+redis-server, two real service processes, real client processes. No timing
+assertions: both rows must exist, every message answered, and the store-on
+server must really have written snapshots."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+def test_snapshot_cost_run(tiny_model_dir, tmp_path):
+    argv = [sys.executable, "-m", "bench", "--snapshots", "--model", str(tiny_model_dir), "--device", "cpu",
+            "--streams", "4", "--duration", "1", "--warmup", "0.3", "--clients", "1",
+            "--server-args", "--snapshot-every 4", "--out", str(tmp_path)]
+    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "store off steps/s" in result.stdout
+    rows = json.loads((tmp_path / "snapshots.json").read_text())["rows"]
+    assert [r["streams"] for r in rows] == [4]
+    for side in ("off", "on"):
+        row = rows[0][side]
+        assert row["msgs_per_s"] > 0 and row["error_count"] == 0, row["errors"]
+    assert rows[0]["snapshots_per_s"] > 0  # the store-on server wrote to Redis; the other had no store
+    assert (tmp_path / "snapshots.md").read_text().startswith("| streams |")
