@@ -17,7 +17,8 @@ from .proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 from .requests import make_input, make_output, make_sampling, set_expected_steps
 from .retry import LOST_REPLY, RetryPolicy, as_policy
 from .session_ids import new_session_id
-from .targets import DEFAULT_TARGET, make_channel, normalize_target
+from .credentials import make_channel
+from .targets import DEFAULT_TARGET, normalize_target
 
 Retry = Union[bool, RetryPolicy, None]
 
@@ -26,13 +27,17 @@ class Api:
     _aio = False  # grpc.aio channel (AsyncClient) or a blocking one (Client)
 
     def __init__(self, target: str = DEFAULT_TARGET, *, tls: bool = False, root_certificates: Optional[bytes] = None,
-                 timeout: Optional[float] = None, retry: Retry = False) -> None:
+                 timeout: Optional[float] = None, retry: Retry = False, token: Optional[str] = None,
+                 client_certificate: Optional[bytes] = None, client_key: Optional[bytes] = None) -> None:
         """``target`` host[:port] (port 50051 when left out); ``timeout`` per call, seconds;
-        ``retry`` True or a RetryPolicy: resend after refusals and lost replies (retry.py)."""
+        ``retry`` True or a RetryPolicy: resend after refusals and lost replies (retry.py);
+        ``token`` a bearer token sent on every call; ``root_certificates`` (PEM) to trust for
+        TLS, ``client_certificate``/``client_key`` (PEM) for mutual TLS."""
         self.target = normalize_target(target)
         self.timeout = timeout
         self.retry = as_policy(retry)  # the default; predict/generate can override it per call
-        self.channel = make_channel(self.target, tls, root_certificates, aio=self._aio)
+        self.channel = make_channel(self.target, tls, root_certificates, aio=self._aio, token=token,
+                                    client_certificate=client_certificate, client_key=client_key)
         self.stub = pb_grpc.LstmServiceStub(self.channel)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

@@ -6,8 +6,6 @@ this service; here it means ``localhost:50051``. Addresses with a scheme
 """
 from __future__ import annotations
 
-from typing import Optional
-
 DEFAULT_PORT = 50051
 DEFAULT_TARGET = f"127.0.0.1:{DEFAULT_PORT}"
 SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
@@ -34,13 +32,3 @@ def normalize_target(target: str) -> str:
     if not port.isdigit() or not 1 <= int(port) <= 65535:
         raise ValueError(f"target {target!r}: the port must be a number in 1-65535")
     return f"{host}:{port}"
-
-
-def make_channel(target: str, tls: bool = False, root_certificates: Optional[bytes] = None, aio: bool = False):
-    """A grpc (or grpc.aio) channel; TLS with the system roots unless ``root_certificates``."""
-    import grpc
-
-    module = grpc.aio if aio else grpc
-    if tls or root_certificates:
-        return module.secure_channel(target, grpc.ssl_channel_credentials(root_certificates=root_certificates))
-    return module.insecure_channel(target)
