@@ -213,8 +213,7 @@ MODEL_REQUESTS = st.builds(pb.GetModelRequest, name=st.one_of(st.just(""), st.ju
 
 # -- operations and cases ----------------------------------------------------------
 TIMEOUT = st.one_of(st.none(), st.none(), st.none(), st.none(), st.none(), st.none(), st.floats(0.0001, 0.005))
-HEADER = st.one_of(st.none(), st.none(), st.none(), st.just("same"),
-                   st.integers(0, SLOTS - 1).map(Slot), VALID_ID.map(Raw))
+HEADER = st.one_of(*[st.none()] * 8, st.just("same"), st.integers(0, SLOTS - 1).map(Slot), VALID_ID.map(Raw))
 CALLS = st.builds(Call, timeout=TIMEOUT, header=HEADER)
 PLAIN_CALLS = st.builds(Call, header=HEADER)  # no deadline: state-creating calls must not be ambiguous
 STATELESS = st.just(Raw(""))
