@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import struct
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -100,7 +100,8 @@ def _parse_header(raw: bytes) -> dict:
         raise SnapshotFormatError("its header is not valid JSON") from None
     if not isinstance(header, dict):
         raise SnapshotFormatError("its header is not a JSON object")
-    expected = {"id": str, "owner": str, "steps": int, "ttl": (int, float), "model": str, "shapes": list}
+    expected: Dict[str, Any] = {"id": str, "owner": str, "steps": int, "ttl": (int, float), "model": str,
+                                "shapes": list}
     for name, kind in expected.items():
         if not isinstance(header.get(name), kind) or isinstance(header.get(name), bool):
             raise SnapshotFormatError(f"its header field {name!r} is missing or of the wrong type")

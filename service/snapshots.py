@@ -20,13 +20,13 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from .errors import ConfigError
 from .logs import event
@@ -123,11 +123,13 @@ class SnapshotStore:
             return None
         return self._decode(session_id, data)
 
-    def _decode(self, session_id: str, data: Optional[bytes]) -> Optional[Snapshot]:
+    def _decode(self, session_id: str, data: Optional[Union[bytes, str]]) -> Optional[Snapshot]:
         if data is None:
             self._count("miss")
             return None
         try:
+            if not isinstance(data, bytes):  # the client is made without decode_responses
+                raise SnapshotFormatError("Redis returned text, not bytes")
             snapshot = decode_snapshot(data, STORE_MAGIC)
         except SnapshotFormatError as exc:
             event(log, "snapshot_unreadable", logging.WARNING, id=session_id, error=str(exc))
@@ -155,6 +157,10 @@ class SnapshotStore:
                 except REDIS_ERRORS as exc:
                     self._requeue(batch)
                     self._mark_down(exc)
+                except Exception:  # a bug must cost this batch, never the writer task
+                    log.exception("snapshot writer: a batch of %d writes dropped", len(batch))
+                    for _ in batch:
+                        self._count("failed")
                 finally:
                     self._inflight = {}
             if not self._pending:
@@ -178,9 +184,14 @@ class SnapshotStore:
                 continue
             pipe.set(key, value, px=None if expiry is None else max(1, int((expiry - now) * 1000)))
             kinds.append("written")
-        await pipe.execute()
-        for kind in kinds:
-            self._count(kind)
+        # Per-command errors (e.g. Redis out of memory) come back in the results: Redis answers,
+        # so they are failed writes, not an outage; connection errors still raise.
+        results = await pipe.execute(raise_on_error=False)
+        refused = [r for r in results if isinstance(r, ResponseError)]
+        for kind, result in zip(kinds, results):
+            self._count("failed" if isinstance(result, ResponseError) else kind)
+        if refused:
+            event(log, "snapshot_write_refused", logging.WARNING, count=len(refused), error=str(refused[0]))
 
     def _requeue(self, batch) -> None:
         """Put a failed batch back in front, unless a newer write for the id came meanwhile."""

@@ -210,6 +210,23 @@ async def test_unreadable_value_is_treated_as_absent(redis_server):
         await store.close()
 
 
+async def test_writes_redis_refuses_are_failures_not_an_outage(redis_server, caplog):
+    caplog.set_level(logging.WARNING, logger="lstm.snapshots")
+    store = await open_store(redis_server.url)
+    try:
+        assert redis_server.command("CONFIG", "SET", "maxmemory", "1") == b"+OK\r\n"  # OOM for every write
+        store.save(make_snapshot("refused"))
+        assert await store.flush(5.0)  # drained: a refused write is not retried forever
+        assert store.counts["failed"] == 1 and store.healthy
+        assert [r.event for r in caplog.records if hasattr(r, "event")] == ["snapshot_write_refused"]
+        redis_server.command("CONFIG", "SET", "maxmemory", "0")
+        store.save(make_snapshot("accepted"))
+        assert await store.flush(5.0)
+        assert (await store.load("accepted")) is not None and await store.load("refused") is None
+    finally:
+        await store.close()
+
+
 async def test_metrics_follow_the_store(redis_server):
     metrics = Metrics()
     store = await open_store(redis_server.url, metrics)
