@@ -2,6 +2,10 @@
 
     python -m bench --model models/shakespeare --precision fp32,int8   # full sweep, ~4 min each
     python -m bench --quick --model DIR --out /tmp/bench              # smoke run, ~15 s
+    python -m bench --kserve --model models/shakespeare                # perf_analyzer (KServe v2) beside lstm.v1
+    python -m bench --proxy --model models/shakespeare                 # direct vs through HAProxy, 1 and 64 streams
+    python -m bench --snapshots --model models/shakespeare             # Redis snapshots off vs on, 64 streams
+    python -m bench --noisy --model models/shakespeare                 # victim latency beside 4096-token prefills
 
 Starts ``python -m lstm_service`` (or uses --target), a bare gRPC echo server
 and client processes; prints a Markdown table, the ratios and the targets,
@@ -61,6 +65,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server-args", default="", help="extra flags for python -m lstm_service, e.g. '--max-batch 128'")
     p.add_argument("--out", default="bench/results", help="directory for results.json, results.md, throughput.png [bench/results]")
     p.add_argument("--quick", action="store_true", help="smoke run for tests/CI: streams 1,4, 1 s per point")
+    p.add_argument("--kserve", action="store_true",
+                   help="perf_analyzer on the KServe v2 endpoint beside lstm.v1, streams 1,16,64 (bench/kserve.py)")
+    p.add_argument("--proxy", action="store_true",
+                   help="direct vs through HAProxy on deploy/haproxy.cfg, same run, streams 1,64 (bench/proxy.py)")
+    p.add_argument("--snapshots", action="store_true",
+                   help="--state-store off vs on (a redis-server of its own, default policy), streams 64 (bench/snapshots.py)")
+    p.add_argument("--noisy", action="store_true",
+                   help="a 1-token victim's p50/p99 beside 0/1/8 clients looping 4096-token prefills, one-call vs "
+                        "chunked prefill (bench/noisy.py)")
+    p.add_argument("--sequence-length", type=int, default=64, help="--kserve: steps per perf_analyzer sequence [64]")
+    p.add_argument("--perf-analyzer", help="--kserve: the perf_analyzer binary [.venv/perf-analyzer/bin/perf_analyzer]")
     return p
 
 
@@ -84,6 +99,28 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from .run import run
 
+    if args.kserve:
+        from .kserve import main as kserve_main
+
+        return kserve_main(args, parser, precisions)
+    if args.proxy:
+        from .proxy import main as proxy_main
+
+        server_args = ["--model", args.model, "--precision", precisions[0], "--device", args.device,
+                       *shlex.split(args.server_args)]
+        return proxy_main(args, parser, server_args, _ints(args.streams or "1,64"), warmup, duration)
+    if args.noisy:
+        from .noisy import main as noisy_main
+
+        server_args = ["--model", args.model, "--precision", precisions[0], "--device", args.device,
+                       *shlex.split(args.server_args)]
+        return noisy_main(args, server_args, duration if args.duration or args.quick else 8.0)
+    if args.snapshots:
+        from .snapshots import main as snapshots_main
+
+        server_args = ["--model", args.model, "--precision", precisions[0], "--device", args.device,
+                       *shlex.split(args.server_args)]
+        return snapshots_main(args, parser, server_args, _ints(args.streams or "64"), warmup, duration)
     runs = []
     for precision in precisions:
         server_args = ["--model", args.model, "--precision", precision, "--device", args.device,

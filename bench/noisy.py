@@ -1,0 +1,124 @@
+"""``python -m bench --noisy``: a victim's latency while other clients send long prefills.
+
+The victim sends 1-token Predicts on its own session, one at a time, and
+records each round trip. Neighbours, in a process of their own, loop
+4096-token stateless Predicts. Measured for 0, 1 and 8 neighbours, on a
+server that runs a prompt as one onnxruntime call (--prefill-chunk 0) and
+on one that runs it in chunks (the default, --prefill-chunk 256), back to
+back in one run. Prints the victim's p50/p99 per row.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import threading
+import time
+from pathlib import Path
+from typing import List
+
+from .machine import facts, loadavg
+from .procs import ServiceProcess
+
+PREFILL = 4096
+
+
+def _neighbours(target: str, count: int, stop, started) -> None:
+    """Loop long stateless Predicts on ``count`` threads until ``stop`` is set."""
+    import grpc
+
+    from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+    from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+
+    request = pb.PredictRequest(input=pb.Input(tokens=[101] * PREFILL), output=pb.OutputOptions(top_k=1))
+
+    def loop() -> None:
+        with grpc.insecure_channel(target) as channel:
+            stub = pb_grpc.LstmServiceStub(channel)
+            stub.Predict(request)
+            started.release()
+            while not stop.is_set():
+                stub.Predict(request)
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def _victim(target: str, seconds: float) -> List[float]:
+    import grpc
+
+    from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+    from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+
+    times: List[float] = []
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.LstmServiceStub(channel)
+        sid = stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text="victim"))).session.id
+        step = pb.PredictRequest(session_id=sid, input=pb.Input(tokens=[32]), output=pb.OutputOptions(top_k=5))
+        for _ in range(20):
+            stub.Predict(step)
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            began = time.perf_counter()
+            stub.Predict(step)
+            times.append(time.perf_counter() - began)
+        stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid))
+    return times
+
+
+def _percentile(values: List[float], q: float) -> float:
+    ordered = sorted(values)
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def measure(target: str, neighbours: int, seconds: float) -> dict:
+    ctx = mp.get_context("spawn")
+    stop, started = ctx.Event(), ctx.Semaphore(0)
+    proc = None
+    if neighbours:
+        proc = ctx.Process(target=_neighbours, args=(target, neighbours, stop, started), daemon=True)
+        proc.start()
+        for _ in range(neighbours):  # every neighbour has had one prefill answered
+            started.acquire(timeout=120)
+    try:
+        times = _victim(target, seconds)
+    finally:
+        stop.set()
+        if proc is not None:
+            proc.join(60)
+    return {"neighbours": neighbours, "steps": len(times), "p50_ms": _percentile(times, 0.5),
+            "p99_ms": _percentile(times, 0.99)}
+
+
+def table(rows: List[dict]) -> str:
+    lines = ["| server | neighbours looping 4096-token prefills | victim steps | victim p50 ms | victim p99 ms |",
+             "| --- | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['server']} | {r['neighbours']} | {r['steps']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(args, server_args: List[str], seconds: float) -> int:
+    rows = []
+    for name, extra in (("one call per prompt (--prefill-chunk 0)", ["--prefill-chunk", "0"]),
+                        ("chunked (--prefill-chunk 256)", ["--prefill-chunk", "256"])):
+        server = ServiceProcess.start([*server_args, *extra, "--max-tokens-per-message", str(PREFILL)])
+        try:
+            for n in (0, 1, 8):
+                print(f"{name}: {n} neighbours ...", flush=True)
+                rows.append({"server": name, **measure(server.target, n, seconds)})
+        finally:
+            server.stop()
+    text = table(rows)
+    print(text)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    machine = facts()
+    machine["loadavg_at_end"] = loadavg()
+    (out / "noisy.json").write_text(json.dumps({"machine": machine, "server_args": server_args, "rows": rows},
+                                               indent=1, default=str))
+    (out / "noisy.md").write_text(text + "\n")
+    print(f"wrote {out / 'noisy.json'} and {out / 'noisy.md'}")
+    return 0
