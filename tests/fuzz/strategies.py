@@ -9,6 +9,7 @@ id when the slot is empty), ``Raw(text)`` is sent as it is. Expensive values
 """
 from __future__ import annotations
 
+import base64
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
@@ -72,13 +73,18 @@ def has_field(message_class, name: str) -> bool:
 
 
 # -- field values ----------------------------------------------------------------
-ID_CHARS = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-"
-VALID_ID = st.builds(lambda route, suffix: route + ("." + suffix if suffix else ""),
-                     st.text(ID_CHARS, min_size=16, max_size=40), st.text(ID_CHARS, max_size=6))
+def _url_safe(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+# Ids from random bytes (one draw each, where a character-wise text draw costs one per character).
+VALID_ID = st.builds(lambda route, suffix: _url_safe(route) + ("." + _url_safe(suffix) if suffix else ""),
+                     st.binary(min_size=12, max_size=30), st.binary(max_size=4))
 HOSTILE_ID = st.one_of(
     st.just(""),
     st.text(max_size=40),  # unicode, control characters, too short
-    st.text(alphabet="k.", min_size=120, max_size=300),  # around and past the 128 limit, odd dots
+    st.tuples(st.integers(120, 300), st.integers(0, 3)).map(  # around and past the 128 limit, odd dots
+        lambda t: ("k" * (t[0] - t[1]) + "." * t[1])[: t[0]]),
     st.just(1048576).map(lambda n: "k" * n),  # (built lazily: a 1 MiB literal would bloat every report)
     st.sampled_from(["L" * 120 + ".tail", "é" * 20, "a" * 129, "x" * 15, "a.b.c" * 4, "\x00" * 20]),
     VALID_ID,  # well-formed but unknown
