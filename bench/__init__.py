@@ -7,11 +7,9 @@ ceiling at the same batch sizes; then prints the ratios and the targets.
 
 
 def aio_run(coro):
-    """asyncio.run on uvloop where it is installed (as the service does)."""
-    try:
-        import uvloop
-    except ImportError:
-        import asyncio
+    """Run ``coro`` on the loop the service runs on (uvloop where installed)."""
+    from lstm_service.service.loops import event_loop_runner
 
-        return asyncio.run(coro)
-    return uvloop.run(coro)
+    runner, _ = event_loop_runner()
+    with runner:
+        return runner.run(coro)

@@ -10,25 +10,17 @@ threads); memory is VmRSS sampled in a thread, plus the kernel's VmHWM.
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
+from lstm_service.service.process import ChildProcess, ServerProcess, free_port
+
 TICKS = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -94,27 +86,12 @@ class CpuMeter:
         return (self._c1 - self._c0) / wall if wall > 0 else 0.0
 
 
-class Subprocess:
-    """A child process whose stderr goes to a log file, shown when it fails."""
+class Subprocess(ChildProcess):
+    """A child process run from the repository root (bench.echo lives there), stderr to a log."""
 
     def __init__(self, argv: List[str], name: str) -> None:
-        self.name = name
-        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{name}-", suffix=".log", delete=False)
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
-        self.proc = subprocess.Popen(
-            argv, cwd=str(ROOT), stdout=subprocess.PIPE, stderr=self.log, env=env, text=True
-        )
-        self.pid = self.proc.pid
-
-    def log_tail(self, lines: int = 30) -> str:
-        if not self.log.closed:
-            self.log.flush()
-        text = Path(self.log.name).read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
-
-    def fail(self, why: str) -> None:
-        self.stop()
-        raise RuntimeError(f"{self.name}: {why}\n--- last lines of its log ({self.log.name}) ---\n{self.log_tail()}")
+        env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+        super().__init__(argv, f"bench-{name}", env, str(ROOT))
 
     def peak_rss_kb(self) -> int:
         """The kernel's high-water mark of resident memory over the process's life."""
@@ -123,54 +100,19 @@ class Subprocess:
         except OSError:
             return 0
 
-    def stop(self, timeout: float = 15.0) -> Optional[int]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout:
-            self.proc.stdout.close()
-        self.log.close()
-        if self.proc.returncode == 0:  # a clean exit leaves no log behind
-            Path(self.log.name).unlink(missing_ok=True)
-        return self.proc.returncode
 
+class ServiceProcess(ServerProcess):
+    """``python -m lstm_service`` on a free 127.0.0.1 port, with its metrics port (service/process.py)."""
 
-class ServiceProcess(Subprocess):
-    """``python -m lstm_service`` on a free 127.0.0.1 port, with its metrics port."""
+    peak_rss_kb = Subprocess.peak_rss_kb
 
     @classmethod
     def start(cls, server_args: List[str], timeout: float = 90.0) -> "ServiceProcess":
-        port, metrics_port = free_port(), free_port()
-        argv = [sys.executable, "-m", "lstm_service", "--host", "127.0.0.1", "--port", str(port),
-                "--metrics-port", str(metrics_port), "--log-level", "WARNING", "--grace", "2", *server_args]
-        self = cls(argv, "service")
-        self.target = f"127.0.0.1:{port}"
+        metrics_port = free_port()
+        self = cls(["--metrics-port", str(metrics_port), "--log-level", "WARNING", "--grace", "2", *server_args],
+                   timeout=timeout, cwd=str(ROOT))
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-        self.wait_serving(timeout)
         return self
-
-    def wait_serving(self, timeout: float) -> None:
-        import grpc
-        from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-        deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.target) as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    self.fail(f"exited with status {self.proc.returncode} before serving")
-                try:
-                    reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1.0)
-                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                        return
-                except grpc.RpcError:
-                    pass
-                time.sleep(0.1)
-        self.fail(f"not SERVING on {self.target} after {timeout:.0f} s")
 
 
 class EchoProcess(Subprocess):

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 from . import logs
 from .config import Config, load_config
 from .errors import ConfigError
+from .loops import event_loop_runner
 
 log = logging.getLogger("service")
 
@@ -43,14 +44,6 @@ async def serve(config: Config) -> int:
     return 0
 
 
-def _runner():
-    try:
-        import uvloop
-    except ImportError:  # optional: plain asyncio works too
-        return asyncio.Runner(), "asyncio"
-    return asyncio.Runner(loop_factory=uvloop.new_event_loop), "uvloop"
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = load_config(argv)
@@ -58,7 +51,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"python -m lstm_service: error: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, config.log_format)
-    runner, kind = _runner()
+    runner, kind = event_loop_runner()
     logs.event(log, "starting", loop=kind, model=config.model, address=config.address, device=config.device)
     with runner:
         return runner.run(serve(config))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -49,7 +49,7 @@ class App:
         self.metrics.track_sessions(self.engine.session_count)
         self.auth = Authenticator(config.tokens_file, bool(config.tls_client_ca), config.open_reflection)
         self.servicer = LstmServicer(self.engine, self.metrics, self.auth, _read_key(config.session_key_file))
-        self.snapshots = None  # the snapshot store, with --state-store (opened in start)
+        self.snapshots: Optional[Any] = None  # a snapshots.SnapshotStore with --state-store (opened in start)
         self.kserve = KServeServicer(self.engine, self.servicer)  # KServe v2 protocol: same engine, same admission
         self.health = HealthServicer()
         self.server: Optional[grpc.aio.Server] = None

@@ -12,17 +12,16 @@ The full load benchmark (many streams, batching) is the bench package.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import re
-import subprocess
 import sys
-import threading
+import json
 import time
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+
+from .loops import event_loop_runner
+from .process import ServerProcess
 
 TEXT = b"First Citizen: Before we proceed any further, hear me speak. "
 
@@ -75,27 +74,6 @@ async def grpc_steps(target: str, steps: int, warmup: int) -> List[float]:
     return times
 
 
-def start_server(model: str, precision: str, threads: int) -> "tuple[subprocess.Popen, str]":
-    cmd = [sys.executable, "-m", "service", "--model", model, "--precision", precision, "--port", "0",
-           "--device", "cpu", "--ort-threads", str(threads)]
-    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    found: Dict[str, str] = {}
-    ready = threading.Event()
-
-    def read() -> None:
-        for line in proc.stderr or ():
-            address = re.search(r"address=(\S+)", line)
-            if " started " in line and address and not ready.is_set():
-                found["target"] = address.group(1)
-                ready.set()
-
-    threading.Thread(target=read, daemon=True).start()
-    if not ready.wait(60):
-        proc.kill()
-        raise SystemExit("the server did not start")
-    return proc, found["target"]
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="models/shakespeare")
@@ -105,19 +83,15 @@ def main(argv=None) -> int:
     p.add_argument("--ort-threads", type=int, default=1)
     p.add_argument("--json", type=Path, help="also write the figures here")
     args = p.parse_args(argv)
-    proc, target = start_server(args.model, args.precision, args.ort_threads)
+    server = ServerProcess(["--model", args.model, "--precision", args.precision, "--device", "cpu",
+                            "--ort-threads", str(args.ort_threads), "--log-level", "WARNING"])
+    target = server.target
     try:
-        try:
-            import uvloop
-
-            runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-        except ImportError:
-            runner = asyncio.Runner()
+        runner, _ = event_loop_runner()
         with runner:
             over_grpc = percentiles(runner.run(grpc_steps(target, args.steps, args.warmup)))
     finally:
-        proc.terminate()
-        proc.wait(15)
+        server.stop()
     in_process = percentiles(ort_steps(args.model, args.precision, args.steps, args.warmup, args.ort_threads))
     result = {"model": args.model, "precision": args.precision, "grpc_stream": over_grpc, "ort_in_process": in_process,
               "p50_overhead_ms": over_grpc["p50_ms"] - in_process["p50_ms"]}
