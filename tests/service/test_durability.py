@@ -12,7 +12,7 @@ import pytest
 from durable_helpers import (Driver, Service, assert_same_step, chunks_of, policy_steps, snapshot_steps,
                              wait_for)
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
-from redis_helpers import NEEDS_REDIS, running_redis
+from redis_helpers import NEEDS_REDIS, RedisServer, running_redis
 
 pytestmark = NEEDS_REDIS
 TEXT = (b"O Romeo, Romeo! wherefore art thou Romeo? Deny thy father and refuse thy name; "
@@ -146,6 +146,22 @@ def test_redis_stopped_mid_run_the_service_keeps_serving(tiny_model_dir, tmp_pat
     finally:
         driver.close()
         service.stop()
+
+
+def test_the_service_starts_with_redis_down_and_connects_when_it_comes(tiny_model_dir, tmp_path):
+    late = RedisServer(tmp_path / "late-redis")  # its port is chosen; nothing listens there yet
+    service = Service(tiny_model_dir, tmp_path, "early", ["--state-store", late.url, "--snapshot-every", "2"]).start()
+    driver = Driver(service.target)
+    try:
+        assert service.metric("lstm_state_store_up") == 0.0
+        feed(driver, sid("early"), chunks_of(TEXT, [2, 2]))  # serves from memory meanwhile
+        late.start()
+        wait_for(lambda: service.metric("lstm_state_store_up") == 1.0, 15, "the store never connected")
+        wait_for(lambda: snapshot_steps(late, sid("early")) == 4, 15, "the queued snapshot never reached Redis")
+    finally:
+        driver.close()
+        service.stop()
+        late.stop()
 
 
 def test_export_from_one_server_import_into_another(tiny_model_dir, tmp_path, key_file):
