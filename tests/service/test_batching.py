@@ -60,8 +60,7 @@ async def test_64_sessions_batched_equal_unbatched(tiny_model_dir):
     gated = GatedRuntime(rt)
     batcher = Batcher(gated, max_batch=64)
     tasks = [asyncio.create_task(drive(batcher, gated, chunks)) for chunks in sessions]
-    await asyncio.sleep(0.05)  # every session has queued its first step behind the held worker
-    assert batcher.depth == 63
+    await until(lambda: batcher.depth == 63)  # every session has queued its first step behind the held worker
     gated.gate.set()
     got = await asyncio.gather(*tasks)
     batcher.close()
@@ -75,13 +74,21 @@ async def test_64_sessions_batched_equal_unbatched(tiny_model_dir):
         assert np.abs(got_h - want_h).max() <= 1e-6
 
 
+async def until(condition, timeout: float = 10.0) -> None:
+    """Wait for ``condition()`` (the order of events, not a guess at how long they take)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        await asyncio.sleep(0.001)
+
+
 async def test_distinct_lengths_run_as_separate_groups(tiny_model_dir):
     rt = GatedRuntime(runtime_for(tiny_model_dir))
     batcher = Batcher(rt, max_batch=64)
     first = asyncio.create_task(drive(batcher, rt, [[1]]))
-    await asyncio.sleep(0.02)
+    await until(rt.entered.is_set)  # the worker holds the first step at the gate
     tasks = [asyncio.create_task(drive(batcher, rt, [[5] * t])) for t in (1, 2, 2, 3, 1, 3, 3)]
-    await asyncio.sleep(0.02)
+    await until(lambda: batcher.depth == 7)
     rt.gate.set()
     await asyncio.gather(first, *tasks)
     batcher.close()
@@ -93,10 +100,10 @@ async def test_cancelled_step_is_dropped_before_it_runs(tiny_model_dir):
     rt = GatedRuntime(runtime_for(tiny_model_dir))
     batcher = Batcher(rt, max_batch=64)
     first = asyncio.create_task(drive(batcher, rt, [[1]]))
-    await asyncio.sleep(0.02)
+    await until(rt.entered.is_set)
     doomed = asyncio.create_task(drive(batcher, rt, [[2, 2, 2, 2]]))
     kept = asyncio.create_task(drive(batcher, rt, [[3]]))
-    await asyncio.sleep(0.02)
+    await until(lambda: batcher.depth == 2)
     doomed.cancel()
     rt.gate.set()
     await asyncio.gather(first, kept)
@@ -132,9 +139,9 @@ async def test_delay_gathers_steps_once_load_is_seen(tiny_model_dir):
     rt = GatedRuntime(runtime_for(tiny_model_dir))
     batcher = Batcher(rt, max_batch=64, max_delay_ms=150)
     first = asyncio.create_task(drive(batcher, rt, [[1]]))
-    await asyncio.sleep(0.02)
+    await until(rt.entered.is_set)
     pair = [asyncio.create_task(drive(batcher, rt, [[2]])) for _ in range(2)]
-    await asyncio.sleep(0.02)
+    await until(lambda: batcher.depth == 2)
     rt.gate.set()
     await asyncio.gather(first, *pair)  # batches (1), then (2): load has been seen
     late = [asyncio.create_task(drive(batcher, rt, [[3]]))]

@@ -107,6 +107,6 @@ async def test_errors_are_counted_by_method_and_code(tiny_model_dir):
     async with serving(tiny_model_dir) as s:
         await expect(INVALID, s.stub.Predict(step("", tokens=[])))
         await s.stub.ListModels(pb.ListModelsRequest())
-        requests = s.app.metrics.requests
-        assert requests.labels("Predict", "INVALID_ARGUMENT")._value.get() == 1
-        assert requests.labels("ListModels", "OK")._value.get() == 1
+        count = lambda method, code: s.app.metrics.registry.get_sample_value(  # noqa: E731
+            "lstm_requests_total", {"method": method, "code": code})
+        assert count("Predict", "INVALID_ARGUMENT") == 1 and count("ListModels", "OK") == 1

@@ -101,7 +101,8 @@ async def test_cancel_stops_generation_and_frees_the_session(tiny_model_dir):
         assert s.app.engine.session(sid).steps == steps < len(PROMPT) + 4096, "generation went on after cancel"
         assert steps >= len(PROMPT) + len(received)
         await asyncio.sleep(0.05)
-        cancelled = s.app.metrics.requests.labels("Generate", "CANCELLED")._value.get()
+        cancelled = s.app.metrics.registry.get_sample_value("lstm_requests_total",
+                                                            {"method": "Generate", "code": "CANCELLED"})
         assert cancelled == 1
 
 
