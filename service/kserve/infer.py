@@ -10,7 +10,8 @@ Sequence semantics, as Triton's sequence batcher:
     no sequence   a stateless step from the zero state; nothing is kept
 A request that fails leaves the sequence as it was (a failed start creates nothing),
 and a step is committed only while the call is live (not cancelled, not past
-its deadline), as lstm.v1's Predict.
+its deadline). A sequence's session belongs to the principal that started it
+(service/identity.py); to anyone else it does not exist, and its id is taken.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..engine import always
 from ..errors import AlreadyExists, NotFound
+from ..identity import ANYONE
 from . import sequence as sq
 from . import tensors
 
@@ -47,31 +49,35 @@ def decode(engine, request) -> Request:
     return Request(tokens, options, seq, outputs)
 
 
-async def run(engine, r: Request, live=always):
+async def run(engine, r: Request, live=always, caller=ANYONE):
     """The step's StepResult, with the sequence's session created, continued or freed."""
     seq = r.sequence
     if not seq.session_id:
-        return await engine.predict("", r.ids, r.options, live=live)
+        return await engine.predict("", r.ids, r.options, live=live, caller=caller)
     if seq.start and seq.end:
-        result = await engine.predict("", r.ids, r.options, live=live)
+        result = await engine.predict("", r.ids, r.options, live=live, caller=caller)
         try:
-            engine.delete(seq.session_id)
+            engine.delete(seq.session_id, caller)
         except NotFound:
             pass  # the usual case: no earlier sequence of that id
         return result
     if seq.start:
         try:
-            return (await engine.create(seq.session_id, 0, r.ids, r.options, live))[1]
+            return (await engine.create(seq.session_id, 0, r.ids, r.options, live, caller))[1]
         except AlreadyExists:  # a live sequence restarted: reset it with these tokens
-            return await _continue(engine, r, True, live)
-    return await _continue(engine, r, False, live)
+            return await _continue(engine, r, True, live, caller)
+    return await _continue(engine, r, False, live, caller)
 
 
-async def _continue(engine, r: Request, start: bool, live) -> object:
+async def _continue(engine, r: Request, start: bool, live, caller) -> object:
     seq = r.sequence
     try:
-        lease = engine.hold(seq.session_id)
+        lease = await engine.hold_settled(seq.session_id, caller=caller)
     except NotFound as exc:
+        if start:  # the id exists (create said so) but is not this caller's
+            raise AlreadyExists(
+                f"sequence {seq.label} is in use by another client; pick another sequence_id",
+                reason="SEQUENCE_EXISTS", field="parameters.sequence_id") from None
         raise NotFound(
             f"sequence {seq.label} is not active ({exc.message}); begin it with sequence_start=true",
             reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata={"session_id": seq.session_id},

@@ -15,6 +15,7 @@ from ..errors import ServiceError
 from ..proto.inference import grpc_service_pb2 as pb
 from ..proto.inference import grpc_service_pb2_grpc as pb_grpc
 from ..engine import always
+from ..identity import ANYONE
 from ..server import _rpc, live_check
 from . import infer, model, tensors
 from .stream import serve_stream
@@ -88,13 +89,13 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return self.stats.message(self.card)
 
     # -- inference ------------------------------------------------------------
-    async def infer(self, request, live=always) -> pb.ModelInferResponse:
+    async def infer(self, request, live=always, caller=ANYONE) -> pb.ModelInferResponse:
         """One request -> its response; ServiceError (nothing changed) when refused."""
         began, ok = time.perf_counter_ns(), False
         try:
             model.check_model(self.card, request.model_name, request.model_version)
             decoded = infer.decode(self.engine, request)
-            result = await infer.run(self.engine, decoded, live)
+            result = await infer.run(self.engine, decoded, live, caller)
             response = pb.ModelInferResponse(model_name=self.card.name, model_version=model.VERSION, id=request.id)
             tensors.write_outputs(response, result.scores, decoded.outputs)
             ok = True
@@ -104,11 +105,12 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ModelInfer(self, request, context):
-        return await self.infer(request, live_check(context))
+        return await self.infer(request, live_check(context), self.edge.auth.caller(context))
 
     @_rpc
     async def ModelStreamInfer(self, request_iterator, context):
-        async for reply in serve_stream(self, request_iterator, live_check(context)):
+        caller = self.edge.auth.caller(context)
+        async for reply in serve_stream(self, request_iterator, live_check(context), caller):
             yield reply
 
 

@@ -7,7 +7,8 @@ one sequence run one after another, in the order they arrived. At most
 ``MAX_IN_FLIGHT`` requests of a stream run at once; beyond that the stream
 is not read (HTTP/2 flow control pushes back on the client). Requests are
 read through lstm.v1's reader, so a stream idle between requests is ended
-(UNAVAILABLE) when the server drains, as lstm.v1 streams are.
+as lstm.v1 streams are: UNAVAILABLE when the server drains, RESOURCE_EXHAUSTED
+after --stream-idle-timeout (requests in flight are answered first).
 """
 from __future__ import annotations
 
@@ -30,16 +31,16 @@ def error_reply(exc: ServiceError, request=None) -> pb.ModelStreamInferResponse:
     return reply
 
 
-async def _answer(servicer, request, before: Optional[asyncio.Task], live) -> pb.ModelStreamInferResponse:
+async def _answer(servicer, request, before: Optional[asyncio.Task], live, caller) -> pb.ModelStreamInferResponse:
     if before is not None:
         await asyncio.wait((before,))  # the same sequence's previous request, however it ended
     try:
-        return pb.ModelStreamInferResponse(infer_response=await servicer.infer(request, live))
+        return pb.ModelStreamInferResponse(infer_response=await servicer.infer(request, live, caller))
     except ServiceError as exc:
         return error_reply(exc, request)
 
 
-async def _read(servicer, requests, replies: asyncio.Queue, live) -> None:
+async def _read(servicer, requests, replies: asyncio.Queue, live, caller) -> None:
     """Start a task per request; each puts its reply on ``replies``; _DONE when all are done."""
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
     last: Dict[str, asyncio.Task] = {}  # session id -> the latest task of that sequence
@@ -53,23 +54,26 @@ async def _read(servicer, requests, replies: asyncio.Queue, live) -> None:
         if not task.cancelled() and task.exception() is None:
             replies.put_nowait(task.result())
 
-    draining: Optional[ServiceError] = None
+    ending: Optional[ServiceError] = None
     try:
         while True:
-            request = None
             try:
                 request = await servicer.edge._next_request(requests)  # None at the end
-                if request is None:
+            except ServiceError as exc:
+                if exc.code != "INVALID_ARGUMENT":  # draining or idle: answer what is in flight, then end
+                    ending = exc
                     break
+                replies.put_nowait(error_reply(exc))  # an undecodable message
+                continue
+            if request is None:
+                break
+            try:
                 key = sq.sequence_of(request.parameters).session_id
             except ServiceError as exc:
-                if exc.code == "UNAVAILABLE":  # draining: answer what is in flight, then end the stream
-                    draining = exc
-                    break
-                replies.put_nowait(error_reply(exc, request))  # undecodable (no request) or bad parameters
+                replies.put_nowait(error_reply(exc, request))
                 continue
             await slots.acquire()
-            task = asyncio.ensure_future(_answer(servicer, request, last.get(key) if key else None, live))
+            task = asyncio.ensure_future(_answer(servicer, request, last.get(key) if key else None, live, caller))
             tasks.add(task)
             if key:
                 last[key] = task
@@ -79,18 +83,18 @@ async def _read(servicer, requests, replies: asyncio.Queue, live) -> None:
             for task in done:
                 if not task.cancelled() and task.exception() is not None:
                     raise task.exception()  # a bug, not a refused request: the stream ends INTERNAL
-        if draining is not None:
-            raise draining
+        if ending is not None:
+            raise ending
     finally:
         for task in tasks:
             task.cancel()
         replies.put_nowait(_DONE)
 
 
-async def serve_stream(servicer, request_iterator, live):
+async def serve_stream(servicer, request_iterator, live, caller):
     """Yield replies as they are ready; ends when the client is done and every reply was sent."""
     replies: asyncio.Queue = asyncio.Queue()
-    reader = asyncio.ensure_future(_read(servicer, request_iterator.__aiter__(), replies, live))
+    reader = asyncio.ensure_future(_read(servicer, request_iterator.__aiter__(), replies, live, caller))
     try:
         while True:
             reply = await replies.get()

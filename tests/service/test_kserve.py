@@ -189,3 +189,26 @@ def test_reflection_pool_holds_every_served_service():
     for name in [*names[:3], "grpc.reflection.v1alpha.ServerReflection"]:  # reflection itself, always
         assert pool.FindServiceByName(name).full_name == name
     assert pool.FindFileContainingSymbol("inference.ModelConfig").name == "model_config.proto"
+
+
+async def test_a_sequence_belongs_to_the_principal_that_started_it(tiny_model_dir, tmp_path):
+    import hashlib
+
+    tokens = {"alice": "alice-kserve-token", "bob": "bob-kserve-token"}
+    path = tmp_path / "tokens"
+    path.write_text("".join(f"{who}: {hashlib.sha256(t.encode()).hexdigest()}\n" for who, t in tokens.items()))
+    alice, bob = ({"authorization": f"Bearer {tokens[w]}"} for w in ("alice", "bob"))
+    async with serving(tiny_model_dir, tokens_file=str(path)) as s, client_for(s) as client:
+        name = s.app.card.name
+        with pytest.raises(InferenceServerException) as info:
+            await client.infer(name, [ids_input([1])], sequence_id=5, sequence_start=True)
+        assert info.value.status() == "StatusCode.UNAUTHENTICATED"
+        await client.infer(name, [ids_input([1, 2])], sequence_id=5, sequence_start=True, headers=alice)
+        for start, status, phrase in ((False, "NOT_FOUND", "sequence 5 is not active"),
+                                      (True, "ALREADY_EXISTS", "sequence 5 is in use by another client")):
+            with pytest.raises(InferenceServerException) as info:
+                await client.infer(name, [ids_input([3])], sequence_id=5, sequence_start=start, headers=bob)
+            assert info.value.status() == f"StatusCode.{status}" and phrase in info.value.message()
+        r = await client.infer(name, [ids_input([3])], sequence_id=5, sequence_end=True, headers=alice)
+        assert r.as_numpy("TOP_IDS").shape == (1, 1, 5)
+        assert s.app.engine.session_count() == 0
