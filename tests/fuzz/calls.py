@@ -2,6 +2,7 @@
 plausibly answer, and the counts a fuzz run reports."""
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, List, Optional, Tuple
@@ -31,6 +32,12 @@ CRASH = {C.INTERNAL, C.UNKNOWN, C.UNAVAILABLE, C.DATA_LOSS}
 # Limits the *client* library enforces: hitting them means the server sent
 # what it should have refused (an oversize reply, an echoed huge id).
 CLIENT_LIMITS = ("larger than max", "metadata size exceeds")
+# Statuses the service itself sends, each with google.rpc.Status details (ErrorInfo; BadRequest too
+# for INVALID_ARGUMENT) in this trailer; grpc's own (UNIMPLEMENTED, DEADLINE_EXCEEDED...) have none.
+DETAILS_KEY = "grpc-status-details-bin"
+RICH = {C.INVALID_ARGUMENT, C.NOT_FOUND, C.ALREADY_EXISTS, C.FAILED_PRECONDITION, C.ABORTED, C.RESOURCE_EXHAUSTED}
+MAX_DETAILS = 1024  # messages quote at most a short prefix of what the client sent
+LEAKS = re.compile(r"<class |Traceback|\b\w+(Error|Exception)\b|onnxruntime|ONNXRuntime")
 
 
 @dataclass
@@ -94,12 +101,16 @@ class Caller:
 
     def judge(self, method: str, code: grpc.StatusCode, error: object, extra: Iterable = (), what: str = "") -> None:
         self.stats.statuses[(method, code.name)] += 1
-        details = error.details() if isinstance(error, grpc.RpcError) else ""
-        details = (details or "")[:300]
+        full = (error.details() if isinstance(error, grpc.RpcError) else "") or ""
+        details = full[:300]
         if code in CRASH:
             self.fail(self.stats.crashes, f"{method} {code.name}: {details} | {what}")
         elif code not in ALLOWED.get(method, set()) | set(extra) or any(x in details for x in CLIENT_LIMITS):
             self.fail(self.stats.unexpected, f"{method} {code.name}: {details} | {what}")
+        elif code in RICH:
+            problem = error_problem(code, full, error.trailing_metadata())
+            if problem:
+                self.fail(self.stats.unexpected, f"{method} {code.name}: {problem}: {details} | {what}")
 
     def mismatch(self, message: str) -> None:
         self.fail(self.stats.mismatches, f"{message} | during {self.context}")
@@ -114,3 +125,29 @@ def metadata(header: Optional[str]):
     if header and header.isascii() and header.isprintable() and len(header) < 4096:
         return (("x-session-id", header),)
     return None
+
+
+def error_problem(code: grpc.StatusCode, message: str, trailers) -> str:
+    """What is wrong with an error the service sent ("" if nothing): a long or leaky
+    message, or missing google.rpc.Status details."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    if len(message) > MAX_DETAILS:
+        return f"a {len(message)}-character message"
+    if LEAKS.search(message):
+        return "a message naming Python or onnxruntime internals"
+    raw = dict(trailers or ()).get(DETAILS_KEY)
+    if raw is None:
+        return f"no {DETAILS_KEY} trailer"
+    status = status_pb2.Status.FromString(raw)
+    kinds = {d.TypeName().rsplit(".", 1)[-1] for d in status.details}
+    if status.code != code.value[0] or "ErrorInfo" not in kinds:
+        return f"details with code {status.code} and {sorted(kinds)}"
+    info = next(d for d in status.details if d.TypeName().endswith("ErrorInfo"))
+    unpacked = error_details_pb2.ErrorInfo()
+    info.Unpack(unpacked)
+    if not unpacked.reason:
+        return "an ErrorInfo without a reason"
+    if code == C.INVALID_ARGUMENT and "BadRequest" not in kinds:
+        return "INVALID_ARGUMENT without BadRequest field violations"
+    return ""

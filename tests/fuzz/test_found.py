@@ -12,9 +12,14 @@ from .server import ServerProcess
 
 
 @pytest.fixture(scope="module")
-def stub(tiny_model_dir):
+def channel(tiny_model_dir):
     with ServerProcess(tiny_model_dir) as server, grpc.insecure_channel(server.target) as channel:
-        yield pb_grpc.LstmServiceStub(channel)
+        yield channel
+
+
+@pytest.fixture
+def stub(channel):
+    return pb_grpc.LstmServiceStub(channel)
 
 
 def settled_steps(stub, session_id: str) -> int:
@@ -64,3 +69,40 @@ def test_a_predict_answered_ok_is_committed_even_near_its_deadline(stub):
                 lost.append(attempt)
         stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid))
     assert not lost, f"{len(lost)} OK replies whose step the session does not hold (attempts {lost[:10]})"
+
+
+def _rich_details(error: grpc.RpcError):
+    from google.rpc import status_pb2
+
+    raw = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
+    assert raw is not None, f"no grpc-status-details-bin: {error.details()}"
+    return {d.TypeName().rsplit(".", 1)[-1] for d in status_pb2.Status.FromString(raw).details}
+
+
+def test_every_invalid_argument_carries_bad_request_field_violations(channel, stub):
+    """Found by the fuzzer: issue 10 asks for BadRequest field violations on
+    INVALID_ARGUMENT; input validation, protobuf decoding and stream-protocol
+    errors send ErrorInfo only."""
+    sid = "found-bad-request-0001"
+    stub.CreateSession(pb.CreateSessionRequest(session_id=sid))
+    calls = {
+        "empty input": lambda: stub.Predict(pb.PredictRequest(session_id=sid)),
+        "tokens and text": lambda: stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(tokens=[1], text="a"))),
+        "token outside the vocabulary": lambda: stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(tokens=[1, 999]))),
+        "4097 tokens": lambda: stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(tokens=[1] * 4097))),
+        "prompt with tokens and text": lambda: stub.CreateSession(pb.CreateSessionRequest(
+            prompt=pb.Input(tokens=[1], text="a"))),
+        "corrupt protobuf": lambda: channel.unary_unary("/lstm.v1.LstmService/GetSession")(b"\xff\xff"),
+        "stream without open": lambda: list(stub.Stream(iter([pb.StreamRequest(step=pb.StreamStep(
+            input=pb.Input(tokens=[1])))]))),
+    }
+    missing = {}
+    for what, call in calls.items():
+        with pytest.raises(grpc.RpcError) as info:
+            call()
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (what, info.value.code())
+        kinds = _rich_details(info.value)
+        if "BadRequest" not in kinds:
+            missing[what] = sorted(kinds)
+    stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid))
+    assert not missing, f"INVALID_ARGUMENT without BadRequest: {missing}"
