@@ -155,3 +155,17 @@ def load_config(argv: Optional[Sequence[str]] = None, environ: Optional[Mapping[
             except ValueError as exc:
                 raise ConfigError(f"{env_name(f.name)}={raw!r}: {exc}") from exc
     return Config(**values)
+
+
+def options_table() -> str:
+    """Every option as a Markdown table (docs/configuration.md is this, checked by a test)."""
+    rows = ["| flag | environment | default | what it does |", "|---|---|---|---|"]
+    for f in dataclasses.fields(Config):
+        default = f"`{f.default}`" if f.default not in ("", None) else "(none)"
+        text = str(f.metadata["help"]).replace("|", "\\|")
+        rows.append(f"| `--{f.name.replace('_', '-')}` | `{env_name(f.name)}` | {default} | {text} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":  # python -m lstm_service.service.config > the table in docs/configuration.md
+    print(options_table(), end="")

@@ -64,3 +64,10 @@ def dataclasses_frozen():
     import dataclasses
 
     return dataclasses.FrozenInstanceError
+
+
+def test_the_configuration_doc_lists_every_option_as_the_code_does():
+    from lstm_service.service.config import options_table
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert options_table() in doc, "docs/configuration.md is stale: python -m lstm_service.service.config"
