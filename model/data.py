@@ -8,6 +8,12 @@ from typing import Iterator, Tuple
 import numpy as np
 
 VALIDATION_FRACTION = 0.1  # the last 10% of the text
+# How validation text is read, by torch (model/evaluate.py) and by onnxruntime
+# (export/evaluate.py) alike: this many parallel streams, each from a zero
+# state, in chunks of this many bytes with the state carried. Here, in a
+# numpy-only module, so the onnxruntime evaluator needs no torch.
+EVAL_STREAMS = 8
+EVAL_SEQ_LEN = 256
 
 
 class DataError(Exception):
