@@ -151,3 +151,25 @@ def error_problem(code: grpc.StatusCode, message: str, trailers) -> str:
     if code == C.INVALID_ARGUMENT and "BadRequest" not in kinds:
         return "INVALID_ARGUMENT without BadRequest field violations"
     return ""
+
+
+def predictions_problem(options, n: int, result, vocab: int = 256) -> str:
+    """What is wrong with an OK step's predictions for ``n`` tokens under ``options``
+    (an OutputOptions or None), "" if nothing."""
+    top_k = options.top_k if options is not None and options.HasField("top_k") else 5
+    all_positions = options is not None and options.all_positions
+    logprobs = options is not None and options.logprobs
+    predictions = result.predictions
+    if len(predictions) != (n if all_positions else 1):
+        return f"{len(predictions)} predictions for {n} tokens (all_positions={all_positions})"
+    if [p.position for p in predictions] != (list(range(n)) if all_positions else [n - 1]):
+        return f"positions {[p.position for p in predictions][:8]}"
+    for p in predictions:
+        probs = [c.prob for c in p.top]
+        if len(p.top) != min(top_k, vocab) or probs != sorted(probs, reverse=True):
+            return f"{len(p.top)} candidates (top_k {top_k}) or not most likely first"
+        if any(not 0.0 <= c.prob <= 1.0 or not 0 <= c.token < vocab for c in p.top):
+            return "a candidate out of range"
+        if len(p.logprobs) != (vocab if logprobs else 0):
+            return f"{len(p.logprobs)} logprobs (asked: {logprobs})"
+    return ""

@@ -6,7 +6,7 @@ import grpc
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
-from .calls import C, Caller, metadata
+from .calls import C, Caller, metadata, predictions_problem
 from .streams import run_busy, run_stream
 from .strategies import RIGHT_COUNT, Case, Op, Raw, Slot, has_field
 from .twin import Book, Twin, TwinKeeper, token_ids
@@ -87,9 +87,14 @@ class CaseRunner:
         code, reply = self.caller.call("Predict", lambda: self.stub.Predict(request, timeout=op.call.timeout,
                                                                            metadata=meta))
         self._judge("Predict", code, reply, op, disagree)
+        ids = token_ids(request.input)
+        if code == C.OK:
+            problem = predictions_problem(request.output if request.HasField("output") else None, len(ids),
+                                          reply.result)
+            if problem:
+                self.caller.mismatch(f"Predict reply: {problem}")
         if twin is None or self._wrong_expectation(request, twin, code):
             return
-        ids = token_ids(request.input)
         if code == C.OK:
             after = len(ids) if request.start else twin.steps + len(ids)
             if reply.result.steps != after or reply.result.consumed != len(ids):

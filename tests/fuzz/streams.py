@@ -9,7 +9,7 @@ import grpc
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
-from .calls import C
+from .calls import C, predictions_problem
 from .strategies import Op
 from .twin import token_ids
 
@@ -63,6 +63,11 @@ def run_stream(runner, op: Op) -> None:
                 next(call)  # raises CANCELLED
             result = next(call).result
             in_flight = None
+            options = request.output if request.HasField("output") else (
+                open_.output if open_.HasField("output") else None)
+            problem = predictions_problem(options, len(token_ids(request.input)), result)
+            if problem:
+                runner.caller.mismatch(f"Stream step reply: {problem}")
             twin = _answered(runner, op, twin, request, result)
         if cancel_after == len(steps):
             call.cancel()
