@@ -158,10 +158,9 @@ class Engine:
     async def predict_deferred(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
                                expected_steps: Optional[int] = None,
                                caller: Caller = ANYONE) -> Tuple[StepResult, Callable[[bool], None]]:
-        """Run a step and hand back its result and ``settle(delivered)``, to be called once
-        the transport knows whether the reply reached the client: the step is kept only
-        then (a unary reply that the deadline overtook on its way changes nothing). The
-        session stays held until settled; the next writer waits for that (``hold_settled``)."""
+        """Run a step and hand back its result and ``settle(keep)``: the caller encodes the
+        reply, then settles, keeping the step only if the call is still live. The session
+        stays held until settled; the next writer waits for that (``hold_settled``)."""
         lease = await self.hold_settled(session_id, caller=caller)
         try:
             pending = await lease.run(ids, options, start, expected_steps)
@@ -174,12 +173,12 @@ class Engine:
         session = lease.session
         if session is None:  # stateless: nothing to keep
             lease.release()
-            return lambda delivered: None
+            return lambda keep: None
         session.settling = asyncio.get_running_loop().create_future()
 
-        def settle(delivered: bool) -> None:
+        def settle(keep: bool) -> None:
             try:
-                if delivered and session.alive:
+                if keep and session.alive:
                     lease.commit(pending)
             finally:
                 future, session.settling = session.settling, None

@@ -11,7 +11,7 @@ from typing import Optional
 
 from . import codec, status
 from .admission import Admission
-from .engine import Engine
+from .engine import CallEnded, Engine
 from .errors import FailedPrecondition, InvalidArgument, NotFound, quote
 from .handlers import check_decoded
 from .identity import Authenticator, Caller
@@ -35,17 +35,18 @@ def live_check(context):
     return live
 
 
-def delivered(context) -> bool:
-    """Whether a finished unary call's reply went out: it was not cancelled and its
-    deadline had not passed when it finished (grpc drops a reply the deadline overtook,
-    and the client sees DEADLINE_EXCEEDED, but the context reports no error of its own:
-    time_remaining() is 0 then). The client's deadline runs a little ahead of the
-    server's (the request's transit), so a reply sent in the last moments can still be
-    late; expected_steps is the client's tool for that window."""
-    if context.cancelled():
-        return False
-    remaining = context.time_remaining()
-    return remaining is None or remaining > 0
+def keep_if_live(context, settle) -> None:
+    """Commit a unary step whose reply is encoded and about to be returned, if the call is
+    still live; else keep nothing and end the call (DEADLINE_EXCEEDED or CANCELLED).
+
+    An OK reply always means the step was kept. The reverse has a window no server can
+    close: a reply sent with DEADLINE_MARGIN to spare can still reach the client after
+    its own deadline, which runs a little ahead of the server's (the request's
+    transit). expected_steps is the client's tool for that window."""
+    if not live_check(context)():
+        settle(False)
+        raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
+    settle(True)
 
 
 def _rpc(method):
@@ -180,8 +181,7 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         except BaseException:
             settle(False)
             raise
-        # The step is kept once the reply went out before the call's deadline (see delivered()).
-        context.add_done_callback(lambda ctx: settle(delivered(ctx)))
+        keep_if_live(context, settle)
         return response
 
     @_rpc
@@ -304,5 +304,5 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         except BaseException:
             settle(False)
             raise
-        context.add_done_callback(lambda ctx: settle(delivered(ctx)))  # commit: kept once the reply went out
+        keep_if_live(context, settle)  # with commit: kept as the reply goes out
         return response

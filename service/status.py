@@ -36,9 +36,9 @@ def rich_status(code: str, message: str, reason: str, field: Optional[str] = Non
     status = status_pb2.Status(code=CODES[code].value[0], message=message)
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
     status.details.add().Pack(info)
-    if field is not None and code == "INVALID_ARGUMENT":
+    if code == "INVALID_ARGUMENT":  # always, naming the field where one is at fault ("" for the whole request)
         bad = error_details_pb2.BadRequest()
-        bad.field_violations.add(field=field, description=message)
+        bad.field_violations.add(field=field or "", description=message)
         status.details.add().Pack(bad)
     if retry_after_ms:
         seconds, ms = divmod(int(retry_after_ms), 1000)

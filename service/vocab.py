@@ -24,25 +24,28 @@ class Vocab:
         if len(tokens) == 1 and not text and 0 <= tokens[0] < self.size:  # the common single-token step
             return np.array([tokens[0]], dtype=np.int64)
         if len(tokens) and text:
-            raise InvalidArgument(f"{what}: set either tokens or text, not both")
+            raise InvalidArgument(f"{what}: set either tokens or text, not both", field=what)
         if text:
             if not self.is_bytes:
-                raise InvalidArgument(f"{what}: text input needs a bytes vocabulary; this model's is {self.kind!r}")
+                raise InvalidArgument(f"{what}: text input needs a bytes vocabulary; this model's is {self.kind!r}",
+                                      field=f"{what}.text")
             ids = np.frombuffer(text.encode("utf-8"), dtype=np.uint8).astype(np.int64)
         else:
             ids = np.fromiter(tokens, dtype=np.int64, count=len(tokens))
         if ids.size == 0:
-            raise InvalidArgument(f"{what} is empty: send 1 to {max_tokens} tokens (tokens or text)")
+            raise InvalidArgument(f"{what} is empty: send 1 to {max_tokens} tokens (tokens or text)", field=what)
         if ids.size > max_tokens:
             raise InvalidArgument(
-                f"{what} has {ids.size} tokens; allowed 1 to {max_tokens} per message (--max-tokens-per-message)"
+                f"{what} has {ids.size} tokens; allowed 1 to {max_tokens} per message (--max-tokens-per-message)",
+                field=what,
             )
         bad = np.flatnonzero((ids < 0) | (ids >= self.size))
         if bad.size:
             i = int(bad[0])
             raise InvalidArgument(
                 f"{what}: token id {int(ids[i])} at position {i} is outside the vocabulary; "
-                f"allowed 0 to {self.size - 1}"
+                f"allowed 0 to {self.size - 1}",
+                field=f"{what}.tokens",
             )
         return ids
 
