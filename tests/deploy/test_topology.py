@@ -1,8 +1,9 @@
-"""The compose topology as plain processes: 3 replicas behind real nginx.
+"""The compose topology as plain processes: 3 replicas behind real HAProxy.
 
-nginx runs from deploy/nginx.conf.template, rendered and supervised by
-deploy/proxy.py, the proxy container's entrypoint. Sessions go through the
-proxy with service.client, whose `x-session-id` header is the hash key.
+HAProxy runs deploy/haproxy.cfg, the proxy image's file, with the image's
+PROXY_* defaults; a DNS stub answers the replicas' name as Docker's DNS does,
+so adding a replica is one more address in the answer. Sessions go through the
+proxy with lstm_client.Client, whose `x-session-id` header is the hash key.
 Affinity is proven by state continuity: a session fed in many small steps
 must score exactly like one onnxruntime call over its whole text, and a step
 that reached a replica without the session would fail with NOT_FOUND.
@@ -21,12 +22,12 @@ import grpc
 import pytest
 
 from reference import Reference
-from deploy_helpers import (assert_matches, clean_env, find_nginx, free_port, serving, stop,
-                            topology)
-from lstm_service.service.client import Client
+from deploy_helpers import (assert_matches, clean_env, find_haproxy, free_port, serving, start_replica,
+                            stop, topology, wait_until)
+from lstm_client import Client, ClientError
 
-NGINX = find_nginx()
-pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is not installed (CI installs Debian's nginx)")
+HAPROXY = find_haproxy()
+pytestmark = pytest.mark.skipif(HAPROXY is None, reason="haproxy is not installed (CI installs Debian's haproxy)")
 
 TEXT = (b"Now is the winter of our discontent made glorious summer by this sun of York; "
         b"and all the clouds that lour'd upon our house in the deep bosom of the ocean buried. ")
@@ -47,8 +48,9 @@ def session_text(i: int) -> list:
 
 @pytest.fixture(scope="module")
 def cluster(tiny_model_dir, tmp_path_factory):
-    with topology(tiny_model_dir, tmp_path_factory.mktemp("topology"), NGINX) as (replicas, proxy):
-        yield replicas, proxy
+    workdir = tmp_path_factory.mktemp("topology")
+    with topology(tiny_model_dir, workdir, HAPROXY) as (replicas, proxy, dns):
+        yield replicas, proxy, dns, workdir
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +59,7 @@ def reference(tiny_model_dir):
 
 
 def holders(replicas, ids) -> dict:
-    """session id -> indexes of the replicas that hold it (asked directly, not via nginx)."""
+    """session id -> indexes of the replicas that hold it (asked directly, not via the proxy)."""
     found = defaultdict(list)
     for index, r in enumerate(replicas):
         with Client(r.target, timeout=10) as direct:
@@ -67,8 +69,8 @@ def holders(replicas, ids) -> dict:
     return found
 
 
-def test_50_sessions_keep_their_state_and_replica_through_nginx(cluster, reference):
-    replicas, proxy = cluster
+def test_50_sessions_keep_their_state_and_replica_through_haproxy(cluster, reference):
+    replicas, proxy, _dns, _ = cluster
     client = Client(proxy.target, timeout=20)
     unary_ids, streams = [], []
     fed = [b""] * SESSIONS
@@ -114,9 +116,9 @@ def test_50_sessions_keep_their_state_and_replica_through_nginx(cluster, referen
             s.close()
         client.close()
 
-    # nginx's own log agrees: every session's calls went to one upstream address.
+    # HAProxy's own log agrees: every session's calls went to one upstream address.
     upstreams = defaultdict(set)
-    for line in proxy.access_log.read_text().splitlines():
+    for line in proxy.log.read_text().splitlines():
         m = re.search(r"session=(\S+) upstream=(\S+)", line)
         if m and m.group(1) != "-":
             upstreams[m.group(1)].add(m.group(2))
@@ -126,10 +128,11 @@ def test_50_sessions_keep_their_state_and_replica_through_nginx(cluster, referen
 
 def test_the_container_healthcheck_probe(cluster):
     """`python -m lstm_service.service.healthcheck`, the Dockerfile/compose HEALTHCHECK: 0 only when SERVING."""
-    replicas, proxy = cluster
+    replicas, proxy, _dns, _ = cluster
     probe = [sys.executable, "-m", "lstm_service.service.healthcheck", "--timeout", "5"]
     env = {**clean_env(), "LSTM_PORT": str(replicas[0].port)}  # the default target follows LSTM_PORT
-    assert subprocess.run(probe, env=env, capture_output=True, timeout=30).returncode == 0
+    assert subprocess.run(probe + ["--target", replicas[0].target], env=env, capture_output=True,
+                          timeout=30).returncode == 0
     assert subprocess.run(probe + ["--target", proxy.target], capture_output=True, timeout=30).returncode == 0
     dead = subprocess.run(probe + ["--target", f"127.0.0.1:{free_port()}", "--timeout", "1"],
                           capture_output=True, text=True, timeout=30)
@@ -140,7 +143,7 @@ def test_the_container_healthcheck_probe(cluster):
 
 
 def test_forked_sessions_are_reachable_through_the_proxy(cluster, reference):
-    _replicas, proxy = cluster
+    _replicas, proxy, _dns, _ = cluster
     with Client(proxy.target, timeout=20) as client:
         for _ in range(10):
             parent = client.create_session("ROMEO:").session.id
@@ -148,8 +151,39 @@ def test_forked_sessions_are_reachable_through_the_proxy(cluster, reference):
             assert_matches(client.predict(fork.id, " O"), reference.logprobs(b"ROMEO: O")[-1], 8, "fork")
 
 
+def test_a_replica_added_to_dns_takes_new_sessions_by_itself(cluster, reference, tiny_model_dir):
+    """One more address in the DNS answer (compose: --scale): HAProxy fills a
+    free slot without a reload; sessions on the others keep their replica
+    unless the ring moved their key to the new one (then NOT_FOUND: without
+    snapshots, a moved session is gone)."""
+    replicas, proxy, dns, workdir = cluster
+    client = Client(proxy.target, timeout=20)
+    before = {client.create_session("ab").session.id for _ in range(40)}
+    new = start_replica(tiny_model_dir, workdir, f"127.0.0.{2 + len(replicas)}", replicas[0].port)
+    replicas.append(new)  # the fixture stops it with the others
+    wait_until(lambda: serving(new.target), 60, "the added replica never served", new.proc, new.log)
+    dns.addresses.append(new.host)
+
+    def routed_to_new() -> bool:
+        client.create_session("x")
+        return new.active_sessions() > 0
+    wait_until(routed_to_new, 20, "HAProxy never sent a session to the added replica", proxy.proc, proxy.log)
+
+    moved = 0
+    for sid in before:
+        try:
+            assert client.predict(sid, "c").steps == 3
+        except ClientError as exc:
+            assert exc.code() == grpc.StatusCode.NOT_FOUND, exc
+            moved += 1
+    print(f"scale 3 -> 4: {moved} of {len(before)} sessions moved to the new replica")
+    assert moved < len(before) // 2, f"{moved} of {len(before)} sessions lost their replica"
+    assert new.active_sessions() > 0
+    client.close()
+
+
 def test_stopping_a_replica_leaves_the_others_sessions_working(cluster, reference):
-    replicas, proxy = cluster
+    replicas, proxy, _dns, _ = cluster
     client = Client(proxy.target, timeout=20)
     texts = {}
     for i in range(30):
@@ -183,4 +217,11 @@ def test_stopping_a_replica_leaves_the_others_sessions_working(cluster, referenc
         result = client.predict(created.session.id, " O")
         assert_matches(result, reference.logprobs(b"ROMEO: O")[-1], 8, f"new session {i}")
     client.close()
-    assert serving(proxy.target)
+    assert serving(proxy.target) and proxy.healthz() == 200
+
+    # With no replica left the proxy reports itself unhealthy (the container
+    # healthcheck asks this), rather than staying "healthy" and answering 502.
+    for r in replicas:
+        stop(r.proc)
+    wait_until(lambda: proxy.healthz() == 503, 10, "HAProxy still healthy with every replica stopped",
+               proxy.proc, proxy.log)
