@@ -104,6 +104,25 @@ class CaseRunner:
         elif code == C.DEADLINE_EXCEEDED:
             self.twins.resolve_step(twin, ids, request.start, "Predict")
 
+    def _retry(self, op: Op) -> None:
+        twin = self._twin(op.session)
+        if twin is None or not has_field(pb.PredictRequest, "expected_steps"):
+            return
+        request = pb.PredictRequest(session_id=twin.s, input=op.request, expected_steps=twin.steps)
+        code, reply = self.caller.call("retry", lambda: self.stub.Predict(request, timeout=op.call.timeout))
+        self.caller.judge("Predict", code, reply, {C.DEADLINE_EXCEEDED}, repr(op))
+        if code == C.DEADLINE_EXCEEDED:  # the reply is lost: resend as it is
+            code, reply = self.caller.call("retry", lambda: self.stub.Predict(request))
+            self.caller.stats.statuses[("retry after deadline", code.name)] += 1
+            if code == C.FAILED_PRECONDITION:  # the first one applied
+                self.caller.stats.late_commits += 1
+            elif code != C.OK:
+                self.caller.mismatch(f"a retry with the right expected_steps got {code.name}")
+                return
+        elif code != C.OK:
+            return
+        self.twins.step(twin, list(op.request.tokens))
+
     def _stream(self, op: Op) -> None:
         run_stream(self, op)
 

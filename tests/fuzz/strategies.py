@@ -219,7 +219,8 @@ MODEL_REQUESTS = st.builds(pb.GetModelRequest, name=st.one_of(st.just(""), st.ju
 
 # -- operations and cases ----------------------------------------------------------
 TIMEOUT = st.one_of(st.none(), st.none(), st.none(), st.none(), st.none(), st.none(), st.floats(0.0001, 0.005))
-HEADER = st.one_of(*[st.none()] * 8, st.just("same"), st.integers(0, SLOTS - 1).map(Slot), VALID_ID.map(Raw))
+HEADER = st.one_of(*[st.none()] * 8, st.just("same"), st.just("same"), st.integers(0, SLOTS - 1).map(Slot),
+                   VALID_ID.map(Raw))
 CALLS = st.builds(Call, timeout=TIMEOUT, header=HEADER)
 PLAIN_CALLS = st.builds(Call, header=HEADER)  # no deadline: state-creating calls must not be ambiguous
 STATELESS = st.just(Raw(""))
@@ -260,6 +261,10 @@ OPERATIONS = st.one_of(
     _op("list", st.none(), LIST_REQUESTS),
     _op("models", st.none(), st.one_of(st.just(pb.ListModelsRequest()), MODEL_REQUESTS)),
     _op("raw", st.none(), st.none(), extra=st.tuples(st.sampled_from(METHODS), RAW_PAYLOAD)),
+    # The safe retry: a step with the right expected_steps and a tiny deadline, resent after a
+    # DEADLINE_EXCEEDED with the same expected_steps, applies exactly once.
+    _op("retry", st.integers(0, SLOTS - 1).map(Slot), st.builds(pb.Input, tokens=SMALL_TOKENS),
+        st.builds(Call, timeout=st.floats(0.0001, 0.004))),
     # While a stream holds S: another writer (or reset/delete/a second stream) must get ABORTED.
     _op("busy", st.integers(0, SLOTS - 1).map(Slot), st.sampled_from(["predict", "generate", "reset", "delete",
                                                                      "stream"])),
