@@ -7,6 +7,7 @@ give bitwise-equal log-probabilities for the same next token.
 """
 import asyncio
 import json
+import random
 import shutil
 import subprocess
 import sys
@@ -98,10 +99,37 @@ async def test_1_oversize_create_reply_leaves_no_orphan_session(tiny_model_dir):
 
 
 # -- 2. deadline race ----------------------------------------------------------------
-# The client's deadline fires a transit time before the server's, so a step the
-# server finished just in time can still reach the client as DEADLINE_EXCEEDED;
-# expected_steps is the answer to that race. What the server controls: a step
-# whose result arrives after the deadline is never committed.
+async def test_2_predicts_that_end_deadline_exceeded_do_not_commit(tiny_model_dir):
+    """The issue's experiment: Predicts with 0.1-5 ms deadlines and 1 to 4096 tokens;
+    after each DEADLINE_EXCEEDED the session must hold what it held before (the old
+    server committed 33 to 51 of 300 of them here)."""
+    rng = random.Random(10)
+    async with serving(tiny_model_dir) as s:
+        sid = await new_session(s.stub, "deadline-race-00001")
+        steps, exceeded, late = 2, 0, []
+        for attempt in range(4000):
+            n = rng.choice((1, 64, 512, 4096))
+            request = pb.PredictRequest(session_id=sid, input=pb.Input(tokens=[rng.randrange(256)] * n))
+            try:
+                steps = (await s.stub.Predict(request, timeout=rng.uniform(0.0001, 0.005))).result.steps
+                continue
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED, (exc.code(), exc.details())
+            exceeded += 1
+            await asyncio.sleep(0.005)  # let a call still on its way to the server arrive
+            await wait_released(s.stub, sid)
+            now = await steps_of(s.stub, sid)
+            if now != steps:
+                late.append((attempt, n, now - steps))
+                steps = now
+            if exceeded >= 300:
+                break
+        assert exceeded >= 100, f"only {exceeded} calls ran out of time; the test proves nothing"
+        assert not late, f"{len(late)} of {exceeded} DEADLINE_EXCEEDED Predicts committed: {late[:5]}"
+
+
+# What the server controls outright: a step whose result arrives after the
+# deadline is never committed.
 async def test_2_a_step_that_finishes_after_its_deadline_is_not_committed(tiny_model_dir):
     gated = GatedRuntime(Runtime.load(load_card(tiny_model_dir), "fp32", "cpu"))
     gated.gate.set()
