@@ -94,6 +94,7 @@ def main(args, parser, server_args: List[str], streams: List[int], warmup: float
     haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
     if not os.access(haproxy, os.X_OK):
         parser.error("--proxy needs haproxy (Debian: apt-get install haproxy)")
+    machine = facts()  # before the load: its loadavg is the background the figures ran on
     server = ServiceProcess.start(server_args)
     proxy = None
     rows = []
@@ -114,7 +115,6 @@ def main(args, parser, server_args: List[str], streams: List[int], warmup: float
     print(text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    machine = facts()
     machine["loadavg_at_end"] = loadavg()
     (out / "proxy.json").write_text(json.dumps({"machine": machine, "haproxy": haproxy, "rows": rows}, indent=1,
                                                default=str))
