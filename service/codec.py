@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import numpy as np
 
 from .engine import Generated, StepResult
 from .proto.lstm.v1 import lstm_pb2 as pb

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Optional
 
 import grpc
-import numpy as np
 
 from lstm_service.service.app import App
 from lstm_service.service.config import Config
