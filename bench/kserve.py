@@ -103,7 +103,7 @@ def run(config, server_args: List[str], streams: List[int], *, length: int, warm
         clients: int, binary: Path, quick: bool = False, log=print) -> dict:
     from .machine import facts, loadavg
     from .load import ClientPool
-    from .procs import ServiceProcess
+    from .procs import CpuMeter, ServiceProcess
     from .run import describe, measure_point
 
     results = {"machine": facts(), "settings": {
@@ -123,8 +123,12 @@ def run(config, server_args: List[str], streams: List[int], *, length: int, warm
                 log(f"{n} stream(s): lstm.v1 ...")
                 v1 = measure_point(pool, server.target, n, 1, warmup, duration, server.pid, server.metrics_url)
                 log(f"{n} sequence(s): KServe v2 via perf_analyzer ...")
+                meter = CpuMeter(server.pid).start()  # over all of perf_analyzer's windows: an average
                 pa = measure_kserve(binary, server.target, model_name, n, length, duration, data, Path(tmp),
                                     fixed_count=max(100, int(v1["messages"])), stabilize=not quick)
+                pa["server_cpu"] = meter.stop().cores()
+                if pa.get("infer_per_s"):
+                    pa["server_us_per_infer"] = 1e6 * pa["server_cpu"] / pa["infer_per_s"]
                 results["rows"].append({"streams": n, "lstm_v1": v1, "kserve": pa})
     finally:
         if server.stop() not in (0, None):
@@ -138,17 +142,20 @@ def table(results: dict) -> str:
         return "-" if x is None else fmt.format(x)
 
     lines = ["| streams / sequences | lstm.v1 msg/s | lstm.v1 p50 ms | lstm.v1 p99 ms "
-             "| KServe infer/s (perf_analyzer) | KServe p50 ms | KServe p99 ms | KServe / lstm.v1 |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| KServe infer/s (perf_analyzer) | KServe p50 ms | KServe p99 ms | KServe / lstm.v1 "
+             "| server CPU us/msg lstm.v1 | server CPU us/infer KServe |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         v1, pa = r["lstm_v1"], r["kserve"]
         pl, vl = pa.get("latency_ms", {}), v1["latency_ms"]
         ratio = pa["infer_per_s"] / v1["msgs_per_s"] if pa.get("infer_per_s") and v1["msgs_per_s"] else None
         lines.append(f"| {r['streams']} | {f(v1['msgs_per_s'])} | {f(vl['p50'], '{:.2f}')} | {f(vl['p99'], '{:.2f}')} "
-                     f"| {f(pa.get('infer_per_s'))} | {f(pl.get('p50'), '{:.2f}')} | {f(pl.get('p99'), '{:.2f}')} "
-                     f"| {f(ratio, '{:.2f}')} |")
+                     f"| {f(pa.get('infer_per_s'))}{'' if pa.get('stabilized', True) else '*'} | {f(pl.get('p50'), '{:.2f}')} | {f(pl.get('p99'), '{:.2f}')} "
+                     f"| {f(ratio, '{:.2f}')} | {f(v1.get('server_us_per_msg'))} | {f(pa.get('server_us_per_infer'))} |")
     failed = [f"perf_analyzer at {r['streams']}: {' / '.join(r['kserve']['error'])}"
               for r in results["rows"] if "error" in r["kserve"]]
+    if any(not r["kserve"].get("stabilized", True) for r in results["rows"]):
+        failed.append("\n\\* perf_analyzer did not stabilise (3 windows within 25%); one fixed-count measurement instead.")
     return "\n".join(lines + failed)
 
 
@@ -157,7 +164,11 @@ def write(results: dict, out: Path) -> List[str]:
     m, s = results["machine"], results["settings"]
     head = (f"# KServe v2 (perf_analyzer) beside lstm.v1, one server, same run\n\n"
             f"Model {s['model']} ({s['precision']}, {s['device']}); machine: {m.get('cpu')}, {m.get('cores')} cores; "
-            f"one-token steps; KServe sequences of {s['sequence_length']} steps; {s['duration']:g} s per point.\n\n")
+            f"one-token steps; KServe sequences of {s['sequence_length']} steps; {s['duration']:g} s per point; "
+            f"load average at the end {m.get('loadavg_at_end')}.\n\n"
+            "lstm.v1 is driven by this bench's Python client (bench/load.py: N streams, closed loop), KServe v2 by "
+            "perf_analyzer (C++: --streaming --serial-sequences, N sequences); on a small machine each client's "
+            "CPU competes with the server's, so server CPU per message is the steadier comparison.\n\n")
     (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     (out / "results.md").write_text(head + table(results) + "\n")
     return [f"wrote {out / 'results.json'}", f"wrote {out / 'results.md'}"]
