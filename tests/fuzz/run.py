@@ -22,12 +22,12 @@ from .driver import fuzz
 from .server import ServerProcess
 
 
-def tiny_model(directory: Path) -> Path:
-    """The test suite's tiny LSTM (random weights), exported with the suite's exporter."""
+def tiny_model(directory: Path, cell: str = "lstm") -> Path:
+    """The test suite's tiny model (random weights), exported with the suite's exporter."""
     from lstm_service.export.bundle import write_model_dir
     from tests.conftest import build_tiny_model
 
-    write_model_dir(build_tiny_model("lstm"), directory / "model", name="tiny-lstm", quantize=None)
+    write_model_dir(build_tiny_model(cell), directory / "model", name=f"tiny-{cell}", quantize=None)
     return directory / "model"
 
 
@@ -65,6 +65,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="hypothesis seed of worker 0 (worker i: seed + i)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, each with its own server")
     parser.add_argument("--model", type=Path, help="model directory (default: export the tiny test model)")
+    parser.add_argument("--cell", default="lstm", help="cell of the tiny model: lstm, peephole, coupled, gru, rnn")
     parser.add_argument("--target", help="fuzz a server already running at HOST:PORT instead of starting one")
     args = parser.parse_args(argv)
     if args.cases < 1 or args.jobs < 1:
@@ -73,7 +74,7 @@ def main(argv=None) -> int:
         parser.error(f"--model {args.model}: no model.json there")
     began = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="lstm-fuzz-") as tmp:
-        model = args.model or (None if args.target else tiny_model(Path(tmp)))
+        model = args.model or (None if args.target else tiny_model(Path(tmp), args.cell))
         shares = [args.cases // args.jobs + (i < args.cases % args.jobs) for i in range(args.jobs)]
         jobs = [(i, share, args.seed + i, args.target, model) for i, share in enumerate(shares)]
         with ProcessPoolExecutor(args.jobs) as pool:
