@@ -13,7 +13,7 @@ from typing import Callable
 
 import grpc
 from google.protobuf import message as protobuf_message
-from google.protobuf import symbol_database
+from google.protobuf.message_factory import GetMessageClass
 
 from .errors import InvalidArgument
 
@@ -48,8 +48,9 @@ def _decoder(cls) -> Callable[[bytes], object]:
 
 
 def generic_handler(servicer, service_descriptor) -> grpc.GenericRpcHandler:
-    """The handlers of every method of ``service_descriptor`` on ``servicer``, with safe decoding."""
-    db = symbol_database.Default()
+    """The handlers of every method of ``service_descriptor`` on ``servicer``, with safe decoding.
+    Message classes come from the method descriptors, so a service whose messages live in
+    a descriptor pool of their own (the KServe v2 protocol) registers the same way."""
     kinds = {
         (False, False): grpc.unary_unary_rpc_method_handler,
         (False, True): grpc.unary_stream_rpc_method_handler,
@@ -58,8 +59,7 @@ def generic_handler(servicer, service_descriptor) -> grpc.GenericRpcHandler:
     }
     handlers = {}
     for method in service_descriptor.methods:
-        request = db.GetSymbol(method.input_type.full_name)
-        response = db.GetSymbol(method.output_type.full_name)
+        request, response = GetMessageClass(method.input_type), GetMessageClass(method.output_type)
         make = kinds[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = make(
             getattr(servicer, method.name),

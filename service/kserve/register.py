@@ -12,38 +12,14 @@ from typing import Iterable
 
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
-from google.protobuf import message as protobuf_message
-from google.protobuf.message_factory import GetMessageClass
 
-from ..handlers import Undecodable
+from ..handlers import generic_handler
 from ..proto.inference import POOL
 from .servicer import SERVICE
 
 
-def _decoder(cls):
-    def decode(data: bytes):
-        try:
-            return cls.FromString(data)
-        except (protobuf_message.DecodeError, ValueError, RuntimeError) as exc:
-            return Undecodable(cls.DESCRIPTOR.full_name, str(exc) or type(exc).__name__)
-
-    return decode
-
-
 def add_to_server(servicer, server: grpc.aio.Server) -> None:
-    kinds = {
-        (False, False): grpc.unary_unary_rpc_method_handler,
-        (True, True): grpc.stream_stream_rpc_method_handler,
-    }
-    handlers = {}
-    for method in SERVICE.methods:
-        make = kinds[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = make(
-            getattr(servicer, method.name),
-            request_deserializer=_decoder(GetMessageClass(method.input_type)),
-            response_serializer=GetMessageClass(method.output_type).SerializeToString,
-        )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    server.add_generic_rpc_handlers((generic_handler(servicer, SERVICE),))
 
 
 def reflection_pool(service_names: Iterable[str]) -> descriptor_pool.DescriptorPool:
