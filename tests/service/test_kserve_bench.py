@@ -4,6 +4,7 @@ next to lstm.v1; every request succeeds. No timing assertions: the figures only
 have to exist. Skipped where perf_analyzer is not installed (`make perf-analyzer`)."""
 from __future__ import annotations
 
+import ctypes.util
 import json
 import subprocess
 import sys
@@ -21,6 +22,8 @@ def test_perf_analyzer_runs_streaming_sequences_beside_lstm_v1(tiny_model_dir, t
         find_perf_analyzer()
     except FileNotFoundError as exc:
         pytest.skip(str(exc))
+    if ctypes.util.find_library("b64") is None:
+        pytest.skip("perf_analyzer needs Debian's libb64-0d (make system-deps installs it as root)")
     argv = [sys.executable, "-m", "bench", "--kserve", "--quick", "--sequence-length", "6",
             "--model", str(tiny_model_dir), "--device", "cpu", "--out", str(tmp_path)]
     result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
