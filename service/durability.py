@@ -73,7 +73,8 @@ class Durability:
             raise FailedPrecondition(
                 f"session {quote(session_id)} was saved by a server running another model "
                 f"(sha256 {snap.model_sha256[:12]}...); it cannot continue here", reason="OTHER_MODEL")
-        if session_id in self.store._sessions:  # restored meanwhile by a concurrent call
-            return self.store._sessions[session_id]
+        held = self.store.peek(session_id)
+        if held is not None:  # restored meanwhile by a concurrent call
+            return held
         log.info("session restored from its snapshot: id=%s steps=%d", session_id, snap.steps)
         return self.store.restore(session_id, snap.owner, snap.state, snap.steps, snap.last_logprobs, snap.ttl)

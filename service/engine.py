@@ -34,6 +34,7 @@ from .options import GenerateOptions, StepOptions
 from .quotas import Quotas
 from .sampling import Sampler
 from .scheduler import Scheduler
+from .session_ids import is_valid
 from .sessions import Session, SessionInfo, SessionStore, State
 from .vocab import Vocab
 
@@ -104,9 +105,9 @@ class Engine:
         not hold it (another replica's, or this one's before a restart), and wait (briefly)
         for a unary reply's pending commit on it: a client that got its reply may send its
         next call before the server heard that reply went out."""
-        if not session_id:
+        if not session_id or not is_valid(session_id):  # a malformed id is refused by the store later
             return
-        session = self.store._sessions.get(session_id)
+        session = self.store.peek(session_id)
         if session is None and self.durability is not None:
             session = await self.durability.restore(session_id, caller.owner)
         if session is not None and session.settling is not None:

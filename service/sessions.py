@@ -112,6 +112,10 @@ class SessionStore:
         )
 
     # -- lookup ---------------------------------------------------------
+    def peek(self, session_id: str) -> Optional[Session]:
+        """The session if this store holds it (expired or not), without any check or touch."""
+        return self._sessions.get(session_id)
+
     def get(self, session_id: str, owner: Optional[str] = None) -> Session:
         """The live session, or NotFound saying why not. Does not count as use.
 
