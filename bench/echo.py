@@ -80,7 +80,8 @@ async def stream(requests, context: grpc.aio.ServicerContext):
 async def serve(host: str, port: int) -> None:
     server = grpc.aio.server()
     handler = grpc.stream_stream_rpc_method_handler(
-        stream, request_deserializer=pb.StreamRequest.FromString, response_serializer=pb.StreamResponse.SerializeToString
+        stream, request_deserializer=pb.StreamRequest.FromString,
+        response_serializer=pb.StreamResponse.SerializeToString
     )
     server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, {"Stream": handler})])
     bound = server.add_insecure_port(f"{host}:{port}")

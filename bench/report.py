@@ -62,7 +62,10 @@ def compare_table(runs: List[dict]) -> str:
         svc = r.get("service", [])
         ratio = {(x["streams"], x["tokens_per_message"]): x for x in r.get("ratios", [])}
         one = _find(svc, 1, 1)
-        by = lambda k, key: ", ".join(f"{x['streams']}: {x[key]:.0f}" for x in svc if x["tokens_per_message"] == k)  # noqa: E731
+
+        def by(k: int, key: str, svc=svc) -> str:
+            return ", ".join(f"{x['streams']}: {x[key]:.0f}" for x in svc if x["tokens_per_message"] == k)
+
         rows.append([r["settings"]["precision"], _f(r.get("service_model", {}).get("validation_loss"), "{:.3f}"),
                      by(1, "msgs_per_s") or "-", by(8, "tokens_per_s") or "-",
                      _f(one["latency_ms"]["p50"] if one else None, "{:.2f}"),
@@ -95,12 +98,13 @@ def summary(results: dict) -> str:
     st = results["settings"]
     m = results["machine"]
     loss = results.get("service_model", {}).get("validation_loss")
-    head = (f"model {st['model']} ({st['precision']}, validation loss {_f(loss, '{:.3f}')} nats/token), "
+    head = (f"model {st['model']} ({st['precision']}, validation loss {_f(loss, '{:.3f}')} nats/byte), "
             f"device {st['device']}, providers {', '.join(results.get('providers', {}).get('service') or ['?'])}; "
             f"{m['cpu']}, {m['cores']} cores; {st['duration']} s per point after {st['warmup']} s warm-up")
     noise = results.get("notes", {}).get("noise")
-    parts = [head, *([noise] if noise else []), "", main_table(results), "", "In-process onnxruntime ceiling:", "", ceiling_table(results),
-             "", "Server batch sizes:", *histogram_lines(results), "", "Targets:", *target_lines(results)]
+    parts = [head, *([noise] if noise else []), "", main_table(results), "", "In-process onnxruntime ceiling:", "",
+             ceiling_table(results), "", "Server batch sizes:", *histogram_lines(results), "", "Targets:",
+             *target_lines(results)]
     return "\n".join(parts)
 
 

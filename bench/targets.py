@@ -32,7 +32,8 @@ def evaluate(results: dict) -> List[dict]:
     name = "1 stream: p50 within 0.5 ms of an in-process ORT step"
     if s and c:
         gap = s["latency_ms"]["p50"] - c["run_ms"]["p50"]
-        add(name, gap <= 0.5, f"service p50 {s['latency_ms']['p50']:.3f} ms, ORT step {c['run_ms']['p50']:.3f} ms, gap {gap:.3f} ms")
+        add(name, gap <= 0.5,
+            f"service p50 {s['latency_ms']['p50']:.3f} ms, ORT step {c['run_ms']['p50']:.3f} ms, gap {gap:.3f} ms")
     else:
         add(name, None, "needs streams 1, K 1")
 

@@ -65,7 +65,8 @@ class App:
         """Bind and serve; the bound port (useful with --port 0)."""
         interceptors = [AuthInterceptor(self.auth)] if self.auth.enabled else []
         server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
-        server.add_generic_rpc_handlers((generic_handler(self.servicer, pb.DESCRIPTOR.services_by_name["LstmService"]),))
+        lstm_v1 = pb.DESCRIPTOR.services_by_name["LstmService"]
+        server.add_generic_rpc_handlers((generic_handler(self.servicer, lstm_v1),))
         add_kserve(self.kserve, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
@@ -99,9 +100,11 @@ class App:
             layers=self.card.layers, hidden=self.card.hidden_size, vocab=self.card.vocab_size,
             precision=self.runtime.precision, providers=",".join(self.runtime.providers), onnx=str(self.runtime.path),
             max_sessions=c.max_sessions, session_ttl=c.session_ttl, max_tokens_per_message=c.max_tokens_per_message,
-            max_batch=c.max_batch, max_batch_delay_ms=c.max_batch_delay_ms, inline_max_ms=c.inline_max_ms, queue_size=c.queue_size,
+            max_batch=c.max_batch, max_batch_delay_ms=c.max_batch_delay_ms, inline_max_ms=c.inline_max_ms,
+            queue_size=c.queue_size,
             ort_threads=c.ort_threads, metrics_port=metrics_port or "off", http_port=http_port or "off",
-            auth="tokens" if c.tokens_file else ("mtls" if c.tls_client_ca else "off"), tls="on" if c.tls_cert else "off",
+            auth="tokens" if c.tokens_file else ("mtls" if c.tls_client_ca else "off"),
+            tls="on" if c.tls_cert else "off",
             state_store=_redact(c.state_store) or "off",
         )
         return self.port

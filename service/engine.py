@@ -76,7 +76,8 @@ class Engine:
     def attach_snapshots(self, snapshots) -> None:
         """Write sessions to ``snapshots`` (a service.snapshots.SnapshotStore) and resume from it."""
         c = self.config
-        self.durability = Durability(self.store, snapshots, self.model_sha256, c.snapshot_every, c.snapshot_idle_seconds)
+        self.durability = Durability(self.store, snapshots, self.model_sha256, c.snapshot_every,
+                                     c.snapshot_idle_seconds)
 
     def committed(self, session: Session) -> None:
         """Called by a lease after each commit."""

@@ -13,7 +13,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
-        self.requests = Counter("lstm_requests", "RPCs finished, by method and status code", ["method", "code"], registry=r)
+        self.requests = Counter("lstm_requests", "RPCs finished, by method and status code", ["method", "code"],
+                                registry=r)
         self.step_seconds = Histogram(
             "lstm_step_seconds", "Time from queueing a step to its result", buckets=LATENCY_BUCKETS, registry=r
         )

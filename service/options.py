@@ -44,7 +44,8 @@ def step_options(top_k: Optional[int], all_positions: bool, logprobs: bool, voca
 def reply_bytes(tokens: int, options: StepOptions, vocab_size: int) -> int:
     """An upper bound on the encoded size of a step's reply."""
     positions = tokens if options.all_positions else 1
-    per = PREDICTION_BYTES + options.top_k * CANDIDATE_BYTES + (vocab_size * LOGPROB_BYTES + 8 if options.logprobs else 0)
+    logprobs = vocab_size * LOGPROB_BYTES + 8 if options.logprobs else 0
+    per = PREDICTION_BYTES + options.top_k * CANDIDATE_BYTES + logprobs
     return RESULT_BYTES + positions * per
 
 
@@ -70,9 +71,11 @@ def generate_options(
                               field="sampling.max_tokens")
     t = 1.0 if temperature is None else float(temperature)
     if not 0.0 <= t <= 10.0 or t != t:
-        raise InvalidArgument(f"temperature {t} is out of range: allowed 0 (greedy) to 10", field="sampling.temperature")
+        raise InvalidArgument(f"temperature {t} is out of range: allowed 0 (greedy) to 10",
+                              field="sampling.temperature")
     if not 0 <= top_k <= vocab_size:
-        raise InvalidArgument(f"top_k {top_k} is out of range: allowed 0 (no cut) to {vocab_size}", field="sampling.top_k")
+        raise InvalidArgument(f"top_k {top_k} is out of range: allowed 0 (no cut) to {vocab_size}",
+                              field="sampling.top_k")
     p = 1.0 if top_p is None else float(top_p)
     if not 0.0 < p <= 1.0:
         raise InvalidArgument(f"top_p {p} is out of range: allowed above 0 up to 1", field="sampling.top_p")

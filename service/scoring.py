@@ -35,7 +35,8 @@ def score(logits: np.ndarray, all_positions: List[bool], ks: List[int]) -> List[
         rows = zip(list(ids[:, None, :]), list(vals[:, None, :]), list(probs[:, None, :]))
         out = []
         for lp_row, last, (i, v, p), kk in zip(lp[:, None, :], map(np.ndarray.copy, lp), rows, ks):
-            out.append(Scores(lp_row, last, i[:, :kk], v[:, :kk], p[:, :kk]) if kk != k else Scores(lp_row, last, i, v, p))
+            cut = (i[:, :kk], v[:, :kk], p[:, :kk]) if kk != k else (i, v, p)
+            out.append(Scores(lp_row, last, *cut))
         return out
     parts, spans, start = [], [], 0
     for row, every in enumerate(all_positions):

@@ -137,7 +137,8 @@ class SessionStore:
         """Mark the session busy for one writer; SessionBusy if it already is."""
         session = self.get(session_id, owner)
         if session.busy:
-            raise SessionBusy(f"session {quote(session_id)} is in use by another request or stream; one writer at a time")
+            raise SessionBusy(
+                f"session {quote(session_id)} is in use by another request or stream; one writer at a time")
         session.busy = True
         self.busy += 1
         self._touch(session)
@@ -198,7 +199,8 @@ class SessionStore:
                                   field="ttl_seconds")
         return float(ttl)
 
-    def fork(self, source_id: str, new_id: Optional[str] = None, ttl: float = 0, owner: Optional[str] = None) -> Session:
+    def fork(self, source_id: str, new_id: Optional[str] = None, ttl: float = 0,
+             owner: Optional[str] = None) -> Session:
         source = self.get(source_id, owner)
         # Unnamed forks share the parent's routing key, so a proxy sends them
         # to this replica, the one that holds the copied state.
@@ -260,7 +262,8 @@ class SessionStore:
                 continue
             if not session.busy and session is not keep:
                 self._end(
-                    session, "evict", f"was evicted (least recently used; at most {self.max_sessions} sessions are kept)"
+                    session, "evict",
+                    f"was evicted (least recently used; at most {self.max_sessions} sessions are kept)",
                 )
                 return
         if over_share:
