@@ -25,6 +25,7 @@ import numpy as np
 from lstm_service.model.card import ModelCardError
 
 from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, quote
+from .identity import ANYONE, Caller
 from .options import StepOptions
 
 MAX_EXPLAIN_TOKENS = 512
@@ -182,22 +183,23 @@ class Explainer:
         finally:
             self.waiting -= 1
 
-    async def explain(self, session_id: str, ids: np.ndarray, selection: Selection,
-                      commit: bool = False) -> Tuple[ExplainResult, Callable[[bool], None]]:
+    async def explain(self, session_id: str, ids: np.ndarray, selection: Selection, commit: bool = False,
+                      caller: Caller = ANYONE) -> Tuple[ExplainResult, Callable[[bool], None]]:
         """From the session's state (zero state without one), and ``settle(delivered)``.
 
         Without ``commit`` nothing changes and ``settle`` does nothing. With it, the tokens
         are stepped like a unary Predict and kept only when the transport calls
-        ``settle(True)`` (the reply went out), as engine.predict_deferred does.
+        ``settle(True)`` (the reply went out), as engine.predict_deferred does. Only the
+        caller's own sessions can be explained (another principal's do not exist for it).
         """
         engine = self.engine
         if commit and not session_id:
             raise InvalidArgument("commit needs a session: name one (session_id or x-session-id)", field="commit")
         if not commit:
-            state, steps = await self._snapshot(session_id, len(ids))
+            state, steps = await self._snapshot(session_id, len(ids), caller)
             logits, trace = await self.run(ids, state)
             return self._result(session_id, steps, False, ids, logits, trace, state, selection), _nothing
-        lease = await engine.hold_settled(session_id)  # one writer: the explain and the step see one state
+        lease = await engine.hold_settled(session_id, caller=caller)  # one writer: the explain and the step see one state
         try:
             logits, trace = await self.run(ids, lease.state)
             pending = await lease.run(ids, StepOptions(top_k=0))
@@ -207,17 +209,17 @@ class Explainer:
         result = self._result(session_id, pending.result.steps, True, ids, logits, trace, lease.state, selection)
         return result, engine.defer(lease, pending)
 
-    async def _snapshot(self, session_id: str, n_tokens: int) -> Tuple[Tuple[np.ndarray, ...], int]:
+    async def _snapshot(self, session_id: str, n_tokens: int, caller: Caller) -> Tuple[Tuple[np.ndarray, ...], int]:
         """(state, steps) of the session, read-only (no lease, no touch), after any reply's
         commit still settling on it (as engine.hold_settled waits); the zero state without one."""
         store = self.engine.store
         if not session_id:
             return store.zeros, n_tokens
-        settling = getattr(store.get(session_id), "settling", None)
+        settling = getattr(store.get(session_id, caller.owner), "settling", None)
         if settling is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(settling), SETTLE_WAIT_SECONDS)
-        session = store.get(session_id)
+        session = store.get(session_id, caller.owner)
         return session.state, session.steps
 
     # -- cutting down ---------------------------------------------------------------

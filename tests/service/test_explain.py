@@ -185,3 +185,22 @@ async def test_a_model_without_explain_graph_says_so(make_tiny_model, tmp_path):
             await s.stub.Explain(pb.ExplainRequest(input=pb.Input(text="hi")))
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "without an explain graph" in caught.value.details()
+
+
+async def test_only_the_owner_can_explain_a_session(make_tiny_model, tmp_path):
+    import hashlib
+
+    tokens = {"alice": "alice-token-0123456789", "bob": "bob-token-0123456789"}
+    path = tmp_path / "tokens"
+    path.write_text("".join(f"{who}: {hashlib.sha256(t.encode()).hexdigest()}\n" for who, t in tokens.items()))
+    as_ = {who: (("authorization", f"Bearer {t}"),) for who, t in tokens.items()}
+    async with serving(make_tiny_model("lstm"), tokens_file=str(path)) as s:
+        created = await s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text="abc")), metadata=as_["alice"])
+        sid = created.session.id
+        mine = await s.stub.Explain(pb.ExplainRequest(session_id=sid, input=pb.Input(text="d")), metadata=as_["alice"])
+        assert mine.steps == 3
+        for commit in (False, True):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await s.stub.Explain(pb.ExplainRequest(session_id=sid, input=pb.Input(text="d"), commit=commit),
+                                     metadata=as_["bob"])
+            assert caught.value.code() == grpc.StatusCode.NOT_FOUND
