@@ -4,35 +4,62 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 # torch is pinned to the CPU wheel on purpose: a looser request pulls a multi-GB CUDA build.
 TORCH  := torch==2.13.0
-MODEL  ?= models/shakespeare
+# The model to serve/export/bench: `make serve MODEL=models/x`, or LSTM_MODEL=models/x (the server's own variable).
+MODEL  ?= $(or $(LSTM_MODEL),models/shakespeare)
 DATA   ?= ../shared/data/tinyshakespeare.txt
+PERF_ANALYZER := $(VENV)/perf-analyzer/bin/perf_analyzer  # Triton's load generator (perf-analyzer target)
 
-.PHONY: serve test train export proto proto-check latency bench system-deps clean
+.PHONY: lint fuzz serve test train export proto proto-check latency bench bench-kserve perf-analyzer system-deps clean deploy-test swarm-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
 # Serving install: no torch, no onnx (pip install . without extras).
-$(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
+# The client (lstm-client, clients/python) is its own package; installed beside, never required by, the server.
+$(VENV)/.serve-installed: pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e clients/python
 	touch $@
 
-$(VENV)/.dev-installed: pyproject.toml | $(BIN)/python
+$(VENV)/.dev-installed: pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
 	$(BIN)/pip install -q -e '.[train,dev,bench]'
+	$(BIN)/pip install -q -e clients/python
 	touch $@ $(VENV)/.serve-installed
 
 serve: $(VENV)/.serve-installed
 	$(BIN)/python -m lstm_service --model $(MODEL)
 
-test: $(VENV)/.dev-installed system-deps
+test: $(VENV)/.dev-installed $(PERF_ANALYZER) system-deps
 	$(BIN)/python -m pytest -q
 
-# nginx for the deployment tests (Debian packages; needs root).
+# The long fuzz run: >= 50,000 fuzzed requests (fixed seed, 2 workers each with its own server;
+# several minutes), then counts of statuses, crashes and twin mismatches (docs/fuzz.md).
+# `make test` runs a few hundred of them (tests/fuzz/test_fuzz_small.py).
+FUZZ_CASES ?= 50000
+fuzz: $(VENV)/.dev-installed
+	$(BIN)/python -m tests.fuzz.run --cases $(FUZZ_CASES)
+
+# Debian packages the tests start for real (HAProxy, redis-server, Chromium, libb64, openssl):
+# installed when missing as root, waiting for another apt run's lock; as a non-root user it
+# says what is missing and those tests skip (.ci/system-deps.sh).
 system-deps:
-	@command -v nginx >/dev/null || \
-	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q nginx; }
+	@bash .ci/system-deps.sh
+
+# ruff over the repository, mypy over the serving package (settings in pyproject.toml).
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+# The images built and the compose deployment run on a real Docker engine (docs/deploy.md):
+# installs docker.io/mmdebstrap if missing, starts dockerd if none runs (and stops it), builds
+# Debian base images when the registry's cannot be pulled. swarm-test: the same file, docker stack deploy.
+deploy-test: $(VENV)/.dev-installed system-deps
+	tests/deploy/deploy_test.sh compose
+
+swarm-test: $(VENV)/.dev-installed system-deps
+	tests/deploy/deploy_test.sh swarm
 
 train: $(VENV)/.dev-installed
 	$(BIN)/python -m lstm_service.model.train --data $(DATA) --out runs/shakespeare --cell lstm --layers 3 \
@@ -58,6 +85,18 @@ latency: $(VENV)/.serve-installed
 # in-process onnxruntime ceiling and a bare gRPC echo floor measured in the same run.
 bench: $(VENV)/.dev-installed
 	$(BIN)/python -m bench --model $(MODEL) --precision fp32,int8 --device cpu --out bench/results
+
+# Triton's perf_analyzer, for the KServe v2 endpoint: the binary in the tritonclient 2.51.0 wheel (the
+# newest that runs on Debian 12's glibc), and libcudart, which it loads even on CPU. Also needs Debian's
+# libb64-0d (system-deps). Kept apart in .venv/perf-analyzer: that tritonclient's Python half is not used.
+$(PERF_ANALYZER): | $(BIN)/python
+	$(BIN)/pip install -q --no-deps --target $(VENV)/perf-analyzer tritonclient==2.51.0 nvidia-cuda-runtime-cu12==12.9.79
+
+perf-analyzer: $(PERF_ANALYZER) system-deps
+
+# perf_analyzer (--streaming sequences) on KServe v2 beside lstm.v1 at 1/16/64 streams, one server, same run.
+bench-kserve: $(VENV)/.dev-installed perf-analyzer
+	$(BIN)/python -m bench --kserve --model $(MODEL) --device cpu --out bench/results
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

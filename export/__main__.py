@@ -1,6 +1,6 @@
 """python -m lstm_service.export --checkpoint runs/NAME --out models/NAME [--quantize int8] [--data TEXT]
 
-Writes model.onnx (+ model.int8.onnx) and model.json into --out after
+Writes model.onnx (+ model.int8.onnx), model.explain.onnx and model.json into --out after
 checking the graph with onnx.checker and against torch on several shapes.
 With --data, the validation loss (last 10% of the text) is measured
 through onnxruntime for every precision and recorded in model.json.

@@ -1,4 +1,4 @@
-"""Write a model directory: model.onnx (+ model.int8.onnx) and model.json.
+"""Write a model directory: model.onnx (+ model.int8.onnx), model.explain.onnx and model.json.
 
 Every file is checked before the card that names it is written: onnx.checker,
 then parity with torch (fp32 must agree to 1e-4; int8's distance is recorded).
@@ -16,6 +16,7 @@ from lstm_service.model.evaluate import bits_per_byte
 from lstm_service.model.lm import LanguageModel
 
 from .evaluate import onnx_validation_loss
+from .explain import write_explain
 from .onnx import OPSET, check_onnx_file, check_parity, export_onnx, io_spec, parity_errors
 from .quantize import quantize_int8
 
@@ -57,6 +58,9 @@ def write_model_dir(
         quantize_int8(fp32, int8)
         check_onnx_file(int8)
         precisions["int8"] = {**describe(int8), "parity": parity_errors(model, int8)}
+    # The same weights with the gates as one more output, for the Explain RPC (docs/explain.md).
+    explain = write_explain(model, out, fp32)
+    log(f"{explain['file']}: explain vs model.onnx {explain['parity']['explain_vs_model_onnx']:.2e}")
     card = {
         "name": name,
         "cell": config.cell,
@@ -69,6 +73,7 @@ def write_model_dir(
         "opset": OPSET,
         **io_spec(model),
         "precisions": precisions,
+        "explain": explain,
         "validation": {"data": data_name, "fraction": 0.1, "measured_with": "onnxruntime CPUExecutionProvider"},
         "training": training or {},
     }

@@ -294,11 +294,13 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
     async def Explain(self, request, context):
         from . import explain, explain_codec
 
-        session_id = self._session_id(request.session_id, context)
+        session_id, caller = self._session_id(request.session_id, context), self._caller(context)
+        if session_id:
+            await self.engine.resolve(session_id, caller)  # the caller's own, loaded from its snapshot if need be
         ids = self.engine.tokens(request.input.tokens, request.input.text)
         explainer = explain.for_engine(self.engine)
         selection = explainer.selection(n_tokens=len(ids), **explain_codec.selection_fields(request))
-        result, settle = await explainer.explain(session_id, ids, selection, request.commit)
+        result, settle = await explainer.explain(session_id, ids, selection, request.commit, caller)
         try:
             response = explain_codec.response(result, self.engine.vocab)
         except BaseException:

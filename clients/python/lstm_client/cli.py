@@ -17,6 +17,7 @@ from typing import Callable, Optional, Sequence
 
 import grpc
 
+from . import explain_plot
 from .client import Client
 from .errors import ClientError
 from .targets import DEFAULT_TARGET, normalize_target
@@ -147,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=target, default=os.environ.get("LSTM_TARGET", DEFAULT_TARGET),
                    help=f"server host[:port], port 50051 if left out [env LSTM_TARGET; default {DEFAULT_TARGET}]")
     p.add_argument("--tls", action="store_true", help="use TLS (system roots unless --ca)")
-    p.add_argument("--ca", help="PEM file with root certificates for TLS")
+    p.add_argument("--ca", "--tls-ca", dest="ca", help="PEM file with root certificates for TLS")
+    p.add_argument("--token", default=os.environ.get("LSTM_TOKEN"),
+                   help="bearer token sent on every call [env LSTM_TOKEN]")
+    p.add_argument("--cert", help="client certificate (PEM) for mutual TLS")
+    p.add_argument("--key", help="the client certificate's private key (PEM)")
     p.add_argument("--timeout", type=number(float, 0, above=True), default=None, help="deadline per call, seconds")
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="print the prompt and the text sampled after it")
@@ -175,18 +180,22 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="describe the served model")
     h = sub.add_parser("health", help="grpc.health.v1 check (exit 1 unless SERVING)")
     h.add_argument("--service", default="", help="service name ('' = whole server)")
+    explain_plot.add_parser(sub)
     return p
 
 
 COMMANDS = {"generate": cmd_generate, "stream": cmd_stream, "sessions": cmd_sessions,
-            "models": cmd_models, "health": cmd_health}
+            "models": cmd_models, "health": cmd_health, "explain": explain_plot.cmd_explain}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         root = open(args.ca, "rb").read() if args.ca else None
-        with Client(args.target, tls=args.tls, root_certificates=root, timeout=args.timeout) as client:
+        cert = open(args.cert, "rb").read() if args.cert else None
+        key = open(args.key, "rb").read() if args.key else None
+        with Client(args.target, tls=args.tls, root_certificates=root, timeout=args.timeout, token=args.token,
+                    client_certificate=cert, client_key=key) as client:
             return COMMANDS[args.command](client, args)
     except grpc.RpcError as exc:
         error = ClientError.from_rpc_error(exc)
