@@ -4,8 +4,9 @@ Two service processes on the same model, one memory-only, one with
 ``--state-store`` on a redis-server of its own (Debian package, temporary
 directory, persistence off) and the default snapshot policy (--snapshot-every,
 --snapshot-idle-seconds as the service ships them). The same client
-processes drive one, then the other, point by point, back to back, so
-background load hits both alike. Prints steps/s (1 token per message) and
+processes drive one, then the other, back to back, then again in the other
+order, so background load hits both alike and a drift shows up as a
+difference between the two orders. Prints steps/s (1 token per message) and
 p50/p99 for each, and the snapshots written per second during the window.
 """
 from __future__ import annotations
@@ -67,28 +68,40 @@ def snapshots_written(text: Optional[str]) -> float:
     return float(match.group(1)) if match else 0.0
 
 
+def _us(row: dict) -> str:
+    return "-" if row.get("server_us_per_msg") is None else f"{row['server_us_per_msg']:.0f}"
+
+
 def table(rows: List[dict]) -> str:
-    lines = ["| streams | store off steps/s | store on steps/s | change | off p50 / p99 ms | on p50 / p99 ms "
-             "| snapshots/s |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    # server CPU per step: less sensitive than steps/s to whatever else loads the machine
+    lines = ["| streams | order | store off steps/s | store on steps/s | change | off p50 / p99 ms | on p50 / p99 ms "
+             "| server CPU us/step off / on | snapshots/s |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         off, on = r["off"], r["on"]
         change = 100.0 * (on["msgs_per_s"] / off["msgs_per_s"] - 1.0) if off["msgs_per_s"] else float("nan")
-        lines.append(f"| {r['streams']} | {off['msgs_per_s']:.0f} | {on['msgs_per_s']:.0f} | {change:+.1f}% | "
+        lines.append(f"| {r['streams']} | {r['order']} | {off['msgs_per_s']:.0f} | {on['msgs_per_s']:.0f} | {change:+.1f}% | "
                      f"{off['latency_ms']['p50']:.2f} / {off['latency_ms']['p99']:.2f} | "
                      f"{on['latency_ms']['p50']:.2f} / {on['latency_ms']['p99']:.2f} | "
-                     f"{r['snapshots_per_s']:.0f} |")
+                     f"{_us(off)} / {_us(on)} | {r['snapshots_per_s']:.0f} |")
     return "\n".join(lines)
 
 
-def _measure(pool, stored: ServiceProcess, plain: ServiceProcess, n: int, warmup: float, duration: float) -> dict:
-    off = measure_point(pool, plain.target, n, 1, warmup, duration, plain.pid)
+def _measure(pool, stored: ServiceProcess, plain: ServiceProcess, n: int, warmup: float, duration: float,
+             on_first: bool) -> dict:
+    """One off/on pair; ``on_first`` swaps the order, so a drift in background load shows as a
+    difference between the two orders rather than as a cost of the store."""
     before = scrape(stored.metrics_url)
     started = time.monotonic()
-    on = measure_point(pool, stored.target, n, 1, warmup, duration, stored.pid)
-    # the whole call, warm-up included: the counter cannot be split at the window's edges
-    rate = (snapshots_written(scrape(stored.metrics_url)) - snapshots_written(before)) / (time.monotonic() - started)
-    return {"streams": n, "tokens_per_message": 1, "off": off, "on": on, "snapshots_per_s": rate}
+    row = {}
+    for side in (("on", "off") if on_first else ("off", "on")):
+        server = stored if side == "on" else plain
+        row[side] = measure_point(pool, server.target, n, 1, warmup, duration, server.pid)
+    # over both points, warm-ups included: the counter cannot be split at the window's edges
+    # (the memory-only server never writes, so this is the store-on server's rate over twice its time)
+    rate = 2 * (snapshots_written(scrape(stored.metrics_url)) - snapshots_written(before)) / (time.monotonic() - started)
+    return {"streams": n, "tokens_per_message": 1, "order": "on, off" if on_first else "off, on", **row,
+            "snapshots_per_s": rate}
 
 
 def main(args, parser, server_args: List[str], streams: List[int], warmup: float, duration: float) -> int:
@@ -103,8 +116,9 @@ def main(args, parser, server_args: List[str], streams: List[int], warmup: float
         stored = ServiceProcess.start([*server_args, "--state-store", redis.url])
         with ClientPool(args.clients, args.streams_per_channel, args.top_k, args.parse_responses) as pool:
             for n in streams:
-                print(f"streams {n}: store off, then on ...", flush=True)
-                rows.append(_measure(pool, stored, plain, n, warmup, duration))
+                for on_first in (False, True):
+                    print(f"streams {n}: store {'on, then off' if on_first else 'off, then on'} ...", flush=True)
+                    rows.append(_measure(pool, stored, plain, n, warmup, duration, on_first))
     finally:
         for service in (plain, stored):
             if service is not None:
