@@ -45,10 +45,12 @@ def default_clients() -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="models/shakespeare", help="model directory, for the server and the ORT ceiling [models/shakespeare]")
+    p.add_argument("--model", default="models/shakespeare",
+                   help="model directory, for the server and the ORT ceiling [models/shakespeare]")
     p.add_argument("--precision", default="fp32",
                    help="fp32 | int8 | fp32,int8 (one full run each, into --out/<precision>) [fp32]")
-    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="server and ceiling device [auto: CUDA if usable]")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="server and ceiling device [auto: CUDA if usable]")
     p.add_argument("--target", help="host:port of a running service to drive instead of starting one")
     p.add_argument("--metrics-url", help="with --target: its Prometheus URL, for the batch histogram")
     p.add_argument("--streams", help=f"concurrent streams to sweep [{FULL['streams']}; --quick {QUICK['streams']}]")
@@ -63,14 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="client parses every answer (a realistic client) instead of keeping bytes")
     p.add_argument("--top-k", type=int, help="top_k asked for on open [the server's default, 5]")
     p.add_argument("--server-args", default="", help="extra flags for python -m lstm_service, e.g. '--max-batch 128'")
-    p.add_argument("--out", default="bench/results", help="directory for results.json, results.md, throughput.png [bench/results]")
+    p.add_argument("--out", default="bench/results",
+                   help="directory for results.json, results.md, throughput.png [bench/results]")
     p.add_argument("--quick", action="store_true", help="smoke run for tests/CI: streams 1,4, 1 s per point")
     p.add_argument("--kserve", action="store_true",
                    help="perf_analyzer on the KServe v2 endpoint beside lstm.v1, streams 1,16,64 (bench/kserve.py)")
     p.add_argument("--proxy", action="store_true",
                    help="direct vs through HAProxy on deploy/haproxy.cfg, same run, streams 1,64 (bench/proxy.py)")
     p.add_argument("--snapshots", action="store_true",
-                   help="--state-store off vs on (a redis-server of its own, default policy), streams 64 (bench/snapshots.py)")
+                   help="--state-store off vs on (a redis-server of its own, default policy), streams 64 "
+                        "(bench/snapshots.py)")
     p.add_argument("--noisy", action="store_true",
                    help="a 1-token victim's p50/p99 beside 0/1/8 clients looping 4096-token prefills, one-call vs "
                         "chunked prefill (bench/noisy.py)")

@@ -250,7 +250,8 @@ def _validate(run: Run, split, clock: _Clock, train_loss: float, write, average:
 
 
 def _save_best(run: Run, loss: float, weights: str) -> None:
-    metrics = {"weights": weights, "step": run.step, "validation_loss": loss, "validation_bits_per_byte": bits_per_byte(loss),
+    metrics = {"weights": weights, "step": run.step, "validation_loss": loss,
+               "validation_bits_per_byte": bits_per_byte(loss),
                "train_tokens_per_s": run.tokens / max(1e-9, run.elapsed), "train_seconds": run.elapsed,
                "data": Path(run.args.data).name, "recipe": _recipe(run.args)}
     save_model(run.args.out, run.model, metrics)

@@ -166,11 +166,12 @@ class Explainer:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def _run(self, ids: np.ndarray, state: Tuple[np.ndarray, ...]):
-        if self._session is None:
-            self._session = self._load()
+        session = self._session
+        if session is None:
+            session = self._session = self._load()
         feeds = {"tokens": ids[None, :]}
         feeds.update({name: np.ascontiguousarray(part[:, None, :]) for name, part in zip(self.state_inputs, state)})
-        outputs = self._session.run(None, feeds)
+        outputs = session.run(None, feeds)
         return outputs[0][0], outputs[-1][:, 0]  # logits [T,V], trace [L,T,K,H]
 
     async def run(self, ids: np.ndarray, state: Tuple[np.ndarray, ...]):
@@ -199,7 +200,8 @@ class Explainer:
             state, steps = await self._snapshot(session_id, len(ids), caller)
             logits, trace = await self.run(ids, state)
             return self._result(session_id, steps, False, ids, logits, trace, state, selection), _nothing
-        lease = await engine.hold_settled(session_id, caller=caller)  # one writer: the explain and the step see one state
+        # One writer: the explain and the step see one state.
+        lease = await engine.hold_settled(session_id, caller=caller)
         try:
             logits, trace = await self.run(ids, lease.state)
             pending = await lease.run(ids, StepOptions(top_k=0))

@@ -61,7 +61,8 @@ class Chromium:
     def start(cls, **size) -> "Chromium":
         binary = find_chromium()
         if binary is None:
-            raise BrowserError(f"no Chromium found (looked for {', '.join(BINARIES)}); Debian: apt-get install chromium")
+            raise BrowserError(
+                f"no Chromium found (looked for {', '.join(BINARIES)}); Debian: apt-get install chromium")
         return cls(binary, **size)
 
     def _read_forever(self) -> None:

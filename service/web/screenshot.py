@@ -15,7 +15,8 @@ from .browser import BrowserError, Chromium
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lstm_service.service.web.screenshot", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lstm_service.service.web.screenshot",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--url", required=True, help="the page, e.g. http://127.0.0.1:8080/")
     p.add_argument("--text", required=True, help="text to type (\\n for a newline)")
     p.add_argument("--out", type=Path, required=True, help="PNG to write")
@@ -30,7 +31,8 @@ def main(argv=None) -> int:
             page.wait_for("document.querySelectorAll('#channel option').length > 0")
             for field, value in (("layer", args.layer), ("channel", args.channel), ("unit", args.unit)):
                 if value is not None:
-                    page.evaluate(f"(() => {{ const e = document.getElementById('{field}'); e.value = {json.dumps(str(value))};"
+                    page.evaluate(f"(() => {{ const e = document.getElementById('{field}'); "
+                                  f"e.value = {json.dumps(str(value))};"
                                   " e.dispatchEvent(new Event('change')); return true; })()")
             page.type_text("#input", text)
             want = len(text.encode("utf-8"))

@@ -4,7 +4,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from lstm_service.model.checkpoint import load_model
 from lstm_service.model.train import main

@@ -128,7 +128,10 @@ async def test_deadline_exceeded_stops_generation(tiny_model_dir):
 
 def test_sampler_options():
     logprobs = np.log(np.array([0.5, 0.3, 0.15, 0.05], np.float32))
-    draws = lambda **o: [Sampler(SamplingOptions(seed=s, **o)).sample(logprobs) for s in range(300)]
+
+    def draws(**o):
+        return [Sampler(SamplingOptions(seed=s, **o)).sample(logprobs) for s in range(300)]
+
     assert set(draws(temperature=0.0)) == {0}
     assert set(draws(top_k=2)) == {0, 1}
     assert set(draws(top_p=0.7)) == {0, 1}  # 0.5 + 0.3 reaches 0.7

@@ -76,7 +76,6 @@ async def test_graceful_shutdown_finishes_inflight_and_refuses_new(tiny_model_di
     async with serving(tiny_model_dir, grace=10) as s:
         call, _ = await open_stream(s.stub)
         await stream_step(call, text="before")
-        health = health_pb2_grpc.HealthStub(s.channel)
         began = time.monotonic()
         stopping = asyncio.ensure_future(s.app.stop())
         while not s.app.servicer.draining:

@@ -304,7 +304,7 @@ def test_8_a_card_that_disagrees_with_the_onnx_graph_refuses_to_start(tiny_model
 async def test_9_malformed_ids_are_invalid_argument_on_every_call(tiny_model_dir):
     bad = "bad id with spaces!!"
     async with serving(tiny_model_dir) as s:
-        for name, code, call in _huge_id_calls(s.stub, bad):
+        for name, _code, call in _huge_id_calls(s.stub, bad):
             if name == "GetModel":
                 continue
             err = await failure(call())
