@@ -4,7 +4,7 @@ The victim sends 1-token Predicts on its own session, one at a time, and
 records each round trip. Neighbours, in a process of their own, loop
 4096-token stateless Predicts. Measured for 0, 1 and 8 neighbours, on a
 server that runs a prompt as one onnxruntime call (--prefill-chunk 0) and
-on one that runs it in chunks (the default, --prefill-chunk 256), back to
+on one that runs it in chunks (the default, --prefill-chunk 64), back to
 back in one run. Prints the victim's p50/p99 per row.
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def table(rows: List[dict]) -> str:
 def main(args, server_args: List[str], seconds: float) -> int:
     rows = []
     for name, extra in (("one call per prompt (--prefill-chunk 0)", ["--prefill-chunk", "0"]),
-                        ("chunked (--prefill-chunk 256)", ["--prefill-chunk", "256"])):
+                        ("chunked (--prefill-chunk 64)", ["--prefill-chunk", "64"])):
         server = ServiceProcess.start([*server_args, *extra, "--max-tokens-per-message", str(PREFILL)])
         try:
             for n in (0, 1, 8):

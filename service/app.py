@@ -20,6 +20,7 @@ from grpc_health.v1._async import HealthServicer
 from lstm_service.model.card import ModelCardError, load_card
 
 from . import reflection
+from .blob import read_session_key
 from .config import Config
 from .engine import Engine
 from .errors import ConfigError
@@ -34,6 +35,7 @@ from .server import LstmServicer
 
 log = logging.getLogger("service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LstmService"].full_name  # lstm.v1.LstmService
+STORE_SERVICE = "lstm.v1.SnapshotStore"  # health of --state-store; the server itself stays SERVING without it
 
 
 class App:
@@ -48,7 +50,8 @@ class App:
         self.engine = Engine(config, self.card, self.runtime, self.metrics, clock, self._session_event)
         self.metrics.track_sessions(self.engine.session_count)
         self.auth = Authenticator(config.tokens_file, bool(config.tls_client_ca), config.open_reflection)
-        self.servicer = LstmServicer(self.engine, self.metrics, self.auth, _read_key(config.session_key_file))
+        key = read_session_key(config.session_key_file) if config.session_key_file else b""
+        self.servicer = LstmServicer(self.engine, self.metrics, self.auth, key)
         self.snapshots: Optional[Any] = None  # a snapshots.SnapshotStore with --state-store (opened in start)
         self.kserve = KServeServicer(self.engine, self.servicer)  # KServe v2 protocol: same engine, same admission
         self.health = HealthServicer()
@@ -87,6 +90,7 @@ class App:
 
             self.snapshots = await open_store(c.state_store, self.metrics)
             self.engine.attach_snapshots(self.snapshots)
+            await self._report_store()
         await server.start()
         self.server = server
         for name in ("", SERVICE_NAME, KSERVE_SERVICE):
@@ -135,6 +139,15 @@ class App:
         while True:
             await asyncio.sleep(self.config.reap_interval)
             self.engine.reap()
+            await self._report_store()
+
+    async def _report_store(self) -> None:
+        """The snapshot store's health as its own grpc.health service (STORE_SERVICE): NOT_SERVING
+        while Redis is unreachable, when the server keeps serving from memory."""
+        if self.snapshots is not None:
+            ok = health_pb2.HealthCheckResponse.SERVING if self.snapshots.healthy else \
+                health_pb2.HealthCheckResponse.NOT_SERVING
+            await self.health.set(STORE_SERVICE, ok)
 
     async def stop(self, grace: Optional[float] = None) -> None:
         """Report NOT_SERVING, refuse new calls (UNAVAILABLE), let in-flight
@@ -167,19 +180,6 @@ class App:
 
     async def wait(self) -> None:
         await self._stopped.wait()
-
-
-def _read_key(path: str) -> bytes:
-    """The key that signs session blobs (--session-key-file), or b"" (export/import off)."""
-    if not path:
-        return b""
-    try:
-        key = open(path, "rb").read().strip()
-    except OSError as exc:
-        raise ConfigError(f"cannot read --session-key-file {path}: {exc.strerror}") from exc
-    if len(key) < 32:
-        raise ConfigError(f"--session-key-file {path} holds {len(key)} bytes; use at least 32 random bytes")
-    return key
 
 
 def _redact(url: str) -> str:

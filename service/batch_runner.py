@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -65,19 +65,28 @@ class BatchRunner:
         self.token_seconds: Optional[float] = None  # moving average of a lone step's model time per token
         self._buffers = threading.local()  # per thread: reused gather buffers, one per state part
 
-    def execute(self, steps: List[StepRequest]) -> List[Union[StepOutput, ServiceError]]:
-        """One output per step, in order; a group whose model call fails gets the error."""
+    def execute(self, steps: List[StepRequest],
+                on_group: Optional[Callable[[List[int], list], None]] = None) -> List[Union[StepOutput, ServiceError]]:
+        """One output per step, in order; a group whose model call fails gets the error.
+
+        Groups run shortest first, and ``on_group(indices, outputs)`` hears of each but the
+        last as soon as it is done: a one-token step batched beside a long prefill chunk is
+        answered before the chunk runs, not after it. (The last group's outputs come back
+        with the return value, after which the worker counts as idle again.)"""
         groups: Dict[int, List[int]] = {}
         for i, step in enumerate(steps):
             groups.setdefault(len(step.tokens), []).append(i)
         outputs: list = [None] * len(steps)
-        for indices in groups.values():
+        ordered = [indices for _, indices in sorted(groups.items())]
+        for n, indices in enumerate(ordered):
             try:
                 results: list = self.run_group([steps[i] for i in indices])
             except Exception as exc:  # noqa: BLE001 - one bad group does not fail the others
                 results = [ServiceError("model run failed", detail=f"{type(exc).__name__}: {exc}")] * len(indices)
             for i, result in zip(indices, results):
                 outputs[i] = result
+            if on_group is not None and n < len(ordered) - 1:
+                on_group(indices, results)
         return outputs
 
     def run_group(self, steps: List[StepRequest]) -> List[StepOutput]:

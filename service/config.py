@@ -50,7 +50,7 @@ class Config:
     max_streams_per_principal: int = field(default=0, metadata={"help": "streams one principal may have open at once (0: no limit)"})
     tokens_per_second_per_principal: float = field(default=0.0, metadata={"help": "tokens one principal may feed per second, a token bucket with a burst of one message (0: no limit)"})
     stream_idle_timeout: float = field(default=300.0, metadata={"help": "seconds an open stream may send nothing before it is ended (the session stays); 0: never"})
-    prefill_chunk: int = field(default=256, metadata={"help": "a longer input runs as chunks of this many tokens, other sessions' steps batched in between (0: one call)"})
+    prefill_chunk: int = field(default=64, metadata={"help": "a longer input runs as chunks of this many tokens, other sessions' steps batched in between (0: one call)"})
     # Durability (docs/durability.md).
     state_store: str = field(default="", metadata={"help": "redis://host:port/db to snapshot sessions to and resume them from ('': memory only)"})
     snapshot_every: int = field(default=64, metadata={"help": "snapshot a session every this many committed tokens (0: only when idle, evicted or drained)"})
@@ -90,7 +90,7 @@ class Config:
         need(self.stream_idle_timeout >= 0, "stream_idle_timeout must be >= 0 (0: never)")
         need(self.prefill_chunk >= 0, "prefill_chunk must be >= 0 (0: one call)")
         need(not self.state_store or self.state_store.startswith("redis://"),
-             f"state_store must be a redis://host:port/db URL, got {self.state_store!r}")
+             "state_store must be a redis://host:port/db URL")  # the URL may hold a password: not echoed
         need(self.snapshot_every >= 0 and self.snapshot_idle_seconds > 0,
              "snapshot_every must be >= 0 and snapshot_idle_seconds > 0")
         need(self.log_format in ("text", "json"), f"log_format must be text or json, got {self.log_format!r}")

@@ -141,18 +141,26 @@ class Scheduler:
         self._last_batch = len(batch)
         self.stats.max_dispatch = max(self.stats.max_dispatch, len(batch))
         started = time.perf_counter()
-        job = self._executor.submit(self.runner.execute, [step for step, _ in batch])
+
+        def on_group(indices: List[int], outputs: list) -> None:  # on the worker: answer this group now
+            loop.call_soon_threadsafe(self._deliver, [batch[i] for i in indices], outputs)
+
+        job = self._executor.submit(self.runner.execute, [step for step, _ in batch], on_group)
         job.add_done_callback(lambda done: loop.call_soon_threadsafe(self._finish, loop, batch, done, started))
 
     def _finish(self, loop, batch: List[Queued], job, started: float) -> None:
         self._running = False
         self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.perf_counter() - started)
-        self._kick(loop)  # the worker starts the next batch while we answer this one
+        self._kick(loop)  # the worker starts the next batch
         try:
             outputs = job.result()
         except BaseException as exc:  # noqa: BLE001 - delivered to every caller
             outputs = [exc] * len(batch)
-        for (_, future), out in zip(batch, outputs):
+        self._deliver(batch, outputs)  # whatever a group did not answer already (a failed job)
+
+    @staticmethod
+    def _deliver(queued: List[Queued], outputs: list) -> None:
+        for (_, future), out in zip(queued, outputs):
             if future.done():
                 continue
             if isinstance(out, BaseException):

@@ -59,3 +59,13 @@ def test_groups_by_length_and_a_failing_group_fails_alone():
     assert [type(o).__name__ for o in outs] == ["StepOutput", "ServiceError", "StepOutput", "StepOutput"]
     assert "onnxruntime" not in outs[1].message and "node X" in outs[1].detail  # internals logged, never sent
     assert runner.stats.batches == 2  # T=1 (two steps) and T=2; T=3 failed
+
+
+def test_shorter_groups_are_answered_first_without_waiting_for_the_rest():
+    runner = BatchRunner(Recorder(), max_batch=8)
+    z = np.zeros((2, 4), np.float32)
+    steps = [StepRequest(np.arange(t), (z, z), False, 1) for t in (64, 1, 8, 1)]
+    heard = []
+    outs = runner.execute(steps, on_group=lambda indices, results: heard.append((list(indices), len(results))))
+    assert heard == [([1, 3], 2), ([2], 1)]  # T=1 first, then T=8; T=64 (the last) comes back with the return
+    assert all(o is not None for o in outs) and [len(s.tokens) for s in steps] == [64, 1, 8, 1]

@@ -64,7 +64,7 @@ async def test_64_sessions_batched_equal_unbatched(tiny_model_dir):
     gated.gate.set()
     got = await asyncio.gather(*tasks)
     batcher.close()
-    assert batcher.stats.max_dispatch == 63, "the 63 queued steps did not go to the worker together"
+    assert batcher.stats.max_dispatch >= 63, "the 63 queued steps did not go to the worker together"
     assert batcher.stats.max_seen > 20
     assert batcher.stats.batches < batcher.stats.steps / 2
     assert len({shape for shape in gated.shapes if shape[0] > 1}) > 1, "mixed lengths were never batched"

@@ -124,8 +124,18 @@ def test_idle_sessions_are_snapshotted_and_deleted_ones_stay_deleted(tiny_model_
         service.stop()
 
 
+def store_health(target: str) -> int:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="lstm.v1.SnapshotStore"))
+        return reply.status
+
+
 def test_redis_stopped_mid_run_the_service_keeps_serving(tiny_model_dir, tmp_path, redis_server):
-    service = durable(tiny_model_dir, tmp_path, redis_server).start()
+    from grpc_health.v1 import health_pb2
+
+    service = durable(tiny_model_dir, tmp_path, redis_server, extra=["--reap-interval", "0.2"]).start()
     chunks = chunks_of(TEXT, SIZES)
     driver = Driver(service.target)
     try:
@@ -139,8 +149,12 @@ def test_redis_stopped_mid_run_the_service_keeps_serving(tiny_model_dir, tmp_pat
         for i, (g, w) in enumerate(zip(got, driver.replay(chunks))):
             assert_same_step(g, w, f"call {i}")
         assert service.metric("lstm_state_store_up") == 0.0
+        wait_for(lambda: store_health(service.target) == health_pb2.HealthCheckResponse.NOT_SERVING, 5,
+                 "the store's health service never said NOT_SERVING")
         redis_server.start()  # the same port, empty (no persistence)
         wait_for(lambda: service.metric("lstm_state_store_up") == 1.0, 15, "the store never came back")
+        wait_for(lambda: store_health(service.target) == health_pb2.HealthCheckResponse.SERVING, 5,
+                 "the store's health service never came back to SERVING")
         wait_for(lambda: snapshot_steps(redis_server, sid("live")) == policy_steps(SIZES, EVERY), 15,
                  "the snapshot queued during the outage never reached Redis")
     finally:
