@@ -28,7 +28,7 @@ from .identity import AuthInterceptor, Authenticator, server_credentials
 from .logs import event
 from .metrics import Metrics
 from .handlers import generic_handler
-from .kserve import SERVICE_NAME as KSERVE_SERVICE, KServeServicer, add_to_server as add_kserve
+from .kserve import SERVICE_NAME as KSERVE_SERVICE, KServeServicer, add_to_server as add_kserve, reflection_pool
 from .proto.lstm.v1 import lstm_pb2 as pb
 from .runtime import Runtime
 from .server import LstmServicer
@@ -72,7 +72,8 @@ class App:
         server.add_generic_rpc_handlers((generic_handler(self.servicer, lstm_v1),))
         add_kserve(self.kserve, server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable(server, (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name))
+        names = (SERVICE_NAME, KSERVE_SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        reflection.enable(server, names, pool=reflection_pool(names))  # KServe's messages: a pool of their own
         c = self.config
         try:
             if c.tls_cert:

@@ -16,10 +16,12 @@ from grpc_reflection.v1alpha import reflection_pb2 as pb
 V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 
 
-def enable(server: grpc.aio.Server, service_names: Iterable[str]) -> None:
+def enable(server: grpc.aio.Server, service_names: Iterable[str], pool=None) -> None:
+    """Reflection for ``service_names``; ``pool``: the descriptor pool to answer from
+    (the default pool unless a service's messages live in one of their own)."""
     names = (*service_names, reflection.SERVICE_NAME, V1_SERVICE)
-    servicer = reflection.aio.ReflectionServicer(names)
-    reflection.enable_server_reflection(names, server)  # v1alpha
+    servicer = reflection.aio.ReflectionServicer(names, pool=pool)
+    reflection.enable_server_reflection(names, server, pool=pool)  # v1alpha
     v1 = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=pb.ServerReflectionRequest.FromString,

@@ -8,7 +8,7 @@ import grpc
 import pytest
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from svc_helpers import open_stream, serving, stream_step
@@ -27,16 +27,21 @@ async def test_health_answers(tiny_model_dir):
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_reflection_lists_and_describes_the_service(tiny_model_dir):
+@pytest.mark.parametrize("version", ["v1alpha", "v1"])
+async def test_reflection_lists_and_describes_the_service(tiny_model_dir, version):
+    """Both protocols (current grpcurl and Node clients ask for v1 first; the messages are the same)."""
     async with serving(tiny_model_dir) as s:
-        stub = reflection_pb2_grpc.ServerReflectionStub(s.channel)
+        call = s.channel.stream_stream(
+            f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString)
         requests = [
             reflection_pb2.ServerReflectionRequest(list_services=""),
             reflection_pb2.ServerReflectionRequest(file_containing_symbol=SERVICE),
         ]
-        responses = [r async for r in stub.ServerReflectionInfo(iter(requests))]
+        responses = [r async for r in call(iter(requests))]
         names = {x.name for x in responses[0].list_services_response.service}
-        assert {SERVICE, "grpc.health.v1.Health"} <= names
+        assert {SERVICE, "grpc.health.v1.Health", "inference.GRPCInferenceService"} <= names
         files = [descriptor_pb2.FileDescriptorProto.FromString(b)
                  for b in responses[1].file_descriptor_response.file_descriptor_proto]
         service = next(svc for f in files for svc in f.service if svc.name == "LstmService")
