@@ -66,7 +66,8 @@ def perf_analyzer_point(binary: Path, target: str, model: str, streams: int, len
             "--measurement-interval", str(window_ms), "--stability-percentage", "25", "--max-trials", "10",
             "-f", str(out_csv), *extra]
     env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*cuda_runtime_dirs(binary), env.get("LD_LIBRARY_PATH", "")]).strip(os.pathsep)
+    library_path = [*cuda_runtime_dirs(binary), env.get("LD_LIBRARY_PATH", "")]
+    env["LD_LIBRARY_PATH"] = os.pathsep.join(library_path).strip(os.pathsep)
     proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60 + 12 * window_ms / 1000)
     row = {"streams": streams, "command": " ".join(argv[1:]), "exit_code": proc.returncode}
     if proc.returncode != 0 or not out_csv.exists():
@@ -149,13 +150,16 @@ def table(results: dict) -> str:
         v1, pa = r["lstm_v1"], r["kserve"]
         pl, vl = pa.get("latency_ms", {}), v1["latency_ms"]
         ratio = pa["infer_per_s"] / v1["msgs_per_s"] if pa.get("infer_per_s") and v1["msgs_per_s"] else None
+        mark = "" if pa.get("stabilized", True) else "*"
         lines.append(f"| {r['streams']} | {f(v1['msgs_per_s'])} | {f(vl['p50'], '{:.2f}')} | {f(vl['p99'], '{:.2f}')} "
-                     f"| {f(pa.get('infer_per_s'))}{'' if pa.get('stabilized', True) else '*'} | {f(pl.get('p50'), '{:.2f}')} | {f(pl.get('p99'), '{:.2f}')} "
-                     f"| {f(ratio, '{:.2f}')} | {f(v1.get('server_us_per_msg'))} | {f(pa.get('server_us_per_infer'))} |")
+                     f"| {f(pa.get('infer_per_s'))}{mark} | {f(pl.get('p50'), '{:.2f}')} "
+                     f"| {f(pl.get('p99'), '{:.2f}')} | {f(ratio, '{:.2f}')} | {f(v1.get('server_us_per_msg'))} "
+                     f"| {f(pa.get('server_us_per_infer'))} |")
     failed = [f"perf_analyzer at {r['streams']}: {' / '.join(r['kserve']['error'])}"
               for r in results["rows"] if "error" in r["kserve"]]
     if any(not r["kserve"].get("stabilized", True) for r in results["rows"]):
-        failed.append("\n\\* perf_analyzer did not stabilise (3 windows within 25%); one fixed-count measurement instead.")
+        failed.append("\n\\* perf_analyzer did not stabilise (3 windows within 25%); "
+                      "one fixed-count measurement instead.")
     return "\n".join(lines + failed)
 
 
@@ -203,7 +207,8 @@ def main(args, parser, precisions: List[str]) -> int:
     except (ConfigError, SystemExit) as exc:
         parser.error(f"--server-args: {exc}")
     results = run(config, server_args, streams, length=args.sequence_length, warmup=warmup, duration=duration,
-                  clients=args.clients, binary=binary, quick=args.quick, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                  clients=args.clients, binary=binary, quick=args.quick,
+                  log=lambda msg: print(msg, file=sys.stderr, flush=True))
     print(table(results), flush=True)
     for message in write(results, Path(args.out) / "kserve"):
         print(message, file=sys.stderr)

@@ -80,7 +80,8 @@ def table(rows: List[dict]) -> str:
     for r in rows:
         off, on = r["off"], r["on"]
         change = 100.0 * (on["msgs_per_s"] / off["msgs_per_s"] - 1.0) if off["msgs_per_s"] else float("nan")
-        lines.append(f"| {r['streams']} | {r['order']} | {off['msgs_per_s']:.0f} | {on['msgs_per_s']:.0f} | {change:+.1f}% | "
+        lines.append(f"| {r['streams']} | {r['order']} | {off['msgs_per_s']:.0f} | {on['msgs_per_s']:.0f} | "
+                     f"{change:+.1f}% | "
                      f"{off['latency_ms']['p50']:.2f} / {off['latency_ms']['p99']:.2f} | "
                      f"{on['latency_ms']['p50']:.2f} / {on['latency_ms']['p99']:.2f} | "
                      f"{_us(off)} / {_us(on)} | {r['snapshots_per_s']:.0f} |")
@@ -99,7 +100,8 @@ def _measure(pool, stored: ServiceProcess, plain: ServiceProcess, n: int, warmup
         row[side] = measure_point(pool, server.target, n, 1, warmup, duration, server.pid)
     # over both points, warm-ups included: the counter cannot be split at the window's edges
     # (the memory-only server never writes, so this is the store-on server's rate over twice its time)
-    rate = 2 * (snapshots_written(scrape(stored.metrics_url)) - snapshots_written(before)) / (time.monotonic() - started)
+    written = snapshots_written(scrape(stored.metrics_url)) - snapshots_written(before)
+    rate = 2 * written / (time.monotonic() - started)
     return {"streams": n, "tokens_per_message": 1, "order": "on, off" if on_first else "off, on", **row,
             "snapshots_per_s": rate}
 

@@ -60,7 +60,8 @@ def config(card, service_config, providers) -> mc.ModelConfig:
         seq.control_input.add(name=name).control.add(kind=kind, int32_false_true=[0, 1])
     seq.control_input.add(name="CORRID").control.add(kind=Control.CONTROL_SEQUENCE_CORRID, data_type=mc.TYPE_UINT64)
     gpu = any("CUDA" in p for p in providers)
-    c.instance_group.add(name=card.name, count=1, kind=mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU)
+    group_kind = mc.ModelInstanceGroup.KIND_GPU if gpu else mc.ModelInstanceGroup.KIND_CPU
+    c.instance_group.add(name=card.name, count=1, kind=group_kind)
     c.parameters["session_ttl_seconds"].string_value = f"{service_config.session_ttl:g}"
     c.parameters["max_tokens_per_message"].string_value = str(service_config.max_tokens_per_message)
     return c

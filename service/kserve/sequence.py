@@ -90,7 +90,8 @@ def sequence_of(parameters) -> Sequence:
     start, end = _bool(parameters, "sequence_start"), _bool(parameters, "sequence_end")
     if sequence_id is None:
         if start or end:
-            raise InvalidArgument("sequence_start/sequence_end need a sequence_id (a uint64 above 0 or a non-empty string)")
+            raise InvalidArgument(
+                "sequence_start/sequence_end need a sequence_id (a uint64 above 0 or a non-empty string)")
         return STATELESS
     return Sequence(session_id_for(sequence_id), start, end, repr(sequence_id))
 

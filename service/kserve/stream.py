@@ -13,6 +13,7 @@ after --stream-idle-timeout (requests in flight are answered first).
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Dict, Optional
 
 from ..errors import ServiceError
@@ -77,7 +78,7 @@ async def _read(servicer, requests, replies: asyncio.Queue, live, caller) -> Non
             tasks.add(task)
             if key:
                 last[key] = task
-            task.add_done_callback(lambda t, k=key: finished(t, k))
+            task.add_done_callback(functools.partial(finished, key=key))
         while tasks:
             done, _ = await asyncio.wait(set(tasks))
             for task in done:

@@ -44,7 +44,8 @@ def request_input(request) -> Tuple[Optional[np.ndarray], str]:
         return _ids(tensor, data), ""
     if tensor.name == TEXT:
         return None, _text(tensor, data)
-    raise InvalidArgument(f"unknown input {tensor.name[:40]!r}: this model takes {ALLOWED_INPUTS}", field="inputs[0].name")
+    raise InvalidArgument(f"unknown input {tensor.name[:40]!r}: this model takes {ALLOWED_INPUTS}",
+                          field="inputs[0].name")
 
 
 def _check_type(tensor, datatype: str) -> None:
@@ -66,7 +67,8 @@ def _ids(tensor, data: Optional[bytes]) -> np.ndarray:
     typed = tensor.contents.int64_contents if tensor.HasField("contents") else ()
     if data is not None:
         if len(typed):
-            raise InvalidArgument(f"input {INPUT_IDS}: give raw_input_contents or contents, not both", field="inputs[0]")
+            raise InvalidArgument(f"input {INPUT_IDS}: give raw_input_contents or contents, not both",
+                                  field="inputs[0]")
         if len(data) != 8 * count:
             raise InvalidArgument(
                 f"input {INPUT_IDS}: raw_input_contents has {len(data)} bytes; shape [1, {count}] of INT64 "
@@ -85,8 +87,9 @@ def _text(tensor, data: Optional[bytes]) -> str:
     _check_type(tensor, "BYTES")
     shape = list(tensor.shape)
     if int(np.prod(shape, dtype=np.int64)) != 1 or len(shape) > 2:
-        raise InvalidArgument(f"input {TEXT} has shape {shape[:8]}; it must be [1] (one string)", field="inputs[0].shape")
-    typed = tensor.contents.bytes_contents if tensor.HasField("contents") else ()
+        raise InvalidArgument(f"input {TEXT} has shape {shape[:8]}; it must be [1] (one string)",
+                              field="inputs[0].shape")
+    typed: Sequence[bytes] = tensor.contents.bytes_contents if tensor.HasField("contents") else []
     if data is not None:
         if len(typed):
             raise InvalidArgument(f"input {TEXT}: give raw_input_contents or contents, not both", field="inputs[0]")

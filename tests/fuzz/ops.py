@@ -69,7 +69,7 @@ class CaseRunner:
             request = pb.CreateSessionRequest(session_id=session_id)
             if prompt is not None:
                 request.prompt.tokens.extend(token_ids(prompt))
-            code, reply = self.caller.call("CreateSession", lambda: self.stub.CreateSession(request))
+            code, reply = self.caller.call("CreateSession", lambda request=request: self.stub.CreateSession(request))
             self.caller.judge("CreateSession", code, reply, what="slot set-up")
             if code != C.OK:
                 self.book.strays.add(sid)

@@ -241,7 +241,10 @@ def stream_ops(draw) -> Op:
     return Op("stream", draw(SESSION_REF), draw(open_streams()), call, (tuple(steps), cancel_after))
 
 
-def _op(kind, session, request, call=PLAIN_CALLS, extra=st.just(())):
+NO_EXTRA = st.just(())
+
+
+def _op(kind, session, request, call=PLAIN_CALLS, extra=NO_EXTRA):
     return st.builds(Op, st.just(kind), session, request, call, extra)
 
 

@@ -226,5 +226,5 @@ class TwinKeeper:
         for session_id, session in sessions.items():
             if session_id not in known:
                 self.caller.mismatch(f"orphan session {session_id[:60]} ({session.steps} steps): no reply named it")
-            self.caller.call("DeleteSession", lambda: self.stub.DeleteSession(
+            self.caller.call("DeleteSession", lambda session_id=session_id: self.stub.DeleteSession(
                 pb.DeleteSessionRequest(session_id=session_id)))
