@@ -16,8 +16,6 @@ before the deadline (``predict_deferred``).
 """
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from typing import AsyncIterator, Callable, List, Optional, Sequence, Tuple
@@ -41,7 +39,6 @@ from .vocab import Vocab
 __all__ = ["CallEnded", "Engine", "Generated", "Lease", "Pending", "StepResult"]
 
 log = logging.getLogger("service.engine")
-SETTLE_WAIT_SECONDS = 1.0  # how long a writer waits for the previous reply's commit to settle
 
 
 class Engine:
@@ -103,19 +100,13 @@ class Engine:
     # -- holding sessions --------------------------------------------------------
     async def resolve(self, session_id: str, caller: Caller = ANYONE) -> None:
         """Before a call that names a session: load it from its snapshot if this replica does
-        not hold it (another replica's, or this one's before a restart), and wait (briefly)
-        for a unary reply's pending commit on it: a client that got its reply may send its
-        next call before the server heard that reply went out."""
-        if not session_id or not is_valid(session_id):  # a malformed id is refused by the store later
+        not hold it (another replica's, or this one's before a restart). No-op without a store."""
+        if self.durability is None or not session_id or not is_valid(session_id):  # malformed: refused later
             return
-        session = self.store.peek(session_id)
-        if session is None and self.durability is not None:
-            session = await self.durability.restore(session_id, caller.owner)
-        if session is not None and session.settling is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(session.settling), SETTLE_WAIT_SECONDS)
+        if self.store.peek(session_id) is None:
+            await self.durability.restore(session_id, caller.owner)
 
-    async def hold_settled(self, session_id: str, end_on_release: bool = False, caller: Caller = ANYONE) -> Lease:
+    async def hold_resolved(self, session_id: str, end_on_release: bool = False, caller: Caller = ANYONE) -> Lease:
         """``hold``, after ``resolve``."""
         await self.resolve(session_id, caller)
         return self.hold(session_id, end_on_release, caller)
@@ -141,7 +132,7 @@ class Engine:
                 session = self._new_session(session_id, ttl, caller)
                 lease = Lease(self, self.store.acquire(session.id), end_with_stream, caller)
             else:
-                lease = await self.hold_settled(session_id, end_with_stream, caller)
+                lease = await self.hold_resolved(session_id, end_with_stream, caller)
         except BaseException:
             self.quotas.close_stream(caller.principal)
             raise
@@ -151,7 +142,7 @@ class Engine:
     # -- one-shot calls ------------------------------------------------------------
     async def predict(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
                       expected_steps: Optional[int] = None, live: Live = always, caller: Caller = ANYONE) -> StepResult:
-        lease = await self.hold_settled(session_id, caller=caller)
+        lease = await self.hold_resolved(session_id, caller=caller)
         try:
             return await lease.step(ids, options, start, expected_steps, live)
         finally:
@@ -161,9 +152,9 @@ class Engine:
                                expected_steps: Optional[int] = None,
                                caller: Caller = ANYONE) -> Tuple[StepResult, Callable[[bool], None]]:
         """Run a step and hand back its result and ``settle(keep)``: the caller encodes the
-        reply, then settles, keeping the step only if the call is still live. The session
-        stays held until settled; the next writer waits for that (``hold_settled``)."""
-        lease = await self.hold_settled(session_id, caller=caller)
+        reply, then settles (keeping the step only if the call is still live) before it
+        returns, with no await in between, so nothing else sees the session meanwhile."""
+        lease = await self.hold_resolved(session_id, caller=caller)
         try:
             pending = await lease.run(ids, options, start, expected_steps)
         except BaseException:
@@ -171,22 +162,21 @@ class Engine:
             raise
         return pending.result, self.defer(lease, pending)
 
-    def defer(self, lease: Lease, pending: Pending) -> Callable[[bool], None]:
+    @staticmethod
+    def defer(lease: Lease, pending: Pending) -> Callable[[bool], None]:
+        """``settle(keep)``: commit ``pending`` if ``keep`` (and the session still lives), then
+        let the lease go."""
         session = lease.session
         if session is None:  # stateless: nothing to keep
             lease.release()
             return lambda keep: None
-        session.settling = asyncio.get_running_loop().create_future()
 
         def settle(keep: bool) -> None:
             try:
                 if keep and session.alive:
                     lease.commit(pending)
             finally:
-                future, session.settling = session.settling, None
                 lease.release()
-                if future is not None and not future.done():
-                    future.set_result(None)
 
         return settle
 
@@ -224,7 +214,7 @@ class Engine:
 
         Use with ``contextlib.aclosing`` so the session is released on cancel.
         """
-        lease = await self.hold_settled(session_id, caller=caller)
+        lease = await self.hold_resolved(session_id, caller=caller)
         try:
             lease.check_expected(expected_steps)
             logprobs = lease.session.last_logprobs if lease.session else None
@@ -314,10 +304,10 @@ class Engine:
         self.committed(session)
         return self.store.info(session)
 
-    def snapshot(self, session_id: str) -> Tuple[int, State, Optional[np.ndarray]]:
+    def snapshot(self, session_id: str, caller: Caller = ANYONE) -> Tuple[int, State, Optional[np.ndarray]]:
         """(steps, state, log-probs after the last token) of a session, read-only; it is not held
-        and this is no use of it (for explain, export, and tests that compare states bitwise)."""
-        session = self.store.get(session_id)
+        and this is no use of it (for explain, and tests that compare states bitwise)."""
+        session = self.store.get(session_id, caller.owner)
         return session.steps, session.state, session.last_logprobs
 
     def session_count(self) -> int:

@@ -14,7 +14,6 @@ No gRPC here: plain values in, ExplainResult or ServiceError out.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -34,7 +33,6 @@ MAX_WAITING = 8  # explain calls queued for the worker thread; beyond it RESOURC
 DEFAULT_TOP_K = 5
 BYTES_PER_VALUE = 5  # a packed float and its share of framing
 BYTES_PER_CANDIDATE = 24  # token, prob, logprob, piece, text and framing of one Candidate
-SETTLE_WAIT_SECONDS = 1.0  # as engine.hold_settled: wait this long for a pending commit before reading
 
 
 @dataclass(frozen=True)
@@ -189,8 +187,8 @@ class Explainer:
         """From the session's state (zero state without one), and ``settle(delivered)``.
 
         Without ``commit`` nothing changes and ``settle`` does nothing. With it, the tokens
-        are stepped like a unary Predict and kept only when the transport calls
-        ``settle(True)`` (the reply went out), as engine.predict_deferred does. Only the
+        are stepped like a unary Predict and kept when the caller calls ``settle(True)``
+        (its reply is encoded and the call still live), as with engine.predict_deferred. Only the
         caller's own sessions can be explained (another principal's do not exist for it).
         """
         engine = self.engine
@@ -201,7 +199,7 @@ class Explainer:
             logits, trace = await self.run(ids, state)
             return self._result(session_id, steps, False, ids, logits, trace, state, selection), _nothing
         # One writer: the explain and the step see one state.
-        lease = await engine.hold_settled(session_id, caller=caller)
+        lease = await engine.hold_resolved(session_id, caller=caller)
         try:
             logits, trace = await self.run(ids, lease.state)
             pending = await lease.run(ids, StepOptions(top_k=0))
@@ -212,17 +210,13 @@ class Explainer:
         return result, engine.defer(lease, pending)
 
     async def _snapshot(self, session_id: str, n_tokens: int, caller: Caller) -> Tuple[Tuple[np.ndarray, ...], int]:
-        """(state, steps) of the session, read-only (no lease, no touch), after any reply's
-        commit still settling on it (as engine.hold_settled waits); the zero state without one."""
-        store = self.engine.store
+        """(state, steps) of the caller's session, read-only (no lease, no touch), loaded from
+        its snapshot if this replica lacks it; the zero state without a session."""
         if not session_id:
-            return store.zeros, n_tokens
-        settling = getattr(store.get(session_id, caller.owner), "settling", None)
-        if settling is not None:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(settling), SETTLE_WAIT_SECONDS)
-        session = store.get(session_id, caller.owner)
-        return session.state, session.steps
+            return self.engine.store.zeros, n_tokens
+        await self.engine.resolve(session_id, caller)
+        steps, state, _ = self.engine.snapshot(session_id, caller)
+        return state, steps
 
     # -- cutting down ---------------------------------------------------------------
     def _result(self, session_id, steps, committed, ids, logits, trace, state, s: Selection) -> ExplainResult:

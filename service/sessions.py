@@ -13,7 +13,6 @@ expire or get evicted. Everything here runs on the event loop thread.
 """
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 from collections import OrderedDict
@@ -59,8 +58,6 @@ class Session:
     snapshot_steps: int = -1  # steps at the last durable snapshot (-1: none yet)
     busy: bool = False
     alive: bool = True
-    settling: Optional["asyncio.Future[None]"] = None  # set while a sent reply's commit is pending
-
 
     def expires_in(self, now: float) -> float:
         return self.ttl if self.busy else self.ttl - (now - self.last_used)

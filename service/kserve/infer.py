@@ -72,7 +72,7 @@ async def run(engine, r: Request, live=always, caller=ANYONE):
 async def _continue(engine, r: Request, start: bool, live, caller) -> object:
     seq = r.sequence
     try:
-        lease = await engine.hold_settled(seq.session_id, caller=caller)
+        lease = await engine.hold_resolved(seq.session_id, caller=caller)
     except NotFound as exc:
         if start:  # the id exists (create said so) but is not this caller's
             raise AlreadyExists(
