@@ -20,6 +20,14 @@ from .sessions import Session, SessionStore
 log = logging.getLogger("service.durability")
 
 
+def snapshot_of(session: Session, model_sha256: str):
+    """The session as a service.snapshots.Snapshot (what Redis and export blobs hold)."""
+    from .snapshots import Snapshot
+
+    return Snapshot(session.id, session.owner, session.steps, session.state, session.last_logprobs,
+                    session.ttl, model_sha256)
+
+
 class Durability:
     def __init__(self, store: SessionStore, snapshots, model_sha256: str, every: int, idle_seconds: float) -> None:
         self.store = store
@@ -28,14 +36,8 @@ class Durability:
         self.every = every
         self.idle_seconds = idle_seconds
 
-    def snapshot_of(self, session: Session):
-        from .snapshots import Snapshot
-
-        return Snapshot(session.id, session.owner, session.steps, session.state, session.last_logprobs,
-                        session.ttl, self.model_sha256)
-
     def save(self, session: Session) -> None:
-        self.snapshots.save(self.snapshot_of(session))
+        self.snapshots.save(snapshot_of(session, self.model_sha256))
         session.snapshot_steps = session.steps
 
     def committed(self, session: Session) -> None:

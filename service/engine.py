@@ -24,7 +24,7 @@ import numpy as np
 
 from . import options as opts
 from .batch_runner import BatchRunner, StepRequest
-from .durability import Durability
+from .durability import Durability, snapshot_of
 from .errors import FailedPrecondition
 from .identity import ANYONE, Caller
 from .lease import CallEnded, Generated, Lease, Live, Pending, StepResult, always
@@ -286,8 +286,7 @@ class Engine:
         from .blob import encode_blob
 
         session = self.store.get(session_id, caller.owner)
-        snapshot = Durability(self.store, None, self.model_sha256, 0, 0).snapshot_of(session)
-        return encode_blob(snapshot, key), session.steps
+        return encode_blob(snapshot_of(session, self.model_sha256), key), session.steps
 
     def import_session(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
                        caller: Caller = ANYONE) -> SessionInfo:
