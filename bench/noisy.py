@@ -9,14 +9,14 @@ back in one run. Prints the victim's p50/p99 per row.
 """
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import threading
 import time
 from pathlib import Path
 from typing import List
 
-from .machine import facts, loadavg
+from .machine import facts
+from .report import write_mode
 from .procs import ServiceProcess
 
 PREFILL = 4096
@@ -113,12 +113,5 @@ def main(args, server_args: List[str], seconds: float) -> int:
             server.stop()
     text = table(rows)
     print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    machine = facts()
-    machine["loadavg_at_end"] = loadavg()
-    (out / "noisy.json").write_text(json.dumps({"machine": machine, "server_args": server_args, "rows": rows},
-                                               indent=1, default=str))
-    (out / "noisy.md").write_text(text + "\n")
-    print(f"wrote {out / 'noisy.json'} and {out / 'noisy.md'}")
+    write_mode(Path(args.out), "noisy", text, {"server_args": server_args, "rows": rows}, facts())
     return 0

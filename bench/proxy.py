@@ -11,7 +11,6 @@ HAProxy finds the replica by DNS as in compose; a DNS stub on 127.0.0.1
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import re
 import shutil
@@ -22,7 +21,8 @@ from pathlib import Path
 from typing import List
 
 from .load import ClientPool
-from .machine import facts, loadavg
+from .machine import facts
+from .report import write_mode
 from .procs import ROOT, ServiceProcess, free_port
 from .run import measure_point
 
@@ -113,11 +113,5 @@ def main(args, parser, server_args: List[str], streams: List[int], warmup: float
         server.stop()
     text = table(rows)
     print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    machine["loadavg_at_end"] = loadavg()
-    (out / "proxy.json").write_text(json.dumps({"machine": machine, "haproxy": haproxy, "rows": rows}, indent=1,
-                                               default=str))
-    (out / "proxy.md").write_text(text + "\n")
-    print(f"wrote {out / 'proxy.json'} and {out / 'proxy.md'}")
+    write_mode(Path(args.out), "proxy", text, {"haproxy": haproxy, "rows": rows}, machine)
     return 0

@@ -190,3 +190,16 @@ def write(results: dict, out: Path) -> List[str]:
     why_not = plot(results, out / "throughput.png")
     messages.append(why_not or f"wrote {out / 'throughput.png'}")
     return messages
+
+
+def write_mode(out: Path, name: str, text: str, payload: dict, machine: dict) -> None:
+    """One extra bench mode's results: <name>.md (the printed table) and <name>.json (the
+    payload, with the machine's facts and its load average at the end)."""
+    from .machine import loadavg
+
+    machine["loadavg_at_end"] = loadavg()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps({"machine": machine, **payload}, indent=1, default=str))
+    (out / f"{name}.md").write_text(text + "\n")
+    print(f"wrote {out / (name + '.json')} and {out / (name + '.md')}")
+

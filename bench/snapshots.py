@@ -11,7 +11,6 @@ p50/p99 for each, and the snapshots written per second during the window.
 """
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import subprocess
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from .load import ClientPool
-from .machine import facts, loadavg
+from .machine import facts
+from .report import write_mode
 from .procs import ServiceProcess, free_port
 from .run import measure_point
 from .scrape import scrape
@@ -128,12 +128,5 @@ def main(args, parser, server_args: List[str], streams: List[int], warmup: float
         redis.stop()
     text = table(rows)
     print(text)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    machine = facts()
-    machine["loadavg_at_end"] = loadavg()
-    (out / "snapshots.json").write_text(json.dumps({"machine": machine, "server_args": server_args, "rows": rows},
-                                                   indent=1, default=str))
-    (out / "snapshots.md").write_text(text + "\n")
-    print(f"wrote {out / 'snapshots.json'} and {out / 'snapshots.md'}")
+    write_mode(Path(args.out), "snapshots", text, {"server_args": server_args, "rows": rows}, facts())
     return 0
