@@ -1,18 +1,26 @@
 """``python -m lstm_service`` / ``lstm-serve``: serve a model over gRPC.
 
-With no arguments it serves models/shakespeare on 127.0.0.1:50051.
-SIGTERM or SIGINT: health goes NOT_SERVING, new calls get UNAVAILABLE,
-in-flight calls get --grace seconds to finish, then the process exits 0.
+With no arguments it serves models/shakespeare on 127.0.0.1:50051, with
+--fronts front processes (default: one per core but one) in front of one
+engine process (service/supervisor.py); ``--fronts 0`` serves from this one
+process. SIGTERM or SIGINT: health goes NOT_SERVING, new calls get
+UNAVAILABLE, in-flight calls get --grace seconds to finish, then the
+process exits 0.
+
+The supervisor starts its children with this same entry point and
+LSTM_ROLE=engine or front in their environment.
 """
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import os
 import signal
 import sys
 from typing import Optional, Sequence
 
-from . import logs
+from . import logs, supervisor
 from .config import Config, load_config
 from .errors import ConfigError
 from .loops import event_loop_runner
@@ -20,11 +28,20 @@ from .loops import event_loop_runner
 log = logging.getLogger("service")
 
 
-async def serve(config: Config) -> int:
+async def serve(config: Config, role: str = "") -> int:
+    """The single-process server (role ""), or a front process of --fronts N (role "front")."""
     from .app import App  # imports onnxruntime; after config so --help stays fast
 
     try:
-        app = App(config)
+        if role == "front":
+            from .remote_engine import EngineLink, RequestCounts
+
+            index = os.environ.get(supervisor.INDEX_ENV, "0")
+            link = EngineLink(os.environ[supervisor.LINK_ENV], f"front-{index}-{os.getpid()}", counts=RequestCounts())
+            config = dataclasses.replace(config, http_port=config.http_port if index == "0" else 0)
+            app = App(config, link=link)
+        else:
+            app = App(config)
         await app.start()
     except ConfigError as exc:
         logs.event(log, "startup_failed", logging.ERROR, error=str(exc))
@@ -36,7 +53,7 @@ async def serve(config: Config) -> int:
         logs.event(log, "signal", signal=sig.name)
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT) if not role else (signal.SIGTERM,):
         loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, app.auth.reload)  # re-read --tokens-file
     await stop.wait()
@@ -51,10 +68,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"python -m lstm_service: error: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, config.log_format)
+    role = os.environ.get(supervisor.ROLE_ENV, "")
+    if role:  # a child of the supervisor: it alone decides when we stop (Ctrl-C reaches the whole group)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    elif config.fronts != 0:
+        return _supervise(config, argv)
     runner, kind = event_loop_runner()
-    logs.event(log, "starting", loop=kind, model=config.model, address=config.address, device=config.device)
+    logs.event(log, "starting", loop=kind, model=config.model, address=config.address, device=config.device,
+               role=role or "single")
     with runner:
-        return runner.run(serve(config))
+        if role == "engine":
+            from .engine_main import serve_engine
+
+            return runner.run(serve_engine(config, os.environ[supervisor.LINK_ENV]))
+        return runner.run(serve(config, role))
+
+
+def _supervise(config: Config, argv: Optional[Sequence[str]]) -> int:
+    fronts = config.fronts if config.fronts > 0 else supervisor.default_fronts()
+    try:
+        boss = supervisor.Supervisor(config, list(sys.argv[1:] if argv is None else argv), fronts)
+    except ConfigError as exc:
+        logs.event(log, "startup_failed", logging.ERROR, error=str(exc))
+        return 2
+    return boss.run()
 
 
 if __name__ == "__main__":

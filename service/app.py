@@ -23,6 +23,8 @@ from . import reflection
 from .blob import read_session_key
 from .config import Config
 from .engine import Engine
+from .keeper import StateKeeper
+from .remote_engine import EngineLink, RemoteEngine, RequestCounts
 from .errors import ConfigError
 from .identity import AuthInterceptor, Authenticator, server_credentials
 from .logs import event
@@ -35,29 +37,41 @@ from .server import LstmServicer
 
 log = logging.getLogger("service")
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LstmService"].full_name  # lstm.v1.LstmService
+LINK_READY_SECONDS = 30.0  # a front waits this long for the engine's first answer before logging "started"
 STORE_SERVICE = "lstm.v1.SnapshotStore"  # health of --state-store; the server itself stays SERVING without it
 
 
 class App:
-    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic, runtime=None) -> None:
+    """The gRPC side of the server. Without ``link`` it owns an in-process Engine (the
+    single-process server, ``--fronts 0``); with one it is a front process whose engine
+    answers over the link (service/remote_engine.py) and owns every session's state."""
+
+    def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic, runtime=None,
+                 link: Optional[EngineLink] = None) -> None:
         self.config = config
         try:
             self.card = load_card(config.model)
         except ModelCardError as exc:
             raise ConfigError(str(exc)) from exc
-        self.runtime = runtime or Runtime.from_config(self.card, config)
-        self.metrics = Metrics()
-        self.engine = Engine(config, self.card, self.runtime, self.metrics, clock, self._session_event)
-        self.metrics.track_sessions(self.engine.session_count)
+        self.link = link
+        self.keeper: Optional[StateKeeper] = None
+        if link is None:
+            self.runtime = runtime or Runtime.from_config(self.card, config)
+            self.metrics: Any = Metrics()
+            self.engine: Any = Engine(config, self.card, self.runtime, self.metrics, clock, self._session_event)
+            self.metrics.track_sessions(self.engine.session_count)
+            self.keeper = StateKeeper(self.engine, config, self.metrics, self._store_health)
+        else:
+            self.metrics = link.counts or RequestCounts()
+            self.engine = RemoteEngine(config, self.card, link)
+            link.on_health = self._engine_health
         self.auth = Authenticator(config.tokens_file, bool(config.tls_client_ca), config.open_reflection)
         key = read_session_key(config.session_key_file) if config.session_key_file else b""
         self.servicer = LstmServicer(self.engine, self.metrics, self.auth, key)
-        self.snapshots: Optional[Any] = None  # a snapshots.SnapshotStore with --state-store (opened in start)
         self.kserve = KServeServicer(self.engine, self.servicer)  # KServe v2 protocol: same engine, same admission
         self.health = HealthServicer()
         self.server: Optional[grpc.aio.Server] = None
         self.port = 0
-        self._reaper: Optional[asyncio.Task] = None
         self._stopped = asyncio.Event()  # set once stop() is done (an asyncio.Event binds no loop until used)
 
     def _session_event(self, kind: str, session, why: str) -> None:
@@ -67,7 +81,10 @@ class App:
     async def start(self) -> int:
         """Bind and serve; the bound port (useful with --port 0)."""
         interceptors = [AuthInterceptor(self.auth)] if self.auth.enabled else []
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=interceptors)
+        # Front processes share the port (SO_REUSEPORT: the kernel spreads connections over
+        # them); a lone server does not, so a port in use is an error, not a silent share.
+        reuse = 1 if self.link is not None else 0
+        server = grpc.aio.server(options=[("grpc.so_reuseport", reuse)], interceptors=interceptors)
         lstm_v1 = pb.DESCRIPTOR.services_by_name["LstmService"]
         server.add_generic_rpc_handlers((generic_handler(self.servicer, lstm_v1),))
         add_kserve(self.kserve, server)
@@ -86,24 +103,27 @@ class App:
                 f"cannot listen on {self.config.address}: the port is in use (another server?) or the address "
                 "is not on this machine; pick another with --port or LSTM_PORT (0 picks a free one), or --host"
             ) from exc
-        if c.state_store:
-            from .snapshots import open_store
-
-            self.snapshots = await open_store(c.state_store, self.metrics)
-            self.engine.attach_snapshots(self.snapshots)
-            await self._report_store()
+        if self.keeper is not None:
+            await self.keeper.open()
+        else:
+            await self._set_health(False)  # grpc's health servicer starts "" at SERVING; not before the engine answers
         await server.start()
         self.server = server
-        for name in ("", SERVICE_NAME, KSERVE_SERVICE):
-            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
-        self._reaper = asyncio.create_task(self._reap_forever())
-        metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
+        if self.link is None:
+            await self._set_health(True)
+            metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
+        else:
+            self.link.start()  # health turns SERVING at the engine's first answer
+            await self.link.wait_ready(LINK_READY_SECONDS)  # for the log line; health says the truth either way
+            metrics_port = 0  # the engine process serves /metrics, with this front's counts
         http_port = self._serve_http()
         self._warn_if_open()
         event(
-            log, "started", address=f"{c.host}:{self.port}", model=self.card.name, cell=self.card.cell,
+            log, "started" if self.link is None else "front_started", address=f"{c.host}:{self.port}",
+            model=self.card.name, cell=self.card.cell,
             layers=self.card.layers, hidden=self.card.hidden_size, vocab=self.card.vocab_size,
-            precision=self.runtime.precision, providers=",".join(self.runtime.providers), onnx=str(self.runtime.path),
+            precision=self.engine.runtime.precision, providers=",".join(self.engine.runtime.providers),
+            onnx=str(self.engine.runtime.path),
             max_sessions=c.max_sessions, session_ttl=c.session_ttl, max_tokens_per_message=c.max_tokens_per_message,
             max_batch=c.max_batch, max_batch_delay_ms=c.max_batch_delay_ms, inline_max_ms=c.inline_max_ms,
             queue_size=c.queue_size,
@@ -113,6 +133,26 @@ class App:
             state_store=_redact(c.state_store) or "off",
         )
         return self.port
+
+    async def _set_health(self, up: bool) -> None:
+        status = health_pb2.HealthCheckResponse.SERVING if up else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ("", SERVICE_NAME, KSERVE_SERVICE):
+            await self.health.set(name, status)
+
+    def _engine_health(self, up: bool, store: Optional[bool]) -> None:
+        """The link's view of the engine process as this front's health, and the snapshot
+        store's as the engine's pongs report it (None: no store, or no engine to ask)."""
+        loop = asyncio.get_running_loop()
+        if not self.servicer.draining:
+            loop.create_task(self._set_health(up))
+        if store is not None:
+            loop.create_task(self._store_health(store))
+
+    async def _store_health(self, healthy: bool) -> None:
+        """The snapshot store's health as its own grpc.health service (STORE_SERVICE): NOT_SERVING
+        while Redis is unreachable, when the server keeps serving from memory."""
+        ok = health_pb2.HealthCheckResponse.SERVING if healthy else health_pb2.HealthCheckResponse.NOT_SERVING
+        await self.health.set(STORE_SERVICE, ok)
 
     http = None  # the explain page's HTTP server (service/web), with --http-port
 
@@ -136,20 +176,6 @@ class App:
                 "serving on %s without authentication: any client that reaches this address can read, step and "
                 "delete every session; set --tokens-file and/or --tls-client-ca (docs/security.md)", host)
 
-    async def _reap_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.reap_interval)
-            self.engine.reap()
-            await self._report_store()
-
-    async def _report_store(self) -> None:
-        """The snapshot store's health as its own grpc.health service (STORE_SERVICE): NOT_SERVING
-        while Redis is unreachable, when the server keeps serving from memory."""
-        if self.snapshots is not None:
-            ok = health_pb2.HealthCheckResponse.SERVING if self.snapshots.healthy else \
-                health_pb2.HealthCheckResponse.NOT_SERVING
-            await self.health.set(STORE_SERVICE, ok)
-
     async def stop(self, grace: Optional[float] = None) -> None:
         """Report NOT_SERVING, refuse new calls (UNAVAILABLE), let in-flight
         calls finish for up to ``grace`` seconds, then stop."""
@@ -159,20 +185,20 @@ class App:
         began = asyncio.get_running_loop().time()
         self.servicer.start_draining()
         await self.health.enter_graceful_shutdown()
-        event(log, "draining", grace=grace, sessions=self.engine.session_count(), in_flight=self.servicer.in_flight)
+        event(log, "draining", grace=grace, in_flight=self.servicer.in_flight)
         # Keep the port open while in-flight calls finish, so calls arriving
         # meanwhile reach our handlers and get UNAVAILABLE (retryable, with a
         # message); once grpc's own stop has begun, racing calls see CANCELLED.
         await self.servicer.wait_idle(grace)
-        left = max(0.0, grace - (asyncio.get_running_loop().time() - began))
-        await self.engine.drain(min(left, 5.0))  # snapshot what is unsaved (with --state-store)
+        if self.keeper is not None:
+            left = max(0.0, grace - (asyncio.get_running_loop().time() - began))
+            await self.keeper.drain(min(left, 5.0))  # snapshot what is unsaved (with --state-store)
         left = max(0.0, grace - (asyncio.get_running_loop().time() - began))
         await self.server.stop(left)
-        if self.snapshots is not None:
-            await self.snapshots.close()
-        if self._reaper:
-            self._reaper.cancel()
-        self.engine.close()
+        if self.keeper is not None:
+            await self.keeper.close()
+        if self.link is not None:
+            self.link.close()
         self.metrics.close()
         if self.http is not None:
             self.http.stop()

@@ -24,6 +24,7 @@ class Config:
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda: auto asks for CUDA then CPU"})
     host: str = field(default="127.0.0.1", metadata={"help": "address to listen on (0.0.0.0 in containers)"})
     port: int = field(default=50051, metadata={"help": "gRPC port (0: pick a free one)"})
+    fronts: int = field(default=-1, metadata={"help": "front processes serving gRPC on --port, in front of one engine process that owns the model and every session (-1: one per CPU core but one, at least 1; 0: a single process does everything)"})
     max_sessions: int = field(default=10000, metadata={"help": "sessions held at once; the least recently used idle one is evicted beyond"})
     session_ttl: float = field(default=600.0, metadata={"help": "default idle time-to-live of a session, seconds"})
     max_session_ttl: float = field(default=86400.0, metadata={"help": "largest TTL a client may ask for, seconds"})
@@ -67,6 +68,7 @@ class Config:
 
         need(self.device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {self.device!r}")
         need(0 <= self.port <= 65535, f"port must be in [0, 65535], got {self.port}")
+        need(self.fronts >= -1, f"fronts must be -1 (one per core but one), 0 (single process) or more, got {self.fronts}")
         need(self.max_sessions >= 1, f"max_sessions must be >= 1, got {self.max_sessions}")
         need(self.session_ttl > 0, f"session_ttl must be > 0, got {self.session_ttl}")
         need(self.max_session_ttl >= self.session_ttl, "max_session_ttl must be >= session_ttl")

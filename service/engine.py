@@ -18,36 +18,33 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import AsyncIterator, Callable, List, Optional, Sequence, Tuple
+from typing import AsyncIterator, Callable, List, Optional, Tuple
 
 import numpy as np
 
-from . import options as opts
 from .batch_runner import BatchRunner, StepRequest
 from .durability import Durability, snapshot_of
+from .engine_face import EngineFace
 from .errors import FailedPrecondition
 from .identity import ANYONE, Caller
-from .lease import CallEnded, Generated, Lease, Live, Pending, StepResult, always
+from .lease import CallEnded, Generated, Lease, Pending, StepResult
 from .options import GenerateOptions, StepOptions
 from .quotas import Quotas
 from .sampling import Sampler
 from .scheduler import Scheduler
 from .session_ids import is_valid
 from .sessions import Session, SessionInfo, SessionStore, State
-from .vocab import Vocab
 
 __all__ = ["CallEnded", "Engine", "Generated", "Lease", "Pending", "StepResult"]
 
 log = logging.getLogger("service.engine")
 
 
-class Engine:
+class Engine(EngineFace):
     def __init__(self, config, card, runtime, metrics=None, clock=time.monotonic, on_event=None) -> None:
-        self.config = config
-        self.card = card
+        super().__init__(config, card)
         self.runtime = runtime  # what is served (precision, providers), for model descriptions
         self.metrics = metrics
-        self.vocab = Vocab(card.vocab_kind, card.vocab_size)
         self._on_event = on_event
         self.store = SessionStore(
             runtime.zero_state, max_sessions=config.max_sessions, default_ttl=config.session_ttl,
@@ -76,6 +73,10 @@ class Engine:
         self.durability = Durability(self.store, snapshots, self.model_sha256, c.snapshot_every,
                                      c.snapshot_idle_seconds)
 
+    @property
+    def zeros(self) -> State:
+        return self.store.zeros
+
     def committed(self, session: Session) -> None:
         """Called by a lease after each commit."""
         if self.durability is not None:
@@ -84,18 +85,6 @@ class Engine:
     def active(self) -> int:
         """Callers that may be sending steps now: held sessions and stateless calls."""
         return self.store.busy + self.scratch_active
-
-    # -- validation (before anything runs) -------------------------------------
-    def tokens(self, tokens: Sequence[int], text: str, what: str = "input") -> np.ndarray:
-        return self.vocab.encode(tokens, text, self.config.max_tokens_per_message, what)
-
-    def step_options(self, top_k: Optional[int], all_positions: bool, logprobs: bool) -> StepOptions:
-        return opts.step_options(top_k, all_positions, logprobs, self.vocab.size)
-
-    def generate_options(self, max_tokens: int, temperature: Optional[float], top_k: int, top_p: Optional[float],
-                         seed: Optional[int], stop: Sequence[str]) -> GenerateOptions:
-        return opts.generate_options(max_tokens, temperature, top_k, top_p, seed, stop, self.vocab.size,
-                                     self.config.max_generate_tokens)
 
     # -- holding sessions --------------------------------------------------------
     async def resolve(self, session_id: str, caller: Caller = ANYONE) -> None:
@@ -140,14 +129,6 @@ class Engine:
         return lease
 
     # -- one-shot calls ------------------------------------------------------------
-    async def predict(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
-                      expected_steps: Optional[int] = None, live: Live = always, caller: Caller = ANYONE) -> StepResult:
-        lease = await self.hold_resolved(session_id, caller=caller)
-        try:
-            return await lease.step(ids, options, start, expected_steps, live)
-        finally:
-            lease.release()
-
     async def predict_deferred(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
                                expected_steps: Optional[int] = None,
                                caller: Caller = ANYONE) -> Tuple[StepResult, Callable[[bool], None]]:
@@ -180,14 +161,19 @@ class Engine:
 
         return settle
 
-    async def create(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
-                     options: StepOptions, live: Live = always,
-                     caller: Caller = ANYONE) -> Tuple[SessionInfo, Optional[StepResult]]:
-        """A new session, prefilled with ``prompt`` if given. Nothing is created unless the
-        whole call succeeds (no orphan whose id the client never learns)."""
+    async def create_deferred(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
+                              options: StepOptions,
+                              caller: Caller = ANYONE) -> Tuple[Optional[StepResult], Callable]:
+        """The prompt's result (None without one) and ``keep(wanted)``: with True it creates the
+        session (with the prompt's state) and returns its record, with False it lets the result
+        go; call it with True only if the call is still live. Nothing is created before
+        ``keep(True)`` (no orphan whose id the client never learns)."""
         store = self.store
         if prompt is None:
-            return store.info(self._new_session(session_id, ttl, caller)), None
+            async def create(wanted: bool = True) -> Optional[SessionInfo]:
+                return store.info(self._new_session(session_id, ttl, caller)) if wanted else None
+
+            return None, create
         store.check_ttl(ttl)
         if session_id:
             store.check_new_id(session_id)
@@ -197,13 +183,17 @@ class Engine:
             pending = await scratch.run(prompt, options)
         finally:
             scratch.release()
-        if not live():
-            raise CallEnded("the call ended (cancelled or past its deadline) before the session was created")
-        session = self._new_session(session_id, ttl, caller)  # raises before anything is kept
-        store.commit(session, pending.state, pending.result.scores.last, len(prompt))
-        self.committed(session)
-        pending.result.session_id = session.id
-        return store.info(session), pending.result
+
+        async def keep(wanted: bool = True) -> Optional[SessionInfo]:
+            if not wanted:
+                return None
+            session = self._new_session(session_id, ttl, caller)  # raises before anything is kept
+            store.commit(session, pending.state, pending.result.scores.last, len(prompt))
+            self.committed(session)
+            pending.result.session_id = session.id
+            return store.info(session)
+
+        return pending.result, keep
 
     async def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
                        expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]:
@@ -308,6 +298,42 @@ class Engine:
         and this is no use of it (for explain, and tests that compare states bitwise)."""
         session = self.store.get(session_id, caller.owner)
         return session.steps, session.state, session.last_logprobs
+
+    # -- the records API of the servicers: async, resolving first (the same calls cross the
+    #    link in front processes, service/remote_engine.py) ----------------------------------
+    async def get_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+        await self.resolve(session_id, caller)
+        return self.session(session_id, caller)
+
+    async def reset_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+        await self.resolve(session_id, caller)
+        return self.reset(session_id, caller)
+
+    async def delete_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+        await self.resolve(session_id, caller)
+        return self.delete(session_id, caller)
+
+    async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float,
+                           caller: Caller = ANYONE) -> SessionInfo:
+        await self.resolve(session_id, caller)
+        return self.fork(session_id, new_id, ttl, caller)
+
+    async def list_sessions(self, limit: int, caller: Caller = ANYONE) -> Tuple[List[SessionInfo], int]:
+        return self.sessions(limit, caller)
+
+    async def export_blob(self, session_id: str, key: bytes, caller: Caller = ANYONE) -> Tuple[bytes, int]:
+        await self.resolve(session_id, caller)
+        return self.export_session(session_id, key, caller)
+
+    async def import_blob(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
+                          caller: Caller = ANYONE) -> SessionInfo:
+        return self.import_session(blob, key, session_id, ttl, caller)
+
+    async def read_state(self, session_id: str, caller: Caller = ANYONE) -> Tuple[int, State]:
+        """(steps, state) of the caller's session, read-only, loaded from its snapshot if need be."""
+        await self.resolve(session_id, caller)
+        steps, state, _ = self.snapshot(session_id, caller)
+        return steps, state
 
     def session_count(self) -> int:
         return len(self.store)

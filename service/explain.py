@@ -201,21 +201,21 @@ class Explainer:
         # One writer: the explain and the step see one state.
         lease = await engine.hold_resolved(session_id, caller=caller)
         try:
-            logits, trace = await self.run(ids, lease.state)
+            state = await lease.read_state()
+            logits, trace = await self.run(ids, state)
             pending = await lease.run(ids, StepOptions(top_k=0))
         except BaseException:
             lease.release()
             raise
-        result = self._result(session_id, pending.result.steps, True, ids, logits, trace, lease.state, selection)
+        result = self._result(session_id, pending.result.steps, True, ids, logits, trace, state, selection)
         return result, engine.defer(lease, pending)
 
     async def _snapshot(self, session_id: str, n_tokens: int, caller: Caller) -> Tuple[Tuple[np.ndarray, ...], int]:
         """(state, steps) of the caller's session, read-only (no lease, no touch), loaded from
         its snapshot if this replica lacks it; the zero state without a session."""
         if not session_id:
-            return self.engine.store.zeros, n_tokens
-        await self.engine.resolve(session_id, caller)
-        steps, state, _ = self.engine.snapshot(session_id, caller)
+            return self.engine.zeros, n_tokens
+        steps, state = await self.engine.read_state(session_id, caller)
         return state, steps
 
     # -- cutting down ---------------------------------------------------------------

@@ -133,6 +133,10 @@ class Lease:
         join = lambda field: np.concatenate([getattr(p, field) for p in parts])  # noqa: E731
         return Scores(join("logprobs"), parts[-1].last, join("top_ids"), join("top_logprobs"), join("top_probs")), state
 
+    async def read_state(self) -> State:
+        """The session's state as this lease found it (the same call across the engine link)."""
+        return self.state
+
     def check_expected(self, expected_steps: Optional[int]) -> None:
         if expected_steps is not None and self.session is not None and self.session.steps != expected_steps:
             steps = self.session.steps

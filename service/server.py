@@ -216,32 +216,26 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
             codec.step_result(response.result, result, self.engine.vocab)
         return response
 
-    async def _named(self, request, context) -> "tuple[str, Caller]":
-        """The session a call names and the caller, with the session loaded from its snapshot
-        if this replica does not hold it."""
-        session_id, caller = self._session_id(request.session_id, context), self._caller(context)
-        await self.engine.resolve(session_id, caller)
-        return session_id, caller
-
     @_rpc
     async def GetSession(self, request, context):
-        info = self.engine.session(*await self._named(request, context))
+        info = await self.engine.get_session(self._session_id(request.session_id, context), self._caller(context))
         return pb.GetSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @_rpc
     async def ResetSession(self, request, context):
-        info = self.engine.reset(*await self._named(request, context))
+        info = await self.engine.reset_session(self._session_id(request.session_id, context), self._caller(context))
         return pb.ResetSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @_rpc
     async def DeleteSession(self, request, context):
-        info = self.engine.delete(*await self._named(request, context))
+        info = await self.engine.delete_session(self._session_id(request.session_id, context), self._caller(context))
         return pb.DeleteSessionResponse(steps=info.steps)
 
     @_rpc
     async def ForkSession(self, request, context):
-        source, caller = await self._named(request, context)
-        info = self.engine.fork(source, request.new_session_id or None, request.ttl_seconds, caller)
+        source = self._session_id(request.session_id, context)
+        info = await self.engine.fork_session(source, request.new_session_id or None, request.ttl_seconds,
+                                              self._caller(context))
         return pb.ForkSessionResponse(session=codec.session(info, self.engine.card.name))
 
     def _key(self) -> bytes:
@@ -252,22 +246,22 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
 
     @_rpc
     async def ExportSession(self, request, context):
-        session_id, caller = await self._named(request, context)
-        blob, steps = self.engine.export_session(session_id, self._key(), caller)
+        session_id = self._session_id(request.session_id, context)
+        blob, steps = await self.engine.export_blob(session_id, self._key(), self._caller(context))
         return pb.ExportSessionResponse(blob=blob, steps=steps)
 
     @_rpc
     async def ImportSession(self, request, context):
         session_id = self._session_id(request.session_id, context)
-        info = self.engine.import_session(request.blob, self._key(), session_id or None, request.ttl_seconds,
-                                          self._caller(context))
+        info = await self.engine.import_blob(request.blob, self._key(), session_id or None, request.ttl_seconds,
+                                             self._caller(context))
         return pb.ImportSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @_rpc
     async def ListSessions(self, request, context):
         if request.limit > 1000:
             raise InvalidArgument(f"limit {request.limit} is out of range: allowed 0 (100) to 1000", field="limit")
-        infos, total = self.engine.sessions(request.limit or 100, self._caller(context))
+        infos, total = await self.engine.list_sessions(request.limit or 100, self._caller(context))
         model = self.engine.card.name
         return pb.ListSessionsResponse(
             sessions=[codec.session(i, model) for i in infos], total=total, max_sessions=self.engine.config.max_sessions
@@ -295,8 +289,6 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         from . import explain, explain_codec
 
         session_id, caller = self._session_id(request.session_id, context), self._caller(context)
-        if session_id:
-            await self.engine.resolve(session_id, caller)  # the caller's own, loaded from its snapshot if need be
         ids = self.engine.tokens(request.input.tokens, request.input.text)
         explainer = explain.for_engine(self.engine)
         selection = explainer.selection(n_tokens=len(ids), **explain_codec.selection_fields(request))

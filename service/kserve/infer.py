@@ -20,7 +20,7 @@ from typing import Sequence as Seq
 
 import numpy as np
 
-from ..engine import always
+from ..lease import always
 from ..errors import AlreadyExists, NotFound
 from ..identity import ANYONE
 from . import sequence as sq
@@ -57,7 +57,7 @@ async def run(engine, r: Request, live=always, caller=ANYONE):
     if seq.start and seq.end:
         result = await engine.predict("", r.ids, r.options, live=live, caller=caller)
         try:
-            engine.delete(seq.session_id, caller)
+            await engine.delete_session(seq.session_id, caller)
         except NotFound:
             pass  # the usual case: no earlier sequence of that id
         return result

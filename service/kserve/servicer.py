@@ -14,7 +14,7 @@ from importlib import metadata as dist
 from ..errors import ServiceError
 from ..proto.inference import grpc_service_pb2 as pb
 from ..proto.inference import grpc_service_pb2_grpc as pb_grpc
-from ..engine import always
+from ..lease import always
 from ..identity import ANYONE
 from ..server import _rpc, live_check
 from . import infer, model, tensors

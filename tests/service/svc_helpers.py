@@ -4,7 +4,9 @@ answers come from tests/reference.py, independent of the service code.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -15,6 +17,7 @@ import grpc
 
 from lstm_service.service.app import App
 from lstm_service.service.config import Config
+from lstm_service.service.engine import Engine
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 from lstm_service.service.runtime import Runtime
@@ -56,33 +59,103 @@ class GatedRuntime:
         return self.inner.run(tokens, state)
 
 
+FRONTS_ENV = "LSTM_TEST_FRONTS"  # 1: every serving() below runs as a front process and an engine
+
+
+def fronts_mode() -> bool:
+    """Whether this run tests the front + engine split (make test-fronts) rather than one process."""
+    return os.environ.get(FRONTS_ENV, "0") not in ("", "0")
+
+
 @dataclass
 class Served:
     app: App
     channel: grpc.aio.Channel
     stub: pb_grpc.LstmServiceStub
     port: int
+    engine: Engine  # the engine that owns the sessions (in fronts mode: the engine side of the link)
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    metrics: object = None  # the registry /metrics serves (in fronts mode: the engine's, with the fronts' counts)
+
     def state(self, session_id: str):
         """(steps, state, last_logprobs) as the server holds them."""
-        return self.app.engine.snapshot(session_id)
+        return self.engine.snapshot(session_id)
+
+    async def sync(self) -> None:
+        """In fronts mode, one round trip over the link: every one-way message the front sent
+        before it (commit, end, release) has been handled by the engine when it returns, so
+        what the test then reads of the engine directly is what the next call would see."""
+        if self.app.link is not None:
+            await self.app.link.call("ping", [])
+
+    async def requests_counted(self, method: str, code: str, want: float, timeout: float = 3.0) -> Optional[float]:
+        """lstm_requests_total{method, code}, once it reads ``want`` or ``timeout`` s have passed
+        (in fronts mode a front's counts reach the engine's /metrics with its next ping)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.metrics.registry.get_sample_value(  # type: ignore[attr-defined]
+                "lstm_requests_total", {"method": method, "code": code})
+            if value == want or time.monotonic() > deadline:
+                return value
+            await asyncio.sleep(0.05)
+
+
+class EngineThread:
+    """The engine side of --fronts (service/engine_main.EngineProcess: the engine, its link and
+    its keeper) on a thread with its own event loop, so a test can inject a clock or a
+    runtime and read the engine's state, while the front under test talks to it over the
+    real link. ``make test-fronts`` runs the service tests this way; tests/service/
+    test_fronts.py starts the real processes."""
+
+    def __init__(self, config: Config, clock, runtime) -> None:
+        from lstm_service.service.engine_main import EngineProcess
+        from lstm_service.service.link import new_address
+
+        self.address = new_address()
+        self.process = EngineProcess(config, self.address, clock, runtime)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="engine", daemon=True)
+        self.thread.start()
+        self._call(self.process.start())
+
+    def _call(self, coroutine, timeout: float = 30):
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        self._call(self.process.stop(1.0))
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 @contextlib.asynccontextmanager
 async def serving(model_dir: Path, clock=None, runtime=None, **overrides):
     config = Config(model=str(model_dir), port=0, device="cpu", **overrides)
-    app = App(config, clock=clock or time.monotonic, runtime=runtime)
-    port = await app.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+    engine_thread = None
+    if fronts_mode():
+        from lstm_service.service.remote_engine import EngineLink, RequestCounts
+
+        engine_thread = EngineThread(config, clock or time.monotonic, runtime)
+        app = App(config, link=EngineLink(engine_thread.address, "front-test", counts=RequestCounts()))
+        engine, metrics = engine_thread.process.engine, engine_thread.process.metrics
+    else:
+        app = App(config, clock=clock or time.monotonic, runtime=runtime)
+        engine, metrics = app.engine, app.metrics
     try:
-        yield Served(app, channel, pb_grpc.LstmServiceStub(channel), port)
+        port = await app.start()
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        try:
+            yield Served(app, channel, pb_grpc.LstmServiceStub(channel), port, engine, metrics)
+        finally:
+            await channel.close()
+            await app.stop(grace=0)
     finally:
-        await channel.close()
-        await app.stop(grace=0)
+        if engine_thread is not None:
+            engine_thread.stop()
 
 
 def same_state(a, b) -> bool:

@@ -170,7 +170,7 @@ async def test_full_queue_is_resource_exhausted_and_changes_nothing(tiny_model_d
         running = asyncio.ensure_future(predict("a"))
         await asyncio.to_thread(gated.entered.wait, 5)  # a holds the worker
         queued = [asyncio.ensure_future(predict(n)) for n in "bc"]
-        while s.app.engine.scheduler.depth < 2:
+        while s.engine.scheduler.depth < 2:
             await asyncio.sleep(0.005)
         before = s.state(ids["d"])
         try:
@@ -202,11 +202,11 @@ async def test_64_streams_over_grpc_share_model_calls(tiny_model_dir, reference)
     gated = GatedRuntime(runtime_for(tiny_model_dir))
     async with serving(tiny_model_dir, runtime=gated, max_batch=64, inline_max_ms=0) as s:
         tasks = [asyncio.ensure_future(one(s, t)) for t in texts]
-        while s.app.engine.scheduler.depth < 63:  # one step holds the worker, the other 63 wait
+        while s.engine.scheduler.depth < 63:  # one step holds the worker, the other 63 wait
             await asyncio.sleep(0.005)
         gated.gate.set()
         got = await asyncio.gather(*tasks)
-        batcher = s.app.engine.scheduler
+        batcher = s.engine.scheduler
     for text, rows in zip(texts, got):
         assert np.abs(rows - reference.logprobs(list(text))).max() <= 1e-4
     assert batcher.stats.max_seen >= 63 and batcher.stats.batches < batcher.stats.steps

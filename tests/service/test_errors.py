@@ -59,7 +59,7 @@ async def test_invalid_arguments_name_the_allowed_range_and_change_nothing(tiny_
         for awaitable, *fragments in cases:
             await expect(INVALID, awaitable, *fragments)
         assert same_state(s.state(sid), before)
-        assert s.app.engine.session_count() == 1
+        assert s.engine.session_count() == 1
 
 
 async def test_stream_protocol_errors(tiny_model_dir):
@@ -76,7 +76,8 @@ async def test_stream_protocol_errors(tiny_model_dir):
         await call.write(pb.StreamRequest(step=pb.StreamStep(input=pb.Input(tokens=[512]))))
         await expect(INVALID, call.read(), "allowed 0 to 255")
         assert same_state(s.state("stream-protocol-test-1"), before)
-        assert not s.app.engine.session("stream-protocol-test-1").busy  # the failed stream let go
+        got = await s.stub.GetSession(pb.GetSessionRequest(session_id="stream-protocol-test-1"))
+        assert not got.session.busy  # the failed stream let go
 
 
 async def test_not_found_already_exists_precondition(tiny_model_dir):
@@ -100,13 +101,12 @@ async def test_not_found_already_exists_precondition(tiny_model_dir):
                      s.stub.Generate(pb.GenerateRequest(session_id=sid)).read(), "consumed no token yet", "prompt")
         await expect(grpc.StatusCode.FAILED_PRECONDITION, s.stub.Generate(pb.GenerateRequest()).read(),
                      "a prompt is required")
-        assert s.state(sid)[0] == 0 and not s.app.engine.session(sid).busy
+        assert s.state(sid)[0] == 0 and not (await s.stub.GetSession(pb.GetSessionRequest(session_id=sid))).session.busy
 
 
 async def test_errors_are_counted_by_method_and_code(tiny_model_dir):
     async with serving(tiny_model_dir) as s:
         await expect(INVALID, s.stub.Predict(step("", tokens=[])))
         await s.stub.ListModels(pb.ListModelsRequest())
-        count = lambda method, code: s.app.metrics.registry.get_sample_value(  # noqa: E731
-            "lstm_requests_total", {"method": method, "code": code})
-        assert count("Predict", "INVALID_ARGUMENT") == 1 and count("ListModels", "OK") == 1
+        assert await s.requests_counted("Predict", "INVALID_ARGUMENT", 1) == 1
+        assert await s.requests_counted("ListModels", "OK", 1) == 1

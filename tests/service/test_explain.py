@@ -74,7 +74,7 @@ async def test_prediction_and_final_state_are_the_models(make_tiny_model):
 
 async def test_explain_changes_no_session_state_unless_commit(make_tiny_model):
     async with serving(make_tiny_model("lstm")) as s:
-        store = s.app.engine.store
+        store = s.engine.store
         sid = (await s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text="abc")))).session.id
         before = store.get(sid)
         state, steps, last = before.state, before.steps, before.last_logprobs
@@ -142,7 +142,7 @@ BAD = [
 async def test_bad_selections_are_refused_with_the_allowed_ranges(make_tiny_model, fields, allowed):
     async with serving(make_tiny_model("lstm")) as s:
         sid = (await s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text="abc")))).session.id
-        before = s.app.engine.store.get(sid)
+        before = s.engine.store.get(sid)
         state, steps = before.state, before.steps
         request = pb.ExplainRequest(session_id=sid, input=pb.Input(text="hello"), commit=True)
         request.MergeFrom(pb.ExplainRequest(**fields))
@@ -154,7 +154,7 @@ async def test_bad_selections_are_refused_with_the_allowed_ranges(make_tiny_mode
             await s.stub.Explain(request)
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert allowed in caught.value.details()
-        after = s.app.engine.store.get(sid)
+        after = s.engine.store.get(sid)
         assert after.steps == steps and all(a is b for a, b in zip(after.state, state))
 
 

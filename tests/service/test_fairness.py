@@ -85,10 +85,10 @@ async def test_a_long_input_runs_in_chunks_equal_to_one_call(tiny_model_dir, ref
     rng = np.random.default_rng(3)
     tokens = rng.integers(0, 256, 600).tolist()
     async with serving(tiny_model_dir, prefill_chunk=128) as s:
-        calls = s.app.engine.runner.stats.batches
+        calls = s.engine.runner.stats.batches
         reply = await s.stub.Predict(pb.PredictRequest(
             input=pb.Input(tokens=tokens), output=pb.OutputOptions(all_positions=True, logprobs=True, top_k=2)))
-        assert s.app.engine.runner.stats.batches - calls == 5  # 128 * 4 + 88
+        assert s.engine.runner.stats.batches - calls == 5  # 128 * 4 + 88
     got = np.array([list(p.logprobs) for p in reply.result.predictions])
     assert got.shape == (600, 256) and [p.position for p in reply.result.predictions] == list(range(600))
     assert np.abs(got - reference.logprobs(tokens)).max() <= 1e-4

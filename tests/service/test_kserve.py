@@ -107,7 +107,7 @@ async def test_stream_interleaves_sequences_each_matching_one_run(tiny_model_dir
             assert np.allclose(probs, np.exp(want[seq][t][ids]), atol=1e-5)
             seen.add(rid)
         assert len(seen) == len(a) + len(b)
-        assert s.app.engine.session_count() == 0  # both sequences ended and were freed
+        assert s.engine.session_count() == 0  # both sequences ended and were freed
 
 
 async def test_start_resets_a_live_sequence_and_prefill_returns_all_positions(tiny_model_dir, reference):
@@ -130,7 +130,7 @@ async def test_start_resets_a_live_sequence_and_prefill_returns_all_positions(ti
         # a stateless request (no sequence id) keeps nothing
         r = await client.infer(name, [ids_input(tokens[:1])], parameters={"top_k": K})
         assert tops(r)[0].tolist() == list(np.argsort(-want[0], kind="stable")[:K])
-        assert s.app.engine.session_count() == 1
+        assert s.engine.session_count() == 1
 
 
 async def test_metadata_config_and_statistics_satisfy_the_client(tiny_model_dir):
@@ -211,4 +211,5 @@ async def test_a_sequence_belongs_to_the_principal_that_started_it(tiny_model_di
             assert info.value.status() == f"StatusCode.{status}" and phrase in info.value.message()
         r = await client.infer(name, [ids_input([3])], sequence_id=5, sequence_end=True, headers=alice)
         assert r.as_numpy("TOP_IDS").shape == (1, 1, 5)
-        assert s.app.engine.session_count() == 0
+        await s.sync()
+        assert s.engine.session_count() == 0

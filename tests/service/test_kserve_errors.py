@@ -84,7 +84,7 @@ async def test_bad_requests_are_invalid_argument_and_change_nothing(tiny_model_d
         corrupt = s.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         await expect(corrupt(b"\xff\xff\xff"), grpc.StatusCode.INVALID_ARGUMENT, "not a valid inference.ModelInferRequest")
         assert same_state(s.state(session_id_for(9)), before)
-        assert s.app.engine.session_count() == 1  # no sequence 10 was made by the failed step
+        assert s.engine.session_count() == 1  # no sequence 10 was made by the failed step
 
 
 async def test_typed_contents_give_what_raw_contents_give(tiny_model_dir):
@@ -124,7 +124,7 @@ async def test_stream_reports_a_bad_request_and_goes_on(tiny_model_dir):
         assert await call.read() is grpc.aio.EOF
         assert replies["bad"].error_message.startswith("INVALID_ARGUMENT: input INPUT_IDS has datatype 'FP32'")
         assert not replies["good"].error_message and not replies["last"].error_message
-        assert s.app.engine.session_count() == 0
+        assert s.engine.session_count() == 0
 
 
 async def test_stream_answers_an_undecodable_message_and_goes_on(tiny_model_dir):

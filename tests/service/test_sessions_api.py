@@ -33,10 +33,10 @@ async def predict(stub, sid, text, **kw):
 
 async def test_create_with_prompt_prefills_in_one_call(tiny_model_dir, reference):
     async with serving(tiny_model_dir) as s:
-        calls = s.app.engine.runner.stats.batches
+        calls = s.engine.runner.stats.batches
         created = await s.stub.CreateSession(pb.CreateSessionRequest(
             prompt=pb.Input(text="ROMEO: hello"), output=pb.OutputOptions(logprobs=True, all_positions=True)))
-        assert s.app.engine.runner.stats.batches == calls + 1  # T>1 prefill is one model call
+        assert s.engine.runner.stats.batches == calls + 1  # T>1 prefill is one model call
         assert created.session.steps == 12 and created.result.steps == 12
         rows = np.array([p.logprobs for p in created.result.predictions])
         assert np.abs(rows - reference.logprobs(list(b"ROMEO: hello"))).max() <= TOL
@@ -104,6 +104,7 @@ async def test_ttl_expiry_with_injected_clock(tiny_model_dir):
         long = (await s.stub.CreateSession(pb.CreateSessionRequest())).session.id
         clock.advance(9)
         await predict(s.stub, short, "a")  # use restarts the idle timer
+        await s.sync()  # the step is kept (fronts mode: the engine saw its commit) before the clock moves
         clock.advance(9)
         got = await s.stub.GetSession(pb.GetSessionRequest(session_id=short))
         assert got.session.idle_seconds == pytest.approx(9) and got.session.expires_in_seconds == pytest.approx(1)
@@ -112,10 +113,10 @@ async def test_ttl_expiry_with_injected_clock(tiny_model_dir):
         assert (await s.stub.GetSession(pb.GetSessionRequest(session_id=long))).session.id == long
         clock.advance(60)
         for _ in range(200):  # the background reaper removes it without being asked
-            if s.app.engine.session_count() == 0:
+            if s.engine.session_count() == 0:
                 break
             await asyncio.sleep(0.01)
-        assert s.app.engine.session_count() == 0
+        assert s.engine.session_count() == 0
         await expect(grpc.StatusCode.NOT_FOUND, s.stub.GetSession(pb.GetSessionRequest(session_id=long)), "expired")
 
 
@@ -124,7 +125,7 @@ async def test_streamed_session_does_not_expire_while_held(tiny_model_dir):
     async with serving(tiny_model_dir, clock=clock, session_ttl=5) as s:
         call, opened = await open_stream(s.stub)
         clock.advance(100)
-        s.app.engine.reap()
+        s.engine.reap()
         assert (await stream_step(call, text="still here")).steps == 10
         await call.done_writing()
 

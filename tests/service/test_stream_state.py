@@ -39,8 +39,8 @@ async def test_stream_token_by_token_matches_one_run(tiny_model_dir, reference):
             assert prediction.top[0].prob == pytest.approx(np.exp(want[t][top[0]]), abs=1e-5)
         await call.done_writing()
         assert await call.read() is grpc.aio.EOF
-        assert s.app.engine.runner.stats.inline_runs > 0  # a lone stream's steps skip the worker hop
-        assert s.app.engine.session_count() == 0  # a stream-created, server-named session ends with its stream
+        assert s.engine.runner.stats.inline_runs > 0  # a lone stream's steps skip the worker hop
+        assert s.engine.session_count() == 0  # a stream-created, server-named session ends with its stream
 
 
 async def test_stream_text_input_is_utf8_bytes(tiny_model_dir, reference):
@@ -90,7 +90,7 @@ async def test_stateless_predict_keeps_nothing(tiny_model_dir, reference):
                                                         output=pb.OutputOptions(logprobs=True)))).result
             assert r.session_id == "" and r.steps == len(ids)
             assert np.abs(np.array(r.predictions[0].logprobs) - reference.logprobs(ids)[-1]).max() <= TOL
-        assert s.app.engine.session_count() == 0
+        assert s.engine.session_count() == 0
 
 
 async def test_32_interleaved_sessions_each_match_their_own_run(tiny_model_dir, reference):
@@ -111,7 +111,7 @@ async def test_32_interleaved_sessions_each_match_their_own_run(tiny_model_dir, 
 
     async with serving(tiny_model_dir) as s:
         results = await asyncio.gather(*(drive(s, ids) for ids in texts))
-        batcher = s.app.engine.runner.stats
+        batcher = s.engine.runner.stats
     for ids, got in zip(texts, results):
         assert np.abs(got - reference.logprobs(ids)).max() <= TOL
     assert batcher.steps >= sum(len(t) for t in texts) // 4

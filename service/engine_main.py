@@ -1,0 +1,88 @@
+"""The engine process of ``--fronts N`` (started by service/supervisor.py): loads
+the model once, owns every session's state, batches the steps of every front,
+keeps snapshots (--state-store) and serves /metrics (--metrics-port) with the
+fronts' request counts, which they send with their pings.
+
+SIGTERM: snapshot what is unsaved and exit 0 (the supervisor sends it after
+the fronts have drained).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from typing import Optional
+
+from lstm_service.model.card import ModelCardError, load_card
+
+from .config import Config
+from .engine import Engine
+from .engine_host import EngineHost
+from .errors import ConfigError
+from .keeper import StateKeeper
+from .logs import event
+from .metrics import Metrics
+from .runtime import Runtime
+
+log = logging.getLogger("service.engine")
+
+
+class EngineProcess:
+    def __init__(self, config: Config, address: str, clock=time.monotonic, runtime=None) -> None:
+        try:
+            self.card = load_card(config.model)
+        except ModelCardError as exc:
+            raise ConfigError(str(exc)) from exc
+        self.config = config
+        self.runtime = runtime or Runtime.from_config(self.card, config)
+        self.metrics = Metrics()
+        self.engine = Engine(config, self.card, self.runtime, self.metrics, clock, self._session_event)
+        self.metrics.track_sessions(self.engine.session_count)
+        self.keeper = StateKeeper(self.engine, config, self.metrics)  # its health goes out with each pong
+        self.host = EngineHost(self.engine, address, self._status)
+        self.host.on_requests = self._count_requests
+
+    def _session_event(self, kind: str, session, why: str) -> None:
+        event(log, f"session_{kind}", id=session.id, steps=session.steps, reason=why)
+        self.metrics.session_event(kind)
+
+    def _status(self) -> dict:
+        return {"store": self.keeper.store_healthy}
+
+    def _count_requests(self, counts: list) -> None:
+        for method, code, n in counts:
+            self.metrics.requests.labels(method, code).inc(n)
+
+    async def start(self) -> None:
+        await self.keeper.open()
+        await self.host.start()
+        metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
+        c, rt = self.config, self.runtime
+        event(log, "engine_started", link=self.host.address, model=self.card.name, precision=rt.precision,
+              providers=",".join(rt.providers), onnx=str(rt.path), max_batch=c.max_batch,
+              ort_threads=c.ort_threads, metrics_port=metrics_port or "off")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        await self.keeper.drain(timeout)
+        self.host.close()
+        await self.keeper.close()
+        self.metrics.close()
+        event(log, "engine_stopped", sessions=self.engine.session_count())
+
+
+async def serve_engine(config: Config, address: str) -> int:
+    try:
+        process: Optional[EngineProcess] = EngineProcess(config, address)
+        assert process is not None
+        await process.start()
+    except ConfigError as exc:
+        event(log, "startup_failed", logging.ERROR, error=str(exc))
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await process.stop()
+    return 0

@@ -1,0 +1,183 @@
+"""``--fronts N`` (N >= 1): one engine process and N front processes, kept running.
+
+    supervisor (this process: no model, no gRPC server)
+      ├── engine process   service/engine_main.py: the model, every session, the batcher
+      └── front 0..N-1     service/app.py with a RemoteEngine: gRPC on the one --port
+
+The fronts all listen on the same port (SO_REUSEPORT: the kernel spreads new
+connections over them) and reach the engine over a ZeroMQ link on an
+abstract-namespace ipc address private to this server (service/link.py).
+The supervisor holds the port bound (not listening) for the server's whole
+life, so ``--port 0`` picks one port for every front and a restarted front
+gets the same one.
+
+A child that dies is started again (after 0.5 s, doubling up to 5 s while it
+keeps dying): a dead engine takes the fronts to NOT_SERVING until the new
+one answers (sessions come back from their snapshots with --state-store);
+what a dead front held is let go by the engine. A child that exits with
+status 2 (bad configuration, e.g. no model) stops the whole server with 2.
+
+SIGTERM/SIGINT: the fronts drain (NOT_SERVING, refuse new calls, finish
+in-flight ones within --grace), then the engine snapshots and exits.
+SIGHUP goes to the fronts (they re-read --tokens-file).
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional, Sequence
+
+from . import link
+from .config import Config
+from .errors import ConfigError
+from .logs import event
+
+log = logging.getLogger("service.supervisor")
+
+ROLE_ENV, LINK_ENV, INDEX_ENV = "LSTM_ROLE", "LSTM_LINK", "LSTM_FRONT_INDEX"
+CONFIG_ERROR = 2
+MAX_BACKOFF = 5.0
+
+
+def default_fronts() -> int:
+    """One front per core but one (the engine's), at least one."""
+    return max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1) - 1)
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """Bind (not listen) ``host:port`` with SO_REUSEPORT, so the fronts can share it; port 0 picks one."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc} (another server?); pick another with --port or "
+            "LSTM_PORT (0 picks a free one), or --host") from exc
+    return sock
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """A child is killed with the supervisor (even by SIGKILL): no orphan keeps the port or the
+    model. SIGKILL, not SIGTERM: a server whose supervisor crashed has crashed; a draining
+    orphan would go on taking connections on the shared port."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+class Child:
+    def __init__(self, role: str, index: int, argv: List[str], env: Dict[str, str]) -> None:
+        self.role, self.index, self.argv, self.env = role, index, argv, env
+        self.proc: Optional[subprocess.Popen] = None
+        self.backoff = 0.5
+        self.restart_at = 0.0
+        self.started_at = 0.0
+
+    @property
+    def name(self) -> str:
+        return self.role if self.role == "engine" else f"front-{self.index}"
+
+    def start(self) -> None:
+        env = dict(os.environ, **self.env, **{ROLE_ENV: self.role, INDEX_ENV: str(self.index)})
+        self.proc = subprocess.Popen(self.argv, env=env, preexec_fn=_die_with_parent)
+        self.started_at = time.monotonic()
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+
+class Supervisor:
+    def __init__(self, config: Config, argv: Sequence[str], fronts: int) -> None:
+        self.config = config
+        self.fronts = fronts
+        self.stopping = False
+        self._port_holder = reserve_port(config.host, config.port)
+        self.port = self._port_holder.getsockname()[1]
+        self.address = link.new_address()
+        # Children run the same command line, with the port fixed (for --port 0) and the link named.
+        command = [sys.executable, "-m", "lstm_service", *argv, "--port", str(self.port)]
+        env = {LINK_ENV: self.address}
+        self.engine = Child("engine", 0, command, env)
+        self.front_children = [Child("front", i, command, env) for i in range(fronts)]
+
+    @property
+    def children(self) -> List[Child]:
+        return [self.engine, *self.front_children]
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: setattr(self, "stopping", True))
+        signal.signal(signal.SIGHUP, lambda *_: self._to_fronts(signal.SIGHUP))
+        for child in self.children:
+            child.start()
+        event(log, "supervising", address=f"{self.config.host}:{self.port}", fronts=self.fronts,
+              engine_pid=self.engine.proc.pid if self.engine.proc else 0,
+              front_pids=",".join(str(c.proc.pid) for c in self.front_children if c.proc), link=self.address)
+        status = self._watch()
+        self._shut_down()
+        return status
+
+    def _to_fronts(self, sig: int) -> None:
+        for child in self.front_children:
+            child.signal(sig)
+
+    def _watch(self) -> int:
+        while not self.stopping:
+            for child in self.children:
+                code = child.proc.poll() if child.proc else None
+                if code is None:
+                    continue
+                if code == CONFIG_ERROR:
+                    event(log, "child_failed", logging.ERROR, child=child.name, status=code,
+                          why="bad configuration; stopping the server")
+                    self.stopping = True
+                    return CONFIG_ERROR
+                self._restart_later(child, code)
+            time.sleep(0.1)
+        return 0
+
+    def _restart_later(self, child: Child, code: int) -> None:
+        now = time.monotonic()
+        if child.restart_at == 0.0:
+            if now - child.started_at > 30:  # it had been up a while: not a crash loop
+                child.backoff = 0.5
+            child.restart_at = now + child.backoff
+            event(log, "child_exited", logging.ERROR, child=child.name, status=code, restart_in=child.backoff)
+            child.backoff = min(MAX_BACKOFF, child.backoff * 2)
+        elif now >= child.restart_at:
+            child.restart_at = 0.0
+            child.start()
+            event(log, "child_restarted", child=child.name, pid=child.proc.pid if child.proc else 0)
+
+    def _shut_down(self) -> None:
+        grace = self.config.grace
+        self._to_fronts(signal.SIGTERM)
+        self._wait(self.front_children, grace + 5)
+        self.engine.signal(signal.SIGTERM)
+        self._wait([self.engine], 15)
+        self._port_holder.close()
+        event(log, "stopped")
+
+    @staticmethod
+    def _wait(children: List[Child], timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        for child in children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                event(log, "child_killed", logging.WARNING, child=child.name, why="did not stop in time")
+                child.proc.kill()
+                child.proc.wait()
