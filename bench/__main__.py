@@ -6,6 +6,7 @@
     python -m bench --proxy --model models/shakespeare                 # direct vs through HAProxy, 1 and 64 streams
     python -m bench --snapshots --model models/shakespeare             # Redis snapshots off vs on, 64 streams
     python -m bench --noisy --model models/shakespeare                 # victim latency beside 4096-token prefills
+    python -m bench --fronts-compare --model models/shakespeare        # --fronts 0 vs 1 vs 2, ORT 1/2-thread ceilings
 
 Starts ``python -m lstm_service`` (or uses --target), a bare gRPC echo server
 and client processes; prints a Markdown table, the ratios and the targets,
@@ -26,14 +27,29 @@ QUICK = {"streams": "1,4", "tokens_per_message": "1,8", "duration": 1.0, "warmup
 FULL = {"streams": "1,16,64,256", "tokens_per_message": "1,8", "duration": 10.0, "warmup": 2.0, "ceiling_seconds": 3.0}
 
 
-def _ints(text: str) -> List[int]:
+def _ints(text: str, least: int = 1) -> List[int]:
     try:
         values = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"expected integers >= 1, got {text!r}")
+    if not values or min(values) < least:
+        raise argparse.ArgumentTypeError(f"expected integers >= {least}, got {text!r}")
     return values
+
+
+def _server_args(args, precision: str) -> List[str]:
+    return ["--model", args.model, "--precision", precision, "--device", args.device, *shlex.split(args.server_args)]
+
+
+def _config(parser, server_args: List[str]):
+    """The service's own parse of ``server_args``: the ceiling runs what the server runs."""
+    from lstm_service.service.config import load_config
+    from lstm_service.service.errors import ConfigError
+
+    try:
+        return load_config(server_args)
+    except (ConfigError, SystemExit) as exc:
+        parser.error(f"--server-args: {exc}")
 
 
 def default_clients() -> int:
@@ -65,8 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="client parses every answer (a realistic client) instead of keeping bytes")
     p.add_argument("--top-k", type=int, help="top_k asked for on open [the server's default, 5]")
     p.add_argument("--server-args", default="", help="extra flags for python -m lstm_service, e.g. '--max-batch 128'")
-    p.add_argument("--out", default="bench/results",
-                   help="directory for results.json, results.md, throughput.png [bench/results]")
+    p.add_argument("--out", help="directory for results.json, results.md, throughput.png "
+                                 "[bench/results; --fronts-compare: bench/results/fronts]")
     p.add_argument("--quick", action="store_true", help="smoke run for tests/CI: streams 1,4, 1 s per point")
     p.add_argument("--kserve", action="store_true",
                    help="perf_analyzer on the KServe v2 endpoint beside lstm.v1, streams 1,16,64 (bench/kserve.py)")
@@ -78,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--noisy", action="store_true",
                    help="a 1-token victim's p50/p99 beside 0/1/8 clients looping 4096-token prefills, one-call vs "
                         "chunked prefill (bench/noisy.py)")
+    p.add_argument("--fronts-compare", action="store_true",
+                   help="single process vs --fronts 1 vs --fronts 2 (see --modes), every point, with the 1- and "
+                        "2-thread ORT ceilings and server CPU per process (bench/fronts.py)")
+    p.add_argument("--modes", default="0,1,2", type=lambda text: _ints(text, least=-1),
+                   help="--fronts-compare: the server's --fronts values, one server each, in turn [0,1,2]")
     p.add_argument("--sequence-length", type=int, default=64, help="--kserve: steps per perf_analyzer sequence [64]")
     p.add_argument("--perf-analyzer", help="--kserve: the perf_analyzer binary [.venv/perf-analyzer/bin/perf_analyzer]")
     return p
@@ -86,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = "bench/results/fronts" if args.fronts_compare else "bench/results"
     preset = QUICK if args.quick else FULL
     streams = _ints(args.streams or preset["streams"])
     tokens = _ints(args.tokens_per_message or preset["tokens_per_message"])
@@ -98,11 +121,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     precisions = [x.strip() for x in args.precision.split(",") if x.strip()]
     if args.target and len(precisions) > 1:
         parser.error("--target serves one precision; give one --precision")
-    from lstm_service.service.config import load_config
-    from lstm_service.service.errors import ConfigError
-
+    if args.target and args.fronts_compare:
+        parser.error("--fronts-compare starts each server mode itself; it cannot drive --target")
     from .run import run
 
+    server_args = _server_args(args, precisions[0])  # the single-precision modes' server
     if args.kserve:
         from .kserve import main as kserve_main
 
@@ -110,30 +133,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.proxy:
         from .proxy import main as proxy_main
 
-        server_args = ["--model", args.model, "--precision", precisions[0], "--device", args.device,
-                       *shlex.split(args.server_args)]
         return proxy_main(args, parser, server_args, _ints(args.streams or "1,64"), warmup, duration)
     if args.noisy:
         from .noisy import main as noisy_main
 
-        server_args = ["--model", args.model, "--precision", precisions[0], "--device", args.device,
-                       *shlex.split(args.server_args)]
         return noisy_main(args, server_args, duration if args.duration or args.quick else 8.0)
     if args.snapshots:
         from .snapshots import main as snapshots_main
 
-        server_args = ["--model", args.model, "--precision", precisions[0], "--device", args.device,
-                       *shlex.split(args.server_args)]
         return snapshots_main(args, parser, server_args, _ints(args.streams or "64"), warmup, duration)
+    points = [(n, k) for n in streams for k in tokens]
+    if args.fronts_compare:
+        from .fronts import main as fronts_main
+
+        return fronts_main(args, _config(parser, server_args), server_args, points, warmup, duration, ceiling_seconds)
     runs = []
     for precision in precisions:
-        server_args = ["--model", args.model, "--precision", precision, "--device", args.device,
-                       *shlex.split(args.server_args)]
-        try:
-            config = load_config(server_args)  # the service's own parser: the ceiling runs what the server runs
-        except (ConfigError, SystemExit) as exc:
-            parser.error(f"--server-args: {exc}")
-        results = run(config, server_args, [(n, k) for n in streams for k in tokens], warmup=warmup,
+        server_args = _server_args(args, precision)
+        results = run(_config(parser, server_args), server_args, points, warmup=warmup,
                       duration=duration, ceiling_seconds=ceiling_seconds, clients=args.clients,
                       target=args.target, metrics_url=args.metrics_url,
                       streams_per_channel=args.streams_per_channel, top_k=args.top_k,

@@ -181,7 +181,7 @@ async def _run(spec: Spec, conn) -> dict:
     await asyncio.gather(*(s.close() for s in streams))
     for channel in channels:
         await channel.close()
-    return {"latencies": np.asarray(rec.latencies), "errors": dict(rec.errors),
+    return {"latencies": np.asarray(rec.latencies), "errors": dict(rec.errors), "channels": len(channels),
             "cpu_seconds": cpu.get("end", 0.0) - cpu.get("start", 0.0)}
 
 
@@ -272,5 +272,7 @@ def summarize(parts: List[dict], streams: int, tokens: int, duration: float, ope
                        "max": float(lat.max()) if len(lat) else float("nan")},
         "errors": dict(errors), "error_count": int(sum(errors.values())),
         "opened": opened, "client_processes": processes,
+        # HTTP/2 connections: what a server's SO_REUSEPORT fronts share out, not streams
+        "connections": sum(p.get("channels", 0) for p in parts),
         "client_cpu": sum(p["cpu_seconds"] for p in parts) / duration,
     }

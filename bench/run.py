@@ -55,7 +55,10 @@ def measure_point(pool: ClientPool, target: str, streams: int, tokens: int, warm
     row = pool.run(target, streams, tokens, warmup, duration, on_start, on_stop)
     row["machine_cpu"] = (marks["busy1"] - marks["busy0"]) / (marks["t1"] - marks["t0"])
     row["server_cpu"] = meter.cores() if meter else None
+    row["server_cpu_by_process"] = meter.cores_by_process() if meter else None
     row["server_rss_peak_mb"] = meter.peak_rss_kb / 1024 if meter else None
+    row["server_rss_peak_mb_by_process"] = (
+        {name: kb / 1024 for name, kb in meter.peak_rss_kb_by_process.items()} if meter else None)
     # Server CPU per message: less sensitive to other load on the machine than msg/s.
     row["server_us_per_msg"] = 1e6 * row["server_cpu"] / row["msgs_per_s"] if meter and row["msgs_per_s"] else None
     row["other_cpu"] = max(0.0, row["machine_cpu"] - (row["server_cpu"] or 0.0) - row["client_cpu"])
@@ -64,6 +67,15 @@ def measure_point(pool: ClientPool, target: str, streams: int, tokens: int, warm
         busy = busy_seconds(marks["scrape0"], marks["scrape1"])
         row["ort_busy"] = busy / duration if busy is not None else None
     return row
+
+
+def noise_note(rows: List[dict]) -> Optional[str]:
+    """A warning when other processes took more than a quarter core on average during the windows."""
+    other = [r["other_cpu"] for r in rows]
+    if not other or sum(other) / len(other) <= 0.25:
+        return None
+    return (f"WARNING: other processes used {sum(other) / len(other):.2f} cores on average during the "
+            "measurements; these figures are not final")
 
 
 def ratios(results: dict) -> List[dict]:
@@ -134,11 +146,8 @@ def run(config, server_args: List[str], points: List[Tuple[int, int]], *, warmup
     if target:
         results["notes"]["server_cpu"] = ("external --target: server CPU and memory are not measured "
                                           "(other CPU includes the server)")
-    else:
-        other = [r["other_cpu"] for r in results["echo"] + results["service"]]
-        if other and sum(other) / len(other) > 0.25:
-            results["notes"]["noise"] = (f"WARNING: other processes used {sum(other) / len(other):.2f} cores on "
-                                         "average during the measurements; these figures are not final")
+    elif noise := noise_note(results["echo"] + results["service"]):
+        results["notes"]["noise"] = noise
     results["notes"]["client"] = (
         "requests are serialized once up front; " + ("every answer is parsed" if parse else
                                                      "answers are kept as bytes (the first of each stream is parsed "

@@ -15,13 +15,10 @@ POINTS = [(1, 1), (1, 8), (4, 1), (4, 8)]
 
 
 @pytest.fixture(scope="module")
-def quick_run(tiny_model_dir, tmp_path_factory):
+def quick_run(run_bench, tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    argv = [sys.executable, "-m", "bench", "--quick", "--model", str(tiny_model_dir), "--device", "cpu",
-            "--out", str(out)]
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout, json.loads((out / "results.json").read_text()), out
+    stdout = run_bench("--quick", "--model", str(tiny_model_dir), "--device", "cpu", "--out", str(out))
+    return stdout, json.loads((out / "results.json").read_text()), out
 
 
 def test_json_has_every_section(quick_run):

@@ -6,23 +6,16 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
-def test_snapshot_cost_run(tiny_model_dir, tmp_path):
-    argv = [sys.executable, "-m", "bench", "--snapshots", "--model", str(tiny_model_dir), "--device", "cpu",
-            "--streams", "4", "--duration", "1", "--warmup", "0.3", "--clients", "1",
-            "--server-args", "--snapshot-every 4", "--out", str(tmp_path)]
-    result = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "store off steps/s" in result.stdout
+def test_snapshot_cost_run(run_bench, tiny_model_dir, tmp_path):
+    stdout = run_bench("--snapshots", "--model", str(tiny_model_dir), "--device", "cpu", "--streams", "4",
+                       "--duration", "1", "--warmup", "0.3", "--clients", "1", "--server-args", "--snapshot-every 4",
+                       "--out", str(tmp_path))
+    assert "store off steps/s" in stdout
     rows = json.loads((tmp_path / "snapshots.json").read_text())["rows"]
     assert [(r["streams"], r["order"]) for r in rows] == [(4, "off, on"), (4, "on, off")]
     for r in rows:
