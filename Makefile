@@ -9,7 +9,7 @@ MODEL  ?= $(or $(LSTM_MODEL),models/shakespeare)
 DATA   ?= ../shared/data/tinyshakespeare.txt
 PERF_ANALYZER := $(VENV)/perf-analyzer/bin/perf_analyzer  # Triton's load generator (perf-analyzer target)
 
-.PHONY: lint fuzz serve test train export proto proto-check latency bench bench-kserve perf-analyzer system-deps clean deploy-test swarm-test
+.PHONY: lint fuzz serve test test-fronts train export proto proto-check latency bench bench-kserve perf-analyzer system-deps clean deploy-test swarm-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ serve: $(VENV)/.serve-installed
 
 test: $(VENV)/.dev-installed $(PERF_ANALYZER) system-deps
 	$(BIN)/python -m pytest -q
+
+# The server suites again with each side in the other mode (docs/fronts.md): servers the tests
+# run in-process become a front and an engine over the real link (LSTM_TEST_FRONTS=1), and
+# server processes (default: --fronts, one per core but one) run as one process (LSTM_FRONTS=0).
+test-fronts: $(VENV)/.dev-installed system-deps
+	LSTM_TEST_FRONTS=1 LSTM_FRONTS=0 $(BIN)/python -m pytest -q tests/service tests/client tests/fuzz
 
 # The long fuzz run: >= 50,000 fuzzed requests (fixed seed, 2 workers each with its own server;
 # several minutes), then counts of statuses, crashes and twin mismatches (docs/fuzz.md).

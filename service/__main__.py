@@ -37,7 +37,7 @@ async def serve(config: Config, role: str = "") -> int:
             from .remote_engine import EngineLink, RequestCounts
 
             index = os.environ.get(supervisor.INDEX_ENV, "0")
-            link = EngineLink(os.environ[supervisor.LINK_ENV], f"front-{index}-{os.getpid()}", counts=RequestCounts())
+            link = EngineLink(os.environ[supervisor.LINK_ENV], f"front-{index}", counts=RequestCounts())
             config = dataclasses.replace(config, http_port=config.http_port if index == "0" else 0)
             app = App(config, link=link)
         else:

@@ -74,7 +74,7 @@ class EngineHost:
         self.status = status  # extra fields for every pong (the snapshot store's health)
         self.instance = secrets.token_hex(4)  # a restarted engine has another: fronts drop what they held
         self.held: Dict[int, Held] = {}
-        self.on_requests: Optional[Callable[[list], None]] = None  # fronts' request counts (metrics)
+        self.on_requests: Optional[Callable[[str, list], None]] = None  # a front's request counts (metrics)
         self._ids = itertools.count(1)
         self._server: Optional[asyncio.AbstractServer] = None
         self._fronts: Set[link.Connection] = set()
@@ -157,9 +157,9 @@ class EngineHost:
         return key
 
     # -- liveness ------------------------------------------------------------------------
-    def ping(self, peer: link.Connection, requests: list) -> dict:
+    def ping(self, peer: link.Connection, front: str = "", requests: tuple = ()) -> dict:
         if requests and self.on_requests is not None:
-            self.on_requests(requests)
+            self.on_requests(front, list(requests))
         runtime = self.engine.runtime
         return {"instance": self.instance, "precision": runtime.precision, "providers": list(runtime.providers),
                 "path": str(runtime.path), **self.status()}

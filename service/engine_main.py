@@ -50,9 +50,10 @@ class EngineProcess:
     def _status(self) -> dict:
         return {"store": self.keeper.store_healthy}
 
-    def _count_requests(self, counts: list) -> None:
+    def _count_requests(self, front: str, counts: list) -> None:
         for method, code, n in counts:
             self.metrics.requests.labels(method, code).inc(n)
+            self.metrics.front_requests.labels(front).inc(n)
 
     async def start(self) -> None:
         await self.keeper.open()

@@ -15,6 +15,8 @@ class Metrics:
         r = self.registry = CollectorRegistry()
         self.requests = Counter("lstm_requests", "RPCs finished, by method and status code", ["method", "code"],
                                 registry=r)
+        self.front_requests = Counter("lstm_front_requests", "RPCs finished, by the front process that served "
+                                      "them (--fronts N; absent with one process)", ["front"], registry=r)
         self.step_seconds = Histogram(
             "lstm_step_seconds", "Time from queueing a step to its result", buckets=LATENCY_BUCKETS, registry=r
         )

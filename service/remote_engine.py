@@ -172,7 +172,8 @@ class EngineLink:
             self._connection = None
 
     async def _ping(self) -> None:
-        ping = asyncio.ensure_future(self._request("ping", [self.counts.take() if self.counts else []]))
+        counts = self.counts.take() if self.counts else []
+        ping = asyncio.ensure_future(self._request("ping", [self.name, counts]))
         done, _ = await asyncio.wait({ping}, timeout=DOWN_AFTER)
         if ping in done and not ping.exception():
             self._pong(ping.result())

@@ -90,7 +90,7 @@ class Served:
         before it (commit, end, release) has been handled by the engine when it returns, so
         what the test then reads of the engine directly is what the next call would see."""
         if self.app.link is not None:
-            await self.app.link.call("ping", [])
+            await self.app.link.call("ping")
 
     async def requests_counted(self, method: str, code: str, want: float, timeout: float = 3.0) -> Optional[float]:
         """lstm_requests_total{method, code}, once it reads ``want`` or ``timeout`` s have passed

@@ -59,6 +59,7 @@ async def test_invalid_arguments_name_the_allowed_range_and_change_nothing(tiny_
         for awaitable, *fragments in cases:
             await expect(INVALID, awaitable, *fragments)
         assert same_state(s.state(sid), before)
+        await s.sync()
         assert s.engine.session_count() == 1
 
 

@@ -107,6 +107,7 @@ async def test_stream_interleaves_sequences_each_matching_one_run(tiny_model_dir
             assert np.allclose(probs, np.exp(want[seq][t][ids]), atol=1e-5)
             seen.add(rid)
         assert len(seen) == len(a) + len(b)
+        await s.sync()
         assert s.engine.session_count() == 0  # both sequences ended and were freed
 
 
@@ -130,6 +131,7 @@ async def test_start_resets_a_live_sequence_and_prefill_returns_all_positions(ti
         # a stateless request (no sequence id) keeps nothing
         r = await client.infer(name, [ids_input(tokens[:1])], parameters={"top_k": K})
         assert tops(r)[0].tolist() == list(np.argsort(-want[0], kind="stable")[:K])
+        await s.sync()
         assert s.engine.session_count() == 1
 
 

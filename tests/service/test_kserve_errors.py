@@ -84,6 +84,7 @@ async def test_bad_requests_are_invalid_argument_and_change_nothing(tiny_model_d
         corrupt = s.channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
         await expect(corrupt(b"\xff\xff\xff"), grpc.StatusCode.INVALID_ARGUMENT, "not a valid inference.ModelInferRequest")
         assert same_state(s.state(session_id_for(9)), before)
+        await s.sync()
         assert s.engine.session_count() == 1  # no sequence 10 was made by the failed step
 
 
@@ -124,6 +125,7 @@ async def test_stream_reports_a_bad_request_and_goes_on(tiny_model_dir):
         assert await call.read() is grpc.aio.EOF
         assert replies["bad"].error_message.startswith("INVALID_ARGUMENT: input INPUT_IDS has datatype 'FP32'")
         assert not replies["good"].error_message and not replies["last"].error_message
+        await s.sync()
         assert s.engine.session_count() == 0
 
 

@@ -39,6 +39,7 @@ async def test_stream_token_by_token_matches_one_run(tiny_model_dir, reference):
             assert prediction.top[0].prob == pytest.approx(np.exp(want[t][top[0]]), abs=1e-5)
         await call.done_writing()
         assert await call.read() is grpc.aio.EOF
+        await s.sync()
         assert s.engine.runner.stats.inline_runs > 0  # a lone stream's steps skip the worker hop
         assert s.engine.session_count() == 0  # a stream-created, server-named session ends with its stream
 
@@ -90,6 +91,7 @@ async def test_stateless_predict_keeps_nothing(tiny_model_dir, reference):
                                                         output=pb.OutputOptions(logprobs=True)))).result
             assert r.session_id == "" and r.steps == len(ids)
             assert np.abs(np.array(r.predictions[0].logprobs) - reference.logprobs(ids)[-1]).max() <= TOL
+        await s.sync()
         assert s.engine.session_count() == 0
 
 
