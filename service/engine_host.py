@@ -16,7 +16,8 @@ import itertools
 import logging
 import secrets
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Set
+from collections import OrderedDict
+from typing import Any, Callable, Dict, Optional, Set, Tuple
 
 from . import link
 from .engine import Engine
@@ -30,6 +31,8 @@ log = logging.getLogger("service.engine_host")
 link.register_error(CallEnded)
 
 PING_SECONDS = 0.25  # a front pings this often (the engine's liveness, as the front sees it)
+MAKES = {"open": 0, "hold": 0, "predict": 0, "create": 0, "gen_open": None}  # ops that make a held key: where
+REMEMBERED = 4096  # per front: recent requests whose held key a "cancel" can still name
 
 
 def caller_of(body) -> Caller:
@@ -78,10 +81,14 @@ class EngineHost:
         self._ids = itertools.count(1)
         self._server: Optional[asyncio.AbstractServer] = None
         self._fronts: Set[link.Connection] = set()
+        # For a front's "cancel rid": its requests still running, and the recent ones that made
+        # something it holds (rid -> key), so a cancelled call's lease is let go at once.
+        self._running: Dict[Tuple[link.Connection, int], asyncio.Task] = {}
+        self._made: Dict[link.Connection, "OrderedDict[int, int]"] = {}
         Handler = Callable[..., Any]
         self._sync: Dict[str, Handler] = {
             "ping": self.ping, "commit": self.commit, "settle": self.settle, "end": self.end,
-            "release": self.release, "drop": self.release, "gen_open": self.gen_open}
+            "release": self.release, "drop": self.release, "cancel": self.cancel, "gen_open": self.gen_open}
         self._async: Dict[str, Handler] = {
             "open": self.open, "hold": self.hold, "run": self.run, "predict": self.predict, "create": self.create,
             "keep": self.keep, "gen_next": self.gen_next, "state": self.state}
@@ -110,14 +117,19 @@ class EngineHost:
         handler = self._sync.get(op)
         if handler is not None:
             try:
-                self._reply(peer, rid, True, handler(peer, *args))
+                body = handler(peer, *args)
             except BaseException as exc:  # noqa: BLE001 - answered as a status
                 self._fail(peer, rid, op, exc)
+                return
+            self._made_by(peer, rid, op, body)
+            self._reply(peer, rid, True, body)
             return
         if op not in self._records and op not in self._async:
             self._fail(peer, rid, op, ServiceError(f"the engine does not know the request {op!r}"))
             return
         task = asyncio.get_running_loop().create_task(self._answer(peer, rid, op, args))
+        if rid:
+            self._running[(peer, rid)] = task
         if op in ("run", "gen_next") and args and args[0] in self.held:  # a release or close may cancel it
             self.held[args[0]].task = task
 
@@ -128,7 +140,30 @@ class EngineHost:
             if not isinstance(exc, asyncio.CancelledError):
                 self._fail(peer, rid, op, exc)
             return
+        finally:
+            self._running.pop((peer, rid), None)
+        self._made_by(peer, rid, op, body)
         self._reply(peer, rid, True, body)
+
+    def _made_by(self, peer: link.Connection, rid: int, op: str, body: Any) -> None:
+        """Remember what request ``rid`` made for its front to hold, for a "cancel rid" racing its reply."""
+        if op in MAKES:
+            made = self._made.setdefault(peer, OrderedDict())
+            made[rid] = body if MAKES[op] is None else body[MAKES[op]]
+            if len(made) > REMEMBERED:
+                made.popitem(last=False)
+
+    def cancel(self, peer: link.Connection, rid: int) -> None:
+        """The front's caller of request ``rid`` went away (cancelled, past its deadline): stop it,
+        or let go of what it made, now, not when the front reads the reply, so the caller's
+        retry does not find the session still held."""
+        task = self._running.pop((peer, rid), None)
+        if task is not None and not task.done():
+            task.cancel()  # each step's own cleanup lets go of what it took
+            return
+        key = self._made.get(peer, {}).pop(rid, None)
+        if key is not None:
+            self._let_go(key)
 
     def _reply(self, peer: link.Connection, rid: int, ok: bool, body: Any) -> None:
         if rid:
@@ -154,6 +189,8 @@ class EngineHost:
     def _keep(self, held: Held) -> int:
         key = next(self._ids)
         self.held[key] = held
+        if held.peer.closed:  # its front went away while this was being made: nobody will ever name it
+            self._let_go(key)
         return key
 
     # -- liveness ------------------------------------------------------------------------
@@ -167,6 +204,9 @@ class EngineHost:
     def _on_lost(self, peer: link.Connection) -> None:
         """A front's connection closed: let go of everything it held, keeping nothing uncommitted."""
         self._fronts.discard(peer)
+        self._made.pop(peer, None)
+        for front, rid in [k for k in self._running if k[0] is peer]:
+            self._running.pop((front, rid)).cancel()
         gone = [key for key, held in self.held.items() if held.peer is peer]
         for key in gone:
             self._let_go(key)

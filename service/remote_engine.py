@@ -44,6 +44,7 @@ link.register_error(CallEnded)
 
 DOWN_AFTER = 2.0  # seconds without a pong: the engine is taken for down
 HOLDING = {"open": 0, "hold": 0, "predict": 0, "create": 0}  # ops whose reply names something held: its index
+# (the engine's MAKES; gen_open's reply is the key itself)
 
 
 def engine_down() -> Unavailable:
@@ -120,6 +121,8 @@ class EngineLink:
         except asyncio.CancelledError:  # the caller went away, maybe with the answer already in
             if future.done() and not future.cancelled():
                 self._let_go(op, *future.result())
+            elif op != "ping":
+                self.tell("cancel", rid)  # the engine stops it, or lets go of what it made, at once
             raise
         if not ok:
             raise link.error_from(body)

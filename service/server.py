@@ -4,6 +4,7 @@ handlers.py; no model or session state is touched here (the engine owns it).
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import inspect
@@ -67,7 +68,7 @@ def _rpc(method):
                 code, abort = status.for_exception(name, context, exc)
                 if abort is None:
                     raise
-                await context.abort(*abort)
+                await _abort(context, abort)
             finally:
                 self._finish(name, code, admitted)
 
@@ -83,11 +84,20 @@ def _rpc(method):
             code, abort = status.for_exception(name, context, exc)
             if abort is None:
                 raise
-            await context.abort(*abort)
+            await _abort(context, abort)
         finally:
             self._finish(name, code, admitted)
 
     return handler
+
+
+async def _abort(context, abort) -> None:
+    """End the call with its status; if the call is already over (the client cancelled, or its
+    deadline passed while the error was being made) there is nobody to tell, and grpc refuses
+    to send a status on a finished call: end the handler as cancelled instead."""
+    if context.done():
+        raise asyncio.CancelledError()
+    await context.abort(*abort)
 
 
 class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
