@@ -119,7 +119,8 @@ class App:
         http_port = self._serve_http()
         self._warn_if_open()
         event(
-            log, "started" if self.link is None else "front_started", address=f"{c.host}:{self.port}",
+            log, "started", process=self.link.name if self.link is not None else "single",
+            address=f"{c.host}:{self.port}",
             model=self.card.name, cell=self.card.cell,
             layers=self.card.layers, hidden=self.card.hidden_size, vocab=self.card.vocab_size,
             precision=self.engine.runtime.precision, providers=",".join(self.engine.runtime.providers),

@@ -200,3 +200,15 @@ def test_a_port_in_use_or_a_bad_model_stops_the_server_with_status_2(tiny_model_
     done = subprocess.run([sys.executable, "-m", "lstm_service", "--model", str(tmp_path / "nothing"), "--port", "0",
                            "--fronts", "1"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "startup_failed" in done.stderr
+
+
+def test_the_default_fronts_follow_a_containers_cpu_quota(tmp_path):
+    from lstm_service.service.supervisor import available_cores
+
+    affinity = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("max 100000\n")  # no quota: the affinity
+    assert available_cores(str(quota)) == affinity
+    quota.write_text("150000 100000\n")  # --cpus 1.5: 2 cores' worth of processes, at most the affinity
+    assert available_cores(str(quota)) == min(affinity, 2)
+    assert available_cores(str(tmp_path / "absent")) == affinity
