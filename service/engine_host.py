@@ -161,9 +161,9 @@ class EngineHost:
         if task is not None and not task.done():
             task.cancel()  # each step's own cleanup lets go of what it took
             return
-        key = self._made.get(peer, {}).pop(rid, None)
-        if key is not None:
-            self._let_go(key)
+        made = self._made.get(peer)
+        if made is not None and rid in made:
+            self._let_go(made.pop(rid))
 
     def _reply(self, peer: link.Connection, rid: int, ok: bool, body: Any) -> None:
         if rid:
