@@ -212,3 +212,24 @@ def test_the_default_fronts_follow_a_containers_cpu_quota(tmp_path):
     quota.write_text("150000 100000\n")  # --cpus 1.5: 2 cores' worth of processes, at most the affinity
     assert available_cores(str(quota)) == min(affinity, 2)
     assert available_cores(str(tmp_path / "absent")) == affinity
+
+
+def test_a_restarted_engine_resumes_sessions_from_their_snapshots(tiny_model_dir, tmp_path, reference):
+    from redis_helpers import running_redis
+
+    for redis in running_redis(tmp_path):  # skips without redis-server
+        with ServerProcess(["--model", str(tiny_model_dir), "--device", "cpu", "--fronts", "1",
+                            "--state-store", redis.url, "--snapshot-every", "1"]) as server:
+            with grpc.insecure_channel(server.target) as channel:
+                stub = pb_grpc.LstmServiceStub(channel)
+                sid = stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(tokens=list(TEXT[:9])))).session.id
+                time.sleep(0.5)  # the snapshot write (every step) reaches Redis
+                os.kill(children(server)["engine"], signal.SIGKILL)
+                wait_for(lambda: health(server.target) == health_pb2.HealthCheckResponse.NOT_SERVING, 5,
+                         "NOT_SERVING")
+                wait_for(lambda: health(server.target) == health_pb2.HealthCheckResponse.SERVING, 30,
+                         "SERVING again")
+                nxt = stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(tokens=[TEXT[9]]),
+                                                     expected_steps=9), timeout=10)
+        assert nxt.result.steps == 10
+        assert top_logprob(nxt.result) == pytest.approx(reference.logprobs(TEXT[:10])[9].max(), abs=1e-4)
