@@ -233,3 +233,32 @@ def test_a_restarted_engine_resumes_sessions_from_their_snapshots(tiny_model_dir
                                                      expected_steps=9), timeout=10)
         assert nxt.result.steps == 10
         assert top_logprob(nxt.result) == pytest.approx(reference.logprobs(TEXT[:10])[9].max(), abs=1e-4)
+
+
+def test_sighup_to_the_supervisor_reloads_the_tokens_in_every_front(tiny_model_dir, tmp_path):
+    import hashlib
+
+    tokens = tmp_path / "tokens"
+    line = lambda who, token: f"{who}: {hashlib.sha256(token.encode()).hexdigest()}\n"  # noqa: E731
+    tokens.write_text(line("alice", "old-token"))
+    with ServerProcess(["--model", str(tiny_model_dir), "--device", "cpu", "--fronts", "2",
+                        "--tokens-file", str(tokens)]) as server:
+
+        def codes(token: str) -> set:
+            """The status of ListModels with ``token`` over 8 fresh connections (both fronts)."""
+            seen = set()
+            for _ in range(8):
+                with grpc.insecure_channel(server.target, options=[("grpc.use_local_subchannel_pool", 1)]) as c:
+                    try:
+                        pb_grpc.LstmServiceStub(c).ListModels(pb.ListModelsRequest(), timeout=5,
+                                                              metadata=[("authorization", f"Bearer {token}")])
+                        seen.add("OK")
+                    except grpc.RpcError as exc:
+                        seen.add(exc.code().name)
+            return seen
+
+        assert codes("old-token") == {"OK"} and codes("new-token") == {"UNAUTHENTICATED"}
+        tokens.write_text(line("alice", "new-token"))
+        os.kill(server.pid, signal.SIGHUP)
+        wait_for(lambda: codes("new-token") == {"OK"}, 10, "the new token accepted by every front")
+        assert codes("old-token") == {"UNAUTHENTICATED"}
