@@ -17,11 +17,13 @@ import logging
 import secrets
 from dataclasses import dataclass
 from collections import OrderedDict
-from typing import Any, Callable, Dict, Optional, Set, Tuple
+from typing import Any, Awaitable, Callable, Dict, Optional, Set, Tuple
+
+import numpy as np
 
 from . import link
 from .engine import Engine
-from .errors import ServiceError, Unavailable
+from .errors import ServiceError, SessionBusy, Unavailable
 from .identity import Caller
 from .lease import CallEnded, Lease, Pending
 from .options import GenerateOptions, StepOptions
@@ -33,6 +35,7 @@ link.register_error(CallEnded)
 PING_SECONDS = 0.25  # a front pings this often (the engine's liveness, as the front sees it)
 MAKES = {"open": 0, "hold": 0, "predict": 0, "create": 0, "gen_open": None}  # ops that make a held key: where
 REMEMBERED = 4096  # per front: recent requests whose held key a "cancel" can still name
+BUSY_GRACE, BUSY_POLL = 0.05, 0.001  # seconds a call waits for a session another front is letting go
 
 
 def caller_of(body) -> Caller:
@@ -40,9 +43,11 @@ def caller_of(body) -> Caller:
 
 
 def result_body(result) -> list:
+    """A StepResult for the front (remote_engine.result_of): top-k as raw int64/float32 rows."""
     s, o = result.scores, result.options
-    return [result.session_id, result.steps, result.consumed, s.top_ids, s.top_logprobs, s.top_probs,
-            s.logprobs if o.logprobs else None, [o.top_k, o.all_positions, o.logprobs]]
+    return [result.session_id, result.steps, result.consumed, len(s.top_ids),
+            link.raw(s.top_ids, np.int64), link.raw(s.top_logprobs, np.float32), link.raw(s.top_probs, np.float32),
+            link.raw(s.logprobs, np.float32) if o.logprobs else None, [o.top_k, o.all_positions, o.logprobs]]
 
 
 def info_body(info) -> list:
@@ -67,7 +72,8 @@ class Held:
     pending: Optional[Pending] = None
     task: Optional[asyncio.Task] = None  # the step or token being computed for it now
     keep: Optional[Callable] = None  # a create's keep()
-    generation: Any = None  # an Engine.generate async iterator
+    generation: Any = None  # an Engine.generate async iterator, made at its first token
+    start_generation: Optional[Callable[[], Any]] = None
 
 
 class EngineHost:
@@ -135,7 +141,8 @@ class EngineHost:
 
     async def _answer(self, peer: link.Connection, rid: int, op: str, args: list) -> None:
         try:
-            body = await (self._record(op, args) if op in self._records else self._async[op](peer, *args))
+            body = await self._patiently(
+                lambda: self._record(op, args) if op in self._records else self._async[op](peer, *args))
         except BaseException as exc:  # noqa: BLE001 - answered as a status (a cancel: nobody waits)
             if not isinstance(exc, asyncio.CancelledError):
                 self._fail(peer, rid, op, exc)
@@ -144,6 +151,26 @@ class EngineHost:
             self._running.pop((peer, rid), None)
         self._made_by(peer, rid, op, body)
         self._reply(peer, rid, True, body)
+
+    @staticmethod
+    async def _patiently(attempt: Callable[[], Awaitable[Any]]) -> Any:
+        """``attempt()``, tried again for up to BUSY_GRACE while it finds its session busy.
+
+        Fronts are separate connections, so nothing orders one front's messages against
+        another's: a client's call through front B can arrive before the commit-and-release
+        of its previous call through front A, which the client saw answered (the single
+        process let go before replying). A writer that holds a session for real (an open
+        stream, a running step) still gets SESSION_BUSY, BUSY_GRACE later. A call that
+        failed changed nothing, so trying it again is safe."""
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + BUSY_GRACE
+        while True:
+            try:
+                return await attempt()
+            except SessionBusy:
+                if loop.time() >= give_up:
+                    raise
+                await asyncio.sleep(BUSY_POLL)
 
     def _made_by(self, peer: link.Connection, rid: int, op: str, body: Any) -> None:
         """Remember what request ``rid`` made for its front to hold, for a "cancel rid" racing its reply."""
@@ -245,7 +272,7 @@ class EngineHost:
 
     async def run(self, peer, key, ids, options, start, expected) -> list:
         held, lease = self.held[key], self._lease(key)
-        pending = held.pending = await lease.run(ids, step_options(options), start, expected)
+        pending = held.pending = await lease.run(link.ids_in(ids), step_options(options), start, expected)
         held.task = None
         return result_body(pending.result)
 
@@ -273,7 +300,7 @@ class EngineHost:
     async def predict(self, peer, session_id, ids, options, start, expected, caller) -> list:
         lease = await self.engine.hold_resolved(session_id, caller=caller_of(caller))
         try:
-            pending = await lease.run(ids, step_options(options), start, expected)
+            pending = await lease.run(link.ids_in(ids), step_options(options), start, expected)
         except BaseException:
             lease.release()
             raise
@@ -281,7 +308,7 @@ class EngineHost:
 
     # -- creating sessions -------------------------------------------------------------------
     async def create(self, peer, session_id, ttl, prompt, options, caller) -> list:
-        result, keep = await self.engine.create_deferred(session_id, ttl, prompt, step_options(options),
+        result, keep = await self.engine.create_deferred(session_id, ttl, link.prompt_in(prompt), step_options(options),
                                                          caller_of(caller))
         return [self._keep(Held(peer, keep=keep)), result_body(result) if result is not None else None]
 
@@ -292,15 +319,23 @@ class EngineHost:
 
     # -- generation: one token per gen_next, committed as it is handed to the front ---------
     def gen_open(self, peer, session_id, prompt, options, expected, caller) -> int:
-        generation = self.engine.generate(session_id, prompt, generate_options(options), expected, caller_of(caller))
-        return self._keep(Held(peer, generation=generation))
+        args = (session_id, link.prompt_in(prompt), generate_options(options), expected, caller_of(caller))
+        return self._keep(Held(peer, start_generation=lambda: self.engine.generate(*args)))
 
     async def gen_next(self, peer, key) -> Optional[list]:
         held = self.held[key]
+        first = held.generation is None
+        if first:  # the session is held (and the prompt run) at the first token
+            assert held.start_generation is not None, "not a generation"
+            held.generation = held.start_generation()
         try:
             g = await held.generation.__anext__()
         except StopAsyncIteration:
             return None
+        except SessionBusy:
+            if first:
+                held.generation = None  # a generator that raised is over: a retry starts a new one
+            raise
         finally:
             held.task = None
         return [g.token, g.piece, g.text, g.logprob, g.steps, g.finish]

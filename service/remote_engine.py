@@ -232,9 +232,12 @@ def options_body(o: StepOptions) -> list:
 
 
 def result_of(body) -> StepResult:
-    session_id, steps, consumed, top_ids, top_logprobs, top_probs, logprobs, (k, every, lp) = body
+    """engine_host.result_body's list back to a StepResult (``scores.last`` stays in the engine)."""
+    session_id, steps, consumed, positions, ids, lps, probs, logprobs, (k, every, lp) = body
     empty = np.empty((0,), np.float32)
-    scores = Scores(logprobs if logprobs is not None else empty, empty, top_ids, top_logprobs, top_probs)
+    scores = Scores(link.rows(logprobs, np.float32, positions) if logprobs is not None else empty, empty,
+                    link.rows(ids, np.int64, positions), link.rows(lps, np.float32, positions),
+                    link.rows(probs, np.float32, positions))
     return StepResult(session_id, steps, consumed, scores, StepOptions(k, every, lp))
 
 
@@ -276,7 +279,8 @@ class RemoteLease:
 
     async def run(self, ids: np.ndarray, options: StepOptions, start: bool = False,
                   expected_steps: Optional[int] = None) -> RemotePending:
-        return RemotePending(result_of(await self._call("run", ids, options_body(options), start, expected_steps)))
+        return RemotePending(result_of(await self._call("run", link.ids_out(ids), options_body(options), start,
+                                                           expected_steps)))
 
     def commit(self, pending: RemotePending, live: Live = always) -> StepResult:
         if not live():
@@ -335,8 +339,8 @@ class RemoteEngine(EngineFace):
     async def predict_deferred(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
                                expected_steps: Optional[int] = None,
                                caller: Caller = ANYONE) -> Tuple[StepResult, Callable[[bool], None]]:
-        key, result = await self.link.call("predict", session_id, ids, options_body(options), start, expected_steps,
-                                           caller_body(caller))
+        key, result = await self.link.call("predict", session_id, link.ids_out(ids), options_body(options), start,
+                                           expected_steps, caller_body(caller))
         return result_of(result), RemoteLease(self, key, stateless=not session_id).settle
 
     @staticmethod
@@ -345,7 +349,7 @@ class RemoteEngine(EngineFace):
 
     async def create_deferred(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
                               options: StepOptions, caller: Caller = ANYONE):
-        key, result = await self.link.call("create", session_id, ttl, prompt, options_body(options),
+        key, result = await self.link.call("create", session_id, ttl, link.ids_out(prompt), options_body(options),
                                            caller_body(caller))
 
         async def keep(wanted: bool = True) -> Optional[SessionInfo]:
@@ -360,7 +364,8 @@ class RemoteEngine(EngineFace):
                        expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]:
         s = options.sampling
         body = [options.max_tokens, [s.temperature, s.top_k, s.top_p, s.seed], list(options.stop)]
-        key = await self.link.call("gen_open", session_id, prompt, body, expected_steps, caller_body(caller))
+        key = await self.link.call("gen_open", session_id, link.ids_out(prompt), body, expected_steps,
+                                   caller_body(caller))
         try:
             while (item := await self.link.call("gen_next", key)) is not None:
                 yield Generated(*item)
