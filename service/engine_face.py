@@ -8,7 +8,7 @@ liveness where it knows it and settles.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -21,6 +21,8 @@ from .vocab import Vocab
 
 
 class EngineFace:
+    runtime: Any  # what is served (precision, providers, path), for model descriptions
+
     def __init__(self, config, card) -> None:
         self.config = config
         self.card = card

@@ -12,9 +12,10 @@ from typing import Optional
 
 from . import codec, status
 from .admission import Admission
-from .engine import CallEnded, Engine
+from .engine_face import EngineFace
 from .errors import FailedPrecondition, InvalidArgument, NotFound, quote
 from .handlers import check_decoded
+from .lease import CallEnded
 from .identity import Authenticator, Caller
 from .options import StepOptions
 from .proto.lstm.v1 import lstm_pb2 as pb
@@ -101,7 +102,7 @@ async def _abort(context, abort) -> None:
 
 
 class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
-    def __init__(self, engine: Engine, metrics=None, auth: Optional[Authenticator] = None,
+    def __init__(self, engine: EngineFace, metrics=None, auth: Optional[Authenticator] = None,
                  session_key: bytes = b"") -> None:
         super().__init__(metrics, engine.config.stream_idle_timeout)
         self.engine = engine
