@@ -1,8 +1,12 @@
-"""The service assembled in one process: model card, onnxruntime session,
-engine (which owns the sessions and the batching), and the grpc.aio server with health and
-reflection. Used by ``python -m lstm_service`` and by the tests.
+"""The gRPC side of the server, in one of two shapes. As the single process
+(``--fronts 0``): model card, onnxruntime session, the engine (which owns the
+sessions and the batching) and the grpc.aio server with health and
+reflection. As a front process of ``--fronts N``: the same server and
+servicers over a RemoteEngine, whose engine runs in its own process
+(service/supervisor.py, docs/fronts.md). Used by ``python -m lstm_service``
+and by the tests.
 
-    app = App(config)            # loads the model
+    app = App(config)            # loads the model (or App(config, link=EngineLink(...)) for a front)
     port = await app.start()     # listening
     await app.stop()             # NOT_SERVING, refuse new calls, drain, stop
 """
