@@ -10,6 +10,8 @@ import functools
 import inspect
 from typing import Optional
 
+import grpc
+
 from . import codec, status
 from .admission import Admission
 from .engine_face import EngineFace
@@ -95,10 +97,16 @@ def _rpc(method):
 async def _abort(context, abort) -> None:
     """End the call with its status; if the call is already over (the client cancelled, or its
     deadline passed while the error was being made) there is nobody to tell, and grpc refuses
-    to send a status on a finished call: end the handler as cancelled instead."""
+    to send a status on a finished call (ExecuteBatchError, logged as an ERROR by grpc): end
+    the handler as cancelled instead."""
     if context.done():
         raise asyncio.CancelledError()
-    await context.abort(*abort)
+    try:
+        await context.abort(*abort)
+    except grpc.aio.AbortError:
+        raise  # the normal way out: the status is on its way
+    except Exception:  # noqa: BLE001 - grpc's ExecuteBatchError: the call ended while aborting
+        raise asyncio.CancelledError() from None
 
 
 class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
