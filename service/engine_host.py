@@ -94,7 +94,7 @@ class EngineHost:
         Handler = Callable[..., Any]
         self._sync: Dict[str, Handler] = {
             "ping": self.ping, "commit": self.commit, "settle": self.settle, "end": self.end,
-            "release": self.release, "drop": self.release, "cancel": self.cancel, "gen_open": self.gen_open}
+            "release": self.release, "drop": self.drop, "cancel": self.cancel, "gen_open": self.gen_open}
         self._async: Dict[str, Handler] = {
             "open": self.open, "hold": self.hold, "run": self.run, "predict": self.predict, "create": self.create,
             "keep": self.keep, "gen_next": self.gen_next, "state": self.state}
@@ -190,7 +190,7 @@ class EngineHost:
             return
         made = self._made.get(peer)
         if made is not None and rid in made:
-            self._let_go(made.pop(rid))
+            self._let_go(made.pop(rid), unused=True)
 
     def _reply(self, peer: link.Connection, rid: int, ok: bool, body: Any) -> None:
         if rid:
@@ -241,14 +241,18 @@ class EngineHost:
             log.warning("a front disconnected holding %d calls: let go of them, nothing uncommitted was kept",
                         len(gone))
 
-    def _let_go(self, key: int) -> None:
-        """End what a front held, keeping nothing it had not committed."""
+    def _let_go(self, key: int, unused: bool = False) -> None:
+        """End what a front held, keeping nothing it had not committed. ``unused``: its caller
+        never saw it (cancelled before the reply), so a stream that was to end its session
+        with it never opened, as far as the client knows: the session stays."""
         held = self.held.pop(key, None)
         if held is None:
             return
         if held.task is not None and not held.task.done():
             held.task.cancel()
         if held.lease is not None:
+            if unused:
+                held.lease.end_on_release = False
             held.lease.release()
         if held.generation is not None:
             self._close_generation(held)
@@ -290,6 +294,10 @@ class EngineHost:
 
     def release(self, peer, key) -> None:
         self._let_go(key)
+
+    def drop(self, peer, key) -> None:
+        """Let go of what a reply named that the front's caller never read (or a create not kept)."""
+        self._let_go(key, unused=True)
 
     def settle(self, peer, key, keep) -> None:
         """Keep a held step (if ``keep`` and the session lives) and let the lease go."""

@@ -146,11 +146,12 @@ class EngineLink:
         future.set_result((ok, body))
 
     def _let_go(self, op: str, ok: bool, body: Any) -> None:
-        """A reply nobody will read: release what it names (a lease, a create, a generation)."""
+        """A reply nobody will read: drop what it names (a lease, a create, a generation), as
+        never used: a stream that was to end its session with it never opened for its client."""
         if ok and op in HOLDING:
-            self.tell("release", body[HOLDING[op]])
+            self.tell("drop", body[HOLDING[op]])
         elif ok and op == "gen_open":
-            self.tell("release", body)
+            self.tell("drop", body)
 
     def _fail_waiting(self) -> None:
         waiting, self._waiting = self._waiting, {}

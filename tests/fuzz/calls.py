@@ -68,7 +68,7 @@ class Stats:
         lines = [f"cases (fuzzed requests) {self.cases}  sequences {self.sequences}  calls in all {self.calls}",
                  f"crashes {len(self.crashes)}  unexpected statuses {len(self.unexpected)}  "
                  f"mismatches {len(self.mismatches)}",
-                 f"late commits (deadline/cancel raced a finished step) {self.late_commits}  "
+                 f"late commits (deadline/cancel raced a finished step or open) {self.late_commits}  "
                  f"generate tokens committed unread {self.unread_tokens}  twin resyncs {self.resyncs}",
                  f"server log: ERROR lines {len(server_errors)}",
                  "statuses seen:"]

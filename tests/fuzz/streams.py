@@ -11,7 +11,7 @@ from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
 from .calls import C, predictions_problem
 from .strategies import Op
-from .twin import token_ids
+from .twin import GONE, token_ids
 
 
 class _Requests:
@@ -44,9 +44,10 @@ def run_stream(runner, op: Op) -> None:
     runner.caller.stats.calls += 1
     call = runner.stub.Stream(iter(requests), timeout=timeout, metadata=meta)
     requests.send(pb.StreamRequest(open=open_))
-    code, error, in_flight = C.OK, None, None
+    code, error, in_flight, was_opened = C.OK, None, None, False
     try:
         opened = next(call).opened
+        was_opened = True
         if open_.create:
             runner.book.strays.add(opened.id)
         elif twin is not None and open_.HasField("end_with_stream") and open_.end_with_stream:
@@ -82,12 +83,24 @@ def run_stream(runner, op: Op) -> None:
         requests.send(None)
     runner._judge("Stream", code, error, op, disagree,
                   {C.CANCELLED} if cancel_after is not None else ())
+    if not was_opened and twin is not None and code == C.DEADLINE_EXCEEDED and open_.end_with_stream:
+        _resolve_open(runner, op, twin)
+        return
     if twin is None or in_flight is None or code not in (C.CANCELLED, C.DEADLINE_EXCEEDED):
         return
     if runner._wrong_expectation(in_flight, twin, C.CANCELLED):
         return
     if not runner.twins.resolve_step(twin, token_ids(in_flight.input), in_flight.start, "Stream step", in_flight.end):
         runner.book.slots[op.session.index] = None
+
+
+def _resolve_open(runner, op: Op, twin) -> None:
+    """A stream that was to end S with it ran out of time before its `opened` arrived. The
+    server may have opened it and written `opened` just before the deadline (as a step can be
+    kept just before it: a late commit); then S ended with the stream. Either is allowed."""
+    if runner.twins.steps_now(twin.s, may_be_gone=True) == GONE:
+        runner.caller.stats.late_commits += 1
+        _ends_with_stream(runner, op, twin)
 
 
 def _ends_with_stream(runner, op: Op, twin) -> None:
