@@ -53,7 +53,7 @@ async def serve(config: Config, role: str = "") -> int:
         logs.event(log, "signal", signal=sig.name)
         stop.set()
 
-    for sig in (signal.SIGTERM, signal.SIGINT) if not role else (signal.SIGTERM,):
+    for sig in (signal.SIGTERM, signal.SIGINT) if not role else (supervisor.STOP_SIGNAL,):
         loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, app.auth.reload)  # re-read --tokens-file
     await stop.wait()
@@ -69,8 +69,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     logs.setup(config.log_level, config.log_format)
     role = os.environ.get(supervisor.ROLE_ENV, "")
-    if role:  # a child of the supervisor: it alone decides when we stop (Ctrl-C reaches the whole group)
+    if role:  # a child of the supervisor: it alone decides when we stop (supervisor.STOP_SIGNAL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     elif config.fronts != 0:
         return _supervise(config, argv)
     runner, kind = event_loop_runner()

@@ -3,14 +3,13 @@ the model once, owns every session's state, batches the steps of every front,
 keeps snapshots (--state-store) and serves /metrics (--metrics-port) with the
 fronts' request counts, which they send with their pings.
 
-SIGTERM: snapshot what is unsaved and exit 0 (the supervisor sends it after
-the fronts have drained).
+supervisor.STOP_SIGNAL: snapshot what is unsaved and exit 0 (the supervisor
+sends it after the fronts have drained; SIGTERM and SIGINT are ignored).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from typing import Optional
 
@@ -24,6 +23,7 @@ from .keeper import StateKeeper
 from .logs import event
 from .metrics import Metrics
 from .runtime import Runtime
+from .supervisor import STOP_SIGNAL
 
 log = logging.getLogger("service.engine")
 
@@ -82,8 +82,7 @@ async def serve_engine(config: Config, address: str) -> int:
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(STOP_SIGNAL, stop.set)
     await stop.wait()
     await process.stop()
     return 0

@@ -86,6 +86,7 @@ class EngineLink:
         self._pinger: Optional[asyncio.Task] = None
         self._last_pong = 0.0
         self._ready = asyncio.Event()
+        self._closing = False
 
     def start(self) -> None:
         self._pinger = asyncio.get_running_loop().create_task(self._ping_forever())
@@ -98,6 +99,7 @@ class EngineLink:
             return False
 
     def close(self) -> None:
+        self._closing = True  # our own close is no engine failure
         if self._pinger is not None:
             self._pinger.cancel()
         self._fail_waiting()
@@ -178,6 +180,7 @@ class EngineLink:
     async def _ping(self) -> None:
         counts = self.counts.take() if self.counts else []
         ping = asyncio.ensure_future(self._request("ping", [self.name, counts]))
+        ping.add_done_callback(lambda f: f.cancelled() or f.exception())  # read even if we stop waiting
         done, _ = await asyncio.wait({ping}, timeout=DOWN_AFTER)
         if ping in done and not ping.exception():
             self._pong(ping.result())
@@ -187,7 +190,7 @@ class EngineLink:
             ping.cancel()
 
     def _on_lost(self, connection: link.Connection) -> None:
-        if connection is self._connection:
+        if connection is self._connection and not self._closing:
             self._connection = None
             self._down("its connection closed")
 

@@ -18,7 +18,10 @@ what a dead front held is let go by the engine. A child that exits with
 status 2 (bad configuration, e.g. no model) stops the whole server with 2.
 
 SIGTERM/SIGINT: the fronts drain (NOT_SERVING, refuse new calls, finish
-in-flight ones within --grace), then the engine snapshots and exits.
+in-flight ones within --grace), then the engine snapshots and exits. The
+children ignore SIGTERM and SIGINT (a signal to the whole process group must
+not stop the engine before the fronts have drained) and stop on the
+supervisor's STOP_SIGNAL.
 SIGHUP goes to the fronts (they re-read --tokens-file).
 """
 from __future__ import annotations
@@ -43,6 +46,10 @@ from .logs import event
 log = logging.getLogger("service.supervisor")
 
 ROLE_ENV, LINK_ENV, INDEX_ENV = "LSTM_ROLE", "LSTM_LINK", "LSTM_FRONT_INDEX"
+# The supervisor's order to a child to stop (a front drains, the engine snapshots). Not SIGTERM:
+# a process manager may send SIGTERM to the whole group at once (systemd's default, `make`,
+# a terminal's Ctrl-C is SIGINT), and the engine must outlive the fronts' drain.
+STOP_SIGNAL = signal.SIGUSR1
 CONFIG_ERROR = 2
 MAX_BACKOFF = 5.0
 
@@ -177,9 +184,9 @@ class Supervisor:
 
     def _shut_down(self) -> None:
         grace = self.config.grace
-        self._to_fronts(signal.SIGTERM)
+        self._to_fronts(STOP_SIGNAL)
         self._wait(self.front_children, grace + 5)
-        self.engine.signal(signal.SIGTERM)
+        self.engine.signal(STOP_SIGNAL)
         self._wait([self.engine], 15)
         self._port_holder.close()
         event(log, "stopped")

@@ -262,3 +262,23 @@ def test_sighup_to_the_supervisor_reloads_the_tokens_in_every_front(tiny_model_d
         os.kill(server.pid, signal.SIGHUP)
         wait_for(lambda: codes("new-token") == {"OK"}, 10, "the new token accepted by every front")
         assert codes("old-token") == {"UNAUTHENTICATED"}
+
+
+def test_sigterm_to_the_whole_process_group_still_drains_the_fronts_before_the_engine(tiny_model_dir, tmp_path):
+    """systemd (KillMode=control-group) and `make` signal every process at once: the children
+    ignore it and stop in order on the supervisor's word, with no ERROR on the way."""
+    port = free_port()
+    log = tmp_path / "server.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "lstm_service", "--model", str(tiny_model_dir), "--device",
+                                 "cpu", "--port", str(port), "--fronts", "1"], stderr=out, start_new_session=True)
+    try:
+        wait_for(lambda: health(f"127.0.0.1:{port}") == health_pb2.HealthCheckResponse.SERVING, 60, "SERVING")
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert " ERROR " not in text, text
+    assert text.index('service stopped') < text.index("engine_stopped") < text.index("supervisor stopped")
