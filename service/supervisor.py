@@ -124,6 +124,7 @@ class Supervisor:
         self.config = config
         self.fronts = fronts
         self.stopping = False
+        self.stopped_by = ""  # the signal that stopped the server
         self._port_holder = reserve_port(config.host, config.port)
         self.port = self._port_holder.getsockname()[1]
         self.address = link.new_address()
@@ -139,7 +140,7 @@ class Supervisor:
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: setattr(self, "stopping", True))
+            signal.signal(sig, self._on_stop_signal)
         signal.signal(signal.SIGHUP, lambda *_: self._to_fronts(signal.SIGHUP))
         for child in self.children:
             child.start()
@@ -147,8 +148,14 @@ class Supervisor:
               engine_pid=self.engine.proc.pid if self.engine.proc else 0,
               front_pids=",".join(str(c.proc.pid) for c in self.front_children if c.proc), link=self.address)
         status = self._watch()
+        if self.stopped_by:
+            event(log, "signal", signal=self.stopped_by)
         self._shut_down()
         return status
+
+    def _on_stop_signal(self, signum: int, _frame) -> None:
+        self.stopped_by = signal.Signals(signum).name  # logged by the main loop, not in the handler
+        self.stopping = True
 
     def _to_fronts(self, sig: int) -> None:
         for child in self.front_children:
