@@ -21,22 +21,18 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
-from lstm_service.model.card import ModelCardError, load_card
 
 from . import reflection
 from .blob import read_session_key
 from .config import Config
-from .engine import Engine
-from .keeper import StateKeeper
+from .keeper import StateKeeper, card_of, owning_engine
 from .remote_engine import EngineLink, RemoteEngine, RequestCounts
 from .errors import ConfigError
 from .identity import AuthInterceptor, Authenticator, server_credentials
 from .logs import event
-from .metrics import Metrics
 from .handlers import generic_handler
 from .kserve import SERVICE_NAME as KSERVE_SERVICE, KServeServicer, add_to_server as add_kserve, reflection_pool
 from .proto.lstm.v1 import lstm_pb2 as pb
-from .runtime import Runtime
 from .server import LstmServicer
 
 log = logging.getLogger("service")
@@ -53,18 +49,13 @@ class App:
     def __init__(self, config: Config, clock: Callable[[], float] = time.monotonic, runtime=None,
                  link: Optional[EngineLink] = None) -> None:
         self.config = config
-        try:
-            self.card = load_card(config.model)
-        except ModelCardError as exc:
-            raise ConfigError(str(exc)) from exc
+        self.card = card_of(config)
         self.link = link
         self.keeper: Optional[StateKeeper] = None
         if link is None:
-            self.runtime = runtime or Runtime.from_config(self.card, config)
-            self.metrics: Any = Metrics()
-            self.engine: Any = Engine(config, self.card, self.runtime, self.metrics, clock, self._session_event)
-            self.metrics.track_sessions(self.engine.session_count)
-            self.keeper = StateKeeper(self.engine, config, self.metrics, self._store_health)
+            self.keeper = owning_engine(config, self.card, clock, runtime, self._store_health)
+            self.metrics: Any = self.keeper.metrics
+            self.engine: Any = self.keeper.engine
         else:
             self.metrics = link.counts or RequestCounts()
             self.engine = RemoteEngine(config, self.card, link)
@@ -77,10 +68,6 @@ class App:
         self.server: Optional[grpc.aio.Server] = None
         self.port = 0
         self._stopped = asyncio.Event()  # set once stop() is done (an asyncio.Event binds no loop until used)
-
-    def _session_event(self, kind: str, session, why: str) -> None:
-        event(log, f"session_{kind}", id=session.id, steps=session.steps, reason=why)
-        self.metrics.session_event(kind)
 
     async def start(self) -> int:
         """Bind and serve; the bound port (useful with --port 0)."""

@@ -13,16 +13,12 @@ import logging
 import time
 from typing import Optional
 
-from lstm_service.model.card import ModelCardError, load_card
 
 from .config import Config
-from .engine import Engine
 from .engine_host import EngineHost
+from .keeper import card_of, owning_engine
 from .errors import ConfigError
-from .keeper import StateKeeper
 from .logs import event
-from .metrics import Metrics
-from .runtime import Runtime
 from .supervisor import STOP_SIGNAL
 
 log = logging.getLogger("service.engine")
@@ -30,22 +26,12 @@ log = logging.getLogger("service.engine")
 
 class EngineProcess:
     def __init__(self, config: Config, address: str, clock=time.monotonic, runtime=None) -> None:
-        try:
-            self.card = load_card(config.model)
-        except ModelCardError as exc:
-            raise ConfigError(str(exc)) from exc
         self.config = config
-        self.runtime = runtime or Runtime.from_config(self.card, config)
-        self.metrics = Metrics()
-        self.engine = Engine(config, self.card, self.runtime, self.metrics, clock, self._session_event)
-        self.metrics.track_sessions(self.engine.session_count)
-        self.keeper = StateKeeper(self.engine, config, self.metrics)  # its health goes out with each pong
+        self.card = card_of(config)
+        self.keeper = owning_engine(config, self.card, clock, runtime)  # the store's health goes out with each pong
+        self.engine, self.metrics = self.keeper.engine, self.keeper.metrics
         self.host = EngineHost(self.engine, address, self._status)
         self.host.on_requests = self._count_requests
-
-    def _session_event(self, kind: str, session, why: str) -> None:
-        event(log, f"session_{kind}", id=session.id, steps=session.steps, reason=why)
-        self.metrics.session_event(kind)
 
     def _status(self) -> dict:
         return {"store": self.keeper.store_healthy}
@@ -59,7 +45,7 @@ class EngineProcess:
         await self.keeper.open()
         await self.host.start()
         metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
-        c, rt = self.config, self.runtime
+        c, rt = self.config, self.engine.runtime
         event(log, "engine_started", link=self.host.address, model=self.card.name, precision=rt.precision,
               providers=",".join(rt.providers), onnx=str(rt.path), max_batch=c.max_batch,
               ort_threads=c.ort_threads, metrics_port=metrics_port or "off")

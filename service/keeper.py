@@ -1,12 +1,49 @@
-"""What keeps an engine's sessions beyond its calls: the snapshot store (with
---state-store) and the reaper that ends expired sessions and snapshots idle
-ones. Shared by the single-process server (app.py) and the engine process of
-``--fronts N`` (engine_main.py), which own the sessions.
+"""The engine that owns the sessions, and what keeps them beyond their calls:
+the snapshot store (with --state-store) and the reaper that ends expired
+sessions and snapshots idle ones. ``owning_engine`` builds it for both owners
+of state: the single-process server (app.py) and the engine process of
+``--fronts N`` (engine_main.py).
 """
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 from typing import Any, Awaitable, Callable, Optional
+
+from lstm_service.model.card import ModelCardError, load_card
+
+from .config import Config
+from .engine import Engine
+from .errors import ConfigError
+from .logs import event
+from .metrics import Metrics
+from .runtime import Runtime
+
+log = logging.getLogger("service")
+
+
+def card_of(config: Config):
+    """The served model's card; ConfigError (one line, exit 2) if it is missing or broken."""
+    try:
+        return load_card(config.model)
+    except ModelCardError as exc:
+        raise ConfigError(str(exc)) from exc
+
+
+def owning_engine(config: Config, card, clock: Callable[[], float] = time.monotonic, runtime=None,
+                  on_store_health: Optional[Callable[[bool], Awaitable[None]]] = None) -> "StateKeeper":
+    """The onnxruntime session, the metrics and the Engine that owns every session (each
+    session's start and end logged and counted), with its keeper."""
+    metrics = Metrics()
+
+    def session_event(kind: str, session, why: str) -> None:
+        event(log, f"session_{kind}", id=session.id, steps=session.steps, reason=why)
+        metrics.session_event(kind)
+
+    engine = Engine(config, card, runtime or Runtime.from_config(card, config), metrics, clock, session_event)
+    metrics.track_sessions(engine.session_count)
+    return StateKeeper(engine, config, metrics, on_store_health)
 
 
 class StateKeeper:
