@@ -38,6 +38,12 @@ REMEMBERED = 4096  # per front: recent requests whose held key a "cancel" can st
 BUSY_GRACE, BUSY_POLL = 0.05, 0.001  # seconds a call waits for a session another front is letting go
 
 
+def made_key(op: str, body: Any) -> int:
+    """The held key in the reply to an op of MAKES."""
+    where = MAKES[op]
+    return body if where is None else body[where]
+
+
 def caller_of(body) -> Caller:
     return Caller(body[0], bool(body[1]))
 
@@ -176,7 +182,7 @@ class EngineHost:
         """Remember what request ``rid`` made for its front to hold, for a "cancel rid" racing its reply."""
         if op in MAKES:
             made = self._made.setdefault(peer, OrderedDict())
-            made[rid] = body if MAKES[op] is None else body[MAKES[op]]
+            made[rid] = made_key(op, body)
             if len(made) > REMEMBERED:
                 made.popitem(last=False)
 

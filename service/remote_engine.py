@@ -30,7 +30,7 @@ from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from . import link
-from .engine_host import PING_SECONDS
+from .engine_host import MAKES, PING_SECONDS, made_key
 from .engine_face import EngineFace
 from .errors import Unavailable
 from .identity import ANYONE, Caller
@@ -43,8 +43,6 @@ log = logging.getLogger("service.remote_engine")
 link.register_error(CallEnded)
 
 DOWN_AFTER = 2.0  # seconds without a pong: the engine is taken for down
-HOLDING = {"open": 0, "hold": 0, "predict": 0, "create": 0}  # ops whose reply names something held: its index
-# (the engine's MAKES; gen_open's reply is the key itself)
 
 
 def engine_down() -> Unavailable:
@@ -150,10 +148,8 @@ class EngineLink:
     def _let_go(self, op: str, ok: bool, body: Any) -> None:
         """A reply nobody will read: drop what it names (a lease, a create, a generation), as
         never used: a stream that was to end its session with it never opened for its client."""
-        if ok and op in HOLDING:
-            self.tell("drop", body[HOLDING[op]])
-        elif ok and op == "gen_open":
-            self.tell("drop", body)
+        if ok and op in MAKES:
+            self.tell("drop", made_key(op, body))
 
     def _fail_waiting(self) -> None:
         waiting, self._waiting = self._waiting, {}

@@ -175,8 +175,10 @@ def policy_steps(sizes: Sequence[int], every: int) -> int:
     return saved
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:
+def wait_for(predicate, timeout: float, what: str):
+    """``predicate()``'s first truthy value, asked every 50 ms; AssertionError(what) after ``timeout`` s."""
     deadline = time.monotonic() + timeout
-    while not predicate():
+    while not (value := predicate()):
         assert time.monotonic() < deadline, what
         time.sleep(0.05)
+    return value

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from durable_helpers import wait_for
 from lstm_service.service.process import ServerProcess, free_port
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
@@ -37,16 +38,6 @@ def children(server: ServerProcess) -> Dict[str, int]:
         role = env.get("LSTM_ROLE", "?")
         found[role if role == "engine" else f"front-{env.get('LSTM_FRONT_INDEX')}"] = int(pid)
     return found
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 def health(target: str) -> int:
