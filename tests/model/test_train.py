@@ -3,10 +3,12 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from lstm_service.model.checkpoint import load_model
-from lstm_service.model.train import main
+from lstm_service.model.train import Run, _step, main, parse_args
 
 SMALL = ["--embed", "8", "--hidden", "32", "--layers", "1", "--batch-size", "4", "--seq-len", "16",
          "--no-progress", "--threads", "1"]
@@ -76,3 +78,29 @@ def test_sample_cli_generates_text(tmp_path, pattern_text):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("abc") and len(result.stdout.encode()) >= 20
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "peephole"])
+def test_bf16_autocast_learns_and_saves_fp32_weights(tmp_path, pattern_text, cell, capsys):
+    out = tmp_path / "bf16"
+    assert main(["--data", str(pattern_text), "--out", str(out), "--cell", cell, "--bf16", "--epochs", "6",
+                 "--eval-every", "1000", "--lr", "1e-2", "--warmup", "5", "--locked-dropout", "--weight-drop", "0.1",
+                 *SMALL]) == 0
+    metrics = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert metrics["best_validation_loss"] < 1.0  # the pattern is learnt in bfloat16 too
+    model = load_model(out)
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    assert json.loads((out / "metrics.json").read_text())["recipe"]["bf16"] is True
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_bf16_runs_the_training_step_in_bfloat16(tmp_path, pattern_text, bf16):
+    args = parse_args(["--data", str(pattern_text), "--out", str(tmp_path), *SMALL] + (["--bf16"] if bf16 else []))
+    run = Run(args)
+    seen = []
+    run.model.head.register_forward_hook(lambda module, inputs, output: seen.append(output.dtype))
+    tokens = np.arange(4 * 17, dtype=np.int64).reshape(4, 17) % 9
+    h, c = run.model.initial_state(4)
+    _, h, c = _step(run, tokens[:, :-1], tokens[:, 1:], h, c, lr=1e-3)
+    assert seen == [torch.bfloat16 if bf16 else torch.float32]
+    assert h.dtype == c.dtype == torch.float32  # the carried state is fp32 between chunks
