@@ -68,9 +68,10 @@ swarm-test: $(VENV)/.dev-installed system-deps
 	tests/deploy/deploy_test.sh swarm
 
 train: $(VENV)/.dev-installed
-	$(BIN)/python -m lstm_service.model.train --data $(DATA) --out runs/shakespeare --cell lstm --layers 3 \
-	  --hidden 512 --embed 64 --dropout 0.2 --batch-size 64 --seq-len 128 --epochs 40 \
-	  --time-limit 85 --lr 2e-3 --eval-every 400 --threads 2
+	$(BIN)/python -m lstm_service.model.train --data $(DATA) --out runs/shakespeare --cell lstm --layers 2 \
+	  --hidden 512 --embed 64 --batch-size 64 --seq-len 128 --epochs 200 --time-limit 95 \
+	  --lr 3e-3 --weight-decay 0.01 --warmup 100 --locked-dropout --dropout 0.25 --weight-drop 0.15 \
+	  --ema 0.998 --eval-minutes 10 --eval-every 100000 --threads 2
 
 export: $(VENV)/.dev-installed
 	$(BIN)/python -m lstm_service.export --checkpoint runs/shakespeare --out $(MODEL) --name shakespeare-lstm \
