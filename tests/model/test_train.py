@@ -104,3 +104,13 @@ def test_bf16_runs_the_training_step_in_bfloat16(tmp_path, pattern_text, bf16):
     _, h, c = _step(run, tokens[:, :-1], tokens[:, 1:], h, c, lr=1e-3)
     assert seen == [torch.bfloat16 if bf16 else torch.float32]
     assert h.dtype == c.dtype == torch.float32  # the carried state is fp32 between chunks
+
+
+def test_step_speed_times_both_precisions(pattern_text, capsys):
+    from lstm_service.model.step_speed import main as step_speed
+
+    assert step_speed(["--data", str(pattern_text), "--steps", "2", "--locked-dropout", *SMALL]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("lstm 1x32, 4x16 per step, 1 threads, median of 2 steps")
+    assert [line.split(":")[0] for line in lines[1:]] == ["fp32", "bf16", "bf16 / fp32 tokens/s"]
+    assert step_speed(["--data", str(pattern_text), "--steps", "0"]) == 2
