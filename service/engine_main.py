@@ -13,11 +13,10 @@ import logging
 import time
 from typing import Optional
 
-
 from .config import Config
 from .engine_host import EngineHost
-from .keeper import card_of, owning_engine
 from .errors import ConfigError
+from .keeper import card_of, owning_engine
 from .logs import event
 from .supervisor import STOP_SIGNAL
 

@@ -31,4 +31,3 @@ async def test_a_retry_after_a_deadline_never_finds_the_session_busy(tiny_model_
                 assert exc.code() == grpc.StatusCode.FAILED_PRECONDITION, (exc.code(), exc.details())
                 steps = (await s.stub.GetSession(pb.GetSessionRequest(session_id=sid))).session.steps
         assert cut_off > 0, "no call was cut off: the deadlines did not test anything"
-
