@@ -42,18 +42,16 @@ def time_steps(args: argparse.Namespace, steps: int) -> float:
 
 
 def main(argv=None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    steps = 10
-    if "--steps" in argv:
-        at = argv.index("--steps")
-        steps = int(argv[at + 1])
-        del argv[at:at + 2]
-        if steps < 1:
-            print("error: --steps must be >= 1", file=sys.stderr)
-            return 2
-    argv = [a for a in argv if a != "--bf16"]
+    own = argparse.ArgumentParser(add_help=False)
+    own.add_argument("--steps", type=int, default=10)
+    opts, train_flags = own.parse_known_args(argv)
+    steps = opts.steps
+    if steps < 1:
+        print("error: --steps must be >= 1", file=sys.stderr)
+        return 2
     with tempfile.TemporaryDirectory() as scratch:
-        base = parse_args(argv + ["--out", scratch] if "--out" not in argv else argv)
+        # --out is required by training but nothing is saved here; --bf16 is set per row below.
+        base = parse_args(["--out", scratch, *train_flags])
         if base.threads:
             torch.set_num_threads(base.threads)
         tokens = base.batch_size * base.seq_len
