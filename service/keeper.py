@@ -20,7 +20,7 @@ from .logs import event
 from .metrics import Metrics
 from .runtime import Runtime
 
-log = logging.getLogger("service")
+log = logging.getLogger("service.sessions")  # session_* events, from whichever process owns the sessions
 
 
 def card_of(config: Config):

@@ -1,7 +1,7 @@
 """Structured one-line logs: ``event(log, "session_open", id=..., reason=...)``.
 
-text: ``2026-01-01T12:00:00Z INFO service session_open id=abc reason="was created"``
-json: ``{"ts": "...", "level": "INFO", "logger": "service", "event": "session_open", "id": "abc", ...}``
+text: ``2026-01-01T12:00:00Z INFO service.sessions session_open id=abc reason="was created"``
+json: ``{"ts": "...", "level": "INFO", "logger": "service.sessions", "event": "session_open", "id": "abc", ...}``
 """
 from __future__ import annotations
 

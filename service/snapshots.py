@@ -40,7 +40,7 @@ from .store_metrics import StoreMetrics
 
 __all__ = ["Snapshot", "SnapshotStore", "open_store", "KEY_PREFIX"]
 
-log = logging.getLogger("lstm.snapshots")
+log = logging.getLogger("service.snapshots")
 KEY_PREFIX = "lstm:session:"
 STORE_MAGIC = b"LSTS"
 LOAD_TIMEOUT = 0.2  # seconds a load may wait for Redis before the caller goes on without it

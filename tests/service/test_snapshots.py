@@ -110,7 +110,7 @@ async def test_delete_removes_the_key_and_a_pending_write_is_read_back(redis_ser
 
 
 async def test_redis_killed_mid_run_then_restarted(redis_server, caplog):
-    caplog.set_level(logging.WARNING, logger="lstm.snapshots")
+    caplog.set_level(logging.WARNING, logger="service.snapshots")
     store = await open_store(redis_server.url)
     try:
         store.save(make_snapshot("before"))
@@ -211,7 +211,7 @@ async def test_unreadable_value_is_treated_as_absent(redis_server):
 
 
 async def test_writes_redis_refuses_are_failures_not_an_outage(redis_server, caplog):
-    caplog.set_level(logging.WARNING, logger="lstm.snapshots")
+    caplog.set_level(logging.WARNING, logger="service.snapshots")
     store = await open_store(redis_server.url)
     try:
         assert redis_server.command("CONFIG", "SET", "maxmemory", "1") == b"+OK\r\n"  # OOM for every write
