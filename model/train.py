@@ -160,6 +160,9 @@ def train(args) -> dict:
           f"{split.train.size} train / {split.validation.size} validation bytes; "
           f"{total_steps} steps of {args.batch_size}x{args.seq_len}; {regularization(args) or 'plain dropout'}"
           f"{f', ema {args.ema}' if args.ema else ''}", flush=True)
+    if args.bf16 and not native_bf16():
+        print("warning: --bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): autocast emulates it and "
+              "may be slower than fp32; `python -m lstm_service.model.step_speed` times both", file=sys.stderr)
     limit = args.time_limit * 60 if args.time_limit else math.inf
     bar = tqdm(total=total_steps, initial=run.step, disable=args.no_progress, unit="step", dynamic_ncols=True)
     clock = _Clock(run.elapsed)
@@ -194,6 +197,15 @@ def train(args) -> dict:
         # decay; the final weights are validated too and kept if they are better.
         metrics = _validate(run, split, clock, train_loss, print, average=False)
     return metrics
+
+
+def native_bf16() -> bool:
+    """Whether oneDNN has bf16 kernels on this CPU. --bf16's 2x comes from them;
+    without them (AVX2-only CPUs) the time-boxed recipe would see fewer bytes."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a private probe: absent or failing means unknown, so warn
+        return False
 
 
 class _Clock:

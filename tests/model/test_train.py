@@ -106,6 +106,17 @@ def test_bf16_runs_the_training_step_in_bfloat16(tmp_path, pattern_text, bf16):
     assert h.dtype == c.dtype == torch.float32  # the carried state is fp32 between chunks
 
 
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_warns_only_where_the_cpu_has_no_bf16_instructions(tmp_path, pattern_text, capsys, monkeypatch, native):
+    import lstm_service.model.train as train
+
+    monkeypatch.setattr(train, "native_bf16", lambda: native)
+    assert main(["--data", str(pattern_text), "--out", str(tmp_path / "run"), "--bf16", "--epochs", "0.1",
+                 *SMALL]) == 0
+    warned = "--bf16 on a CPU without bf16 instructions" in capsys.readouterr().err
+    assert warned is not native
+
+
 def test_step_speed_times_both_precisions(pattern_text, capsys):
     from lstm_service.model.step_speed import main as step_speed
 
