@@ -70,8 +70,8 @@ swarm-test: $(VENV)/.dev-installed system-deps
 train: $(VENV)/.dev-installed
 	$(BIN)/python -m lstm_service.model.train --data $(DATA) --out runs/shakespeare --cell lstm --layers 2 \
 	  --hidden 512 --embed 64 --batch-size 64 --seq-len 128 --epochs 200 --time-limit 95 \
-	  --lr 3e-3 --weight-decay 0.01 --warmup 100 --locked-dropout --dropout 0.25 --weight-drop 0.15 \
-	  --ema 0.998 --eval-minutes 10 --eval-every 100000 --threads 2
+	  --lr 3e-3 --weight-decay 0.01 --warmup 100 --locked-dropout --dropout 0.3 --weight-drop 0.25 \
+	  --ema 0.998 --eval-minutes 10 --eval-every 100000 --threads 2 --bf16
 
 export: $(VENV)/.dev-installed
 	$(BIN)/python -m lstm_service.export --checkpoint runs/shakespeare --out $(MODEL) --name shakespeare-lstm \
