@@ -20,7 +20,7 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from . import logs, supervisor
+from . import logs, port_claim, supervisor
 from .config import Config, load_config
 from .errors import ConfigError
 from .loops import event_loop_runner
@@ -28,8 +28,9 @@ from .loops import event_loop_runner
 log = logging.getLogger("service")
 
 
-async def serve(config: Config, role: str = "") -> int:
-    """The single-process server (role ""), or a front process of --fronts N (role "front")."""
+async def serve(config: Config, role: str = "", claim: Optional[port_claim.PortClaim] = None) -> int:
+    """The single-process server (role ""), or a front process of --fronts N (role "front").
+    The single process holds its port's ``claim`` (taken here for --port 0, once the port is known)."""
     from .app import App  # imports onnxruntime; after config so --help stays fast
 
     try:
@@ -43,11 +44,15 @@ async def serve(config: Config, role: str = "") -> int:
         else:
             app = App(config)
         await app.start()
+        if not role and claim is None:
+            claim = port_claim.claim(app.port)
     except ConfigError as exc:
         logs.event(log, "startup_failed", logging.ERROR, error=str(exc))
         return 2
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+    if claim is not None:
+        loop.add_reader(claim.fileno(), claim.answer)  # a second server asking who holds the port
 
     def on_signal(sig: signal.Signals) -> None:
         logs.event(log, "signal", signal=sig.name)
@@ -58,6 +63,9 @@ async def serve(config: Config, role: str = "") -> int:
     loop.add_signal_handler(signal.SIGHUP, app.auth.reload)  # re-read --tokens-file
     await stop.wait()
     await app.stop()
+    if claim is not None:
+        loop.remove_reader(claim.fileno())
+        claim.close()
     return 0
 
 
@@ -74,6 +82,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     elif config.fronts != 0:
         return _supervise(config, argv)
+    claim = None
+    if not role and config.port:  # the single process: the port is ours alone, or we do not start
+        try:
+            claim = port_claim.claim_free(config.host, config.port)
+        except ConfigError as exc:
+            logs.event(log, "startup_failed", logging.ERROR, error=str(exc))
+            return 2
     runner, kind = event_loop_runner()
     logs.event(log, "starting", loop=kind, model=config.model, address=config.address, device=config.device,
                role=role or "single")
@@ -82,7 +97,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             from .engine_main import serve_engine
 
             return runner.run(serve_engine(config, os.environ[supervisor.LINK_ENV]))
-        return runner.run(serve(config, role))
+        return runner.run(serve(config, role, claim))
 
 
 def _supervise(config: Config, argv: Optional[Sequence[str]]) -> int:

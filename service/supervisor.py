@@ -9,7 +9,8 @@ connections over them) and reach the engine over a ZeroMQ link on an
 abstract-namespace ipc address private to this server (service/link.py).
 The supervisor holds the port bound (not listening) for the server's whole
 life, so ``--port 0`` picks one port for every front and a restarted front
-gets the same one.
+gets the same one. No other server may join them there: the supervisor holds the
+port's claim (service/port_claim.py) for the server's whole life.
 
 A child that dies is started again (after 0.5 s, doubling up to 5 s while it
 keeps dying): a dead engine takes the fronts to NOT_SERVING until the new
@@ -38,7 +39,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from . import link
+from . import link, port_claim
 from .config import Config
 from .errors import ConfigError
 from .logs import event
@@ -125,8 +126,17 @@ class Supervisor:
         self.fronts = fronts
         self.stopping = False
         self.stopped_by = ""  # the signal that stopped the server
-        self._port_holder = reserve_port(config.host, config.port)
+        # The port is this server's alone (service/port_claim.py): claimed before the fronts
+        # bind it, so a second server refuses to start instead of sharing it with them.
+        held = port_claim.claim_free(config.host, config.port) if config.port else None
+        try:
+            self._port_holder = reserve_port(config.host, config.port)
+        except BaseException:
+            if held is not None:
+                held.close()
+            raise
         self.port = self._port_holder.getsockname()[1]
+        self._claim = held or port_claim.claim(self.port)  # --port 0: the port the kernel picked
         self.address = link.new_address()
         # Children run the same command line, with the port fixed (for --port 0) and the link named.
         command = [sys.executable, "-m", "lstm_service", *argv, "--port", str(self.port)]
@@ -173,6 +183,7 @@ class Supervisor:
                     self.stopping = True
                     return CONFIG_ERROR
                 self._restart_later(child, code)
+            self._claim.answer()
             time.sleep(0.1)
         return 0
 
@@ -196,6 +207,7 @@ class Supervisor:
         self.engine.signal(STOP_SIGNAL)
         self._wait([self.engine], 15)
         self._port_holder.close()
+        self._claim.close()
         event(log, "stopped")
 
     @staticmethod

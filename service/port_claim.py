@@ -1,0 +1,131 @@
+"""One server per port: an exclusive claim that the single process or the supervisor
+takes before it serves, so a second ``lstm-serve --port P`` refuses to start.
+
+The fronts of ``--fronts N`` must share their port (SO_REUSEPORT), and the kernel lets
+any other socket of the same user join a SO_REUSEPORT port too: a second server would
+start beside the first and connections (and so sessions) would scatter over both. A
+bind probe cannot tell the server's own fronts from a stranger, so the server also
+holds a claim on the port number:
+
+    \\0lstm-service-port-<P>     a listening UNIX socket in the abstract namespace
+
+Why this and not a lock file: the kernel drops the name when its holder dies, however
+it dies (SIGKILL included), so there is never a stale claim to clean up, and nothing
+needs a writable directory; the abstract namespace belongs to the network namespace,
+exactly the scope of the TCP port (a container with its own network has its own ports
+and its own claims); and the holder's pid is readable by anyone who connects
+(SO_PEERCRED), so the refusal can name the other server. Only the single process or
+the supervisor holds it; children are started with close_fds, so a claim never
+outlives its server in a child.
+
+The claim is by port number alone: two servers on one port but different --host
+addresses are refused too (on 0.0.0.0 they would overlap anyway). A program that is
+not lstm-serve holding the port is found by a plain bind probe (``check_free``).
+"""
+from __future__ import annotations
+
+import errno
+import socket
+import struct
+import time
+from typing import Optional
+
+from .errors import ConfigError
+
+NAME = "lstm-service-port-{port}"
+PROBE_SECONDS = 3.0  # a port held by a dying predecessor (its fronts die just after it) is waited for
+HINT = "pick another with --port or LSTM_PORT (0 picks a free one), or --host"
+
+
+class PortClaim:
+    """A held claim on one port; ``answer()`` lets go of the probes that asked who holds it."""
+
+    def __init__(self, sock: socket.socket, port: int) -> None:
+        self.sock = sock
+        self.port = port
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def answer(self) -> None:
+        """Accept and close pending probes (they read our pid at connect time), so the
+        backlog never fills and later probes can still read it."""
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def holder_pid(port: int) -> Optional[int]:
+    """The pid of the process holding the claim on ``port``; None if nobody does or it cannot tell."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(1.0)
+    try:
+        sock.connect("\0" + NAME.format(port=port))
+        pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
+                                                              struct.calcsize("3i")))
+        return pid or None
+    except OSError:
+        return None
+    finally:
+        sock.close()
+
+
+def claim(port: int) -> PortClaim:
+    """Claim ``port`` for this process; ConfigError naming the holder if another server has it."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind("\0" + NAME.format(port=port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno != errno.EADDRINUSE:
+            raise
+        pid = holder_pid(port)
+        who = f"pid {pid}" if pid else "its pid could not be read"
+        raise ConfigError(f"port {port} is already served by another lstm-serve ({who}); stop it first or "
+                          f"{HINT}") from exc
+    sock.listen(16)
+    sock.setblocking(False)
+    return PortClaim(sock, port)
+
+
+def check_free(host: str, port: int, wait: float = PROBE_SECONDS) -> None:
+    """Bind ``host:port`` without SO_REUSEPORT and let go: ConfigError if something else
+    listens there (another program, or a server of an older version without the claim).
+
+    SO_REUSEADDR as grpc sets it, so connections of a previous server lingering in
+    TIME_WAIT do not count. A busy port is tried again for up to ``wait`` seconds: after a
+    crash the supervisor's fronts die just after it (PR_SET_PDEATHSIG), and a restart at
+    once must not find their sockets still there."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    deadline = time.monotonic() + wait
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
+                    what = "is in use by another program" if exc.errno == errno.EADDRINUSE else \
+                        f"cannot be bound: {exc.strerror}"
+                    raise ConfigError(f"port {port} on {host} {what}; {HINT}") from exc
+        time.sleep(0.1)
+
+
+def claim_free(host: str, port: int) -> PortClaim:
+    """``claim`` then ``check_free``: the port is ours alone, or ConfigError."""
+    held = claim(port)
+    try:
+        check_free(host, port)
+    except BaseException:
+        held.close()
+        raise
+    return held
