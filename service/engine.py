@@ -29,7 +29,7 @@ from .errors import FailedPrecondition
 from .identity import ANYONE, Caller
 from .lease import CallEnded, Generated, Lease, Pending, StepResult
 from .options import GenerateOptions, StepOptions
-from .quotas import Quotas
+from .quotas import Quotas, StreamSlot
 from .sampling import Sampler
 from .scheduler import Scheduler
 from .session_ids import is_valid
@@ -128,6 +128,16 @@ class Engine(EngineFace):
         lease.stream = True
         return lease
 
+    async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
+        """Spend ``n`` of the caller's tokens (--tokens-per-second-per-principal) for model work
+        that runs outside a lease (Explain without commit); ResourceExhausted, nothing spent, if over."""
+        self.quotas.take_tokens(caller.principal, n)
+
+    async def stream_slot(self, caller: Caller = ANYONE) -> StreamSlot:
+        """Count a long-lived call that holds no session (ModelStreamInfer) as one of the caller's
+        open streams until the slot is released."""
+        return self.quotas.stream_slot(caller.principal)
+
     # -- one-shot calls ------------------------------------------------------------
     async def predict_deferred(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
                                expected_steps: Optional[int] = None,
@@ -204,6 +214,15 @@ class Engine(EngineFace):
 
         Use with ``contextlib.aclosing`` so the session is released on cancel.
         """
+        self.quotas.open_stream(caller.principal)  # a long-lived call: it counts as a stream while it runs
+        try:
+            async for item in self._generate(session_id, prompt, options, expected_steps, caller):
+                yield item
+        finally:
+            self.quotas.close_stream(caller.principal)
+
+    async def _generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
+                        expected_steps: Optional[int], caller: Caller) -> AsyncIterator[Generated]:
         lease = await self.hold_resolved(session_id, caller=caller)
         try:
             lease.check_expected(expected_steps)

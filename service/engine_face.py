@@ -68,6 +68,14 @@ class EngineFace:
             raise CallEnded("the call ended (cancelled or past its deadline) before the session was created")
         return await keep(True), result
 
+    async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:  # pragma: no cover - each engine
+        """Spend ``n`` of the caller's --tokens-per-second-per-principal for model work outside a lease."""
+        raise NotImplementedError
+
+    async def stream_slot(self, caller: Caller = ANYONE) -> Any:  # pragma: no cover - each engine
+        """Count a long-lived call without a session as one of the caller's open streams; ``.release()``."""
+        raise NotImplementedError
+
     async def predict_deferred(self, session_id, ids, options, start=False, expected_steps=None,
                                caller: Caller = ANYONE):  # pragma: no cover - each engine has its own
         raise NotImplementedError

@@ -33,7 +33,8 @@ log = logging.getLogger("service.engine_host")
 link.register_error(CallEnded)
 
 PING_SECONDS = 0.25  # a front pings this often (the engine's liveness, as the front sees it)
-MAKES = {"open": 0, "hold": 0, "predict": 0, "create": 0, "gen_open": None}  # ops that make a held key: where
+# Ops that make a held key: where it is in the reply (None: the reply is the key).
+MAKES = {"open": 0, "hold": 0, "predict": 0, "create": 0, "gen_open": None, "slot": None}
 REMEMBERED = 4096  # per front: recent requests whose held key a "cancel" can still name
 BUSY_GRACE, BUSY_POLL = 0.05, 0.001  # seconds a call waits for a session another front is letting go
 
@@ -80,6 +81,7 @@ class Held:
     keep: Optional[Callable] = None  # a create's keep()
     generation: Any = None  # an Engine.generate async iterator, made at its first token
     start_generation: Optional[Callable[[], Any]] = None
+    slot: Any = None  # a quotas.StreamSlot: a stream that holds no session (ModelStreamInfer)
 
 
 class EngineHost:
@@ -100,7 +102,8 @@ class EngineHost:
         Handler = Callable[..., Any]
         self._sync: Dict[str, Handler] = {
             "ping": self.ping, "commit": self.commit, "settle": self.settle, "end": self.end,
-            "release": self.release, "drop": self.drop, "cancel": self.cancel, "gen_open": self.gen_open}
+            "release": self.release, "drop": self.drop, "cancel": self.cancel, "gen_open": self.gen_open,
+            "charge": self.charge, "slot": self.slot}
         self._async: Dict[str, Handler] = {
             "open": self.open, "hold": self.hold, "run": self.run, "predict": self.predict, "create": self.create,
             "keep": self.keep, "gen_next": self.gen_next, "state": self.state}
@@ -262,6 +265,8 @@ class EngineHost:
             held.lease.release()
         if held.generation is not None:
             self._close_generation(held)
+        if held.slot is not None:
+            held.slot.release()
 
     def _close_generation(self, held: Held) -> None:
         async def close() -> None:
@@ -319,6 +324,13 @@ class EngineHost:
             lease.release()
             raise
         return [self._keep(Held(peer, lease, pending)), result_body(pending.result)]
+
+    # -- quotas of calls that hold no lease ---------------------------------------------------
+    def charge(self, peer, n, caller) -> None:
+        self.engine.quotas.take_tokens(caller_of(caller).principal, int(n))
+
+    def slot(self, peer, caller) -> int:
+        return self._keep(Held(peer, slot=self.engine.quotas.stream_slot(caller_of(caller).principal)))
 
     # -- creating sessions -------------------------------------------------------------------
     async def create(self, peer, session_id, ttl, prompt, options, caller) -> list:

@@ -196,7 +196,8 @@ class Explainer:
             raise InvalidArgument("commit needs a session: name one (session_id or x-session-id)", field="commit")
         if not commit:
             state, steps = await self._snapshot(session_id, len(ids), caller)
-            logits, trace = await self.run(ids, state)
+            await engine.charge_tokens(len(ids), caller)  # the model runs them as a step would (with
+            logits, trace = await self.run(ids, state)     # commit, the step below charges them, once)
             return self._result(session_id, steps, False, ids, logits, trace, state, selection), _nothing
         # One writer: the explain and the step see one state.
         lease = await engine.hold_resolved(session_id, caller=caller)

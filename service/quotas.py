@@ -1,13 +1,16 @@
 """Per-principal limits, so one client cannot starve or crowd out the rest:
 sessions held, streams open at once, and tokens fed per second (a token
-bucket). Every refusal is RESOURCE_EXHAUSTED naming the limit, with a retry
-hint where waiting helps. 0 switches a limit off.
+bucket). Every long-lived call counts as a stream (Stream, Generate,
+KServe ModelStreamInfer), and every token a principal makes the model process
+counts once against its rate (steps, prompts, generated tokens, Explain).
+Every refusal is RESOURCE_EXHAUSTED naming the limit, with a retry hint
+where waiting helps. 0 switches a limit off.
 """
 from __future__ import annotations
 
 import time
 from collections import Counter
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 from .errors import ResourceExhausted
 
@@ -36,6 +39,11 @@ class Quotas:
                 f"(--max-streams-per-principal {self.streams}); end one first", reason="PRINCIPAL_STREAMS")
         self.open_streams[principal] += 1
 
+    def stream_slot(self, principal: str) -> "StreamSlot":
+        """``open_stream`` for a call that holds no session; its slot's ``release`` closes it."""
+        self.open_stream(principal)
+        return StreamSlot(lambda: self.close_stream(principal))
+
     def close_stream(self, principal: str) -> None:
         self.open_streams[principal] -= 1
         if self.open_streams[principal] <= 0:
@@ -55,3 +63,16 @@ class Quotas:
                 f"{n} tokens is over your rate (--tokens-per-second-per-principal {self.rate:g}, burst "
                 f"{self.burst:g}); retry in about {wait_ms} ms", retry_after_ms=wait_ms, reason="PRINCIPAL_RATE")
         self._buckets[principal] = (left - n, now)
+
+
+class StreamSlot:
+    """One open stream counted against a principal's --max-streams-per-principal; ``release``
+    (once; again is a no-op) when the call ends."""
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        self._close: Optional[Callable[[], None]] = close
+
+    def release(self) -> None:
+        close, self._close = self._close, None
+        if close is not None:
+            close()

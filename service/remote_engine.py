@@ -309,6 +309,20 @@ class RemoteLease:
             self.link.tell("release", self.key)
 
 
+class RemoteSlot:
+    """A StreamSlot held in the engine process (quotas.StreamSlot), named by ``key``."""
+
+    def __init__(self, link_: EngineLink, key: int) -> None:
+        self.link, self.key, self.instance = link_, key, link_.instance
+        self.released = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            if self.link.instance == self.instance:  # a restarted engine holds nothing of ours (and reuses keys)
+                self.link.tell("release", self.key)
+
+
 class RemoteEngine(EngineFace):
     """The Engine's calls, answered by the engine process."""
 
@@ -371,6 +385,12 @@ class RemoteEngine(EngineFace):
                 yield Generated(*item)
         finally:
             self.link.tell("release", key)
+
+    async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
+        await self.link.call("charge", n, caller_body(caller))
+
+    async def stream_slot(self, caller: Caller = ANYONE) -> RemoteSlot:
+        return RemoteSlot(self.link, await self.link.call("slot", caller_body(caller)))
 
     # -- session records ----------------------------------------------------------------------
     async def get_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:

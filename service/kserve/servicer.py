@@ -49,6 +49,11 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         self.stats = model.Statistics()
         self.version = _version()
 
+    @property
+    def auth(self):
+        """lstm.v1's: one tokens file, one set of open calls a reload can end."""
+        return self.edge.auth
+
     def _admit(self) -> bool:
         return self.edge._admit()
 
@@ -105,13 +110,17 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ModelInfer(self, request, context):
-        return await self.infer(request, live_check(context), self.edge.auth.caller(context))
+        return await self.infer(request, live_check(context), self.auth.caller(context))
 
     @_rpc
     async def ModelStreamInfer(self, request_iterator, context):
-        caller = self.edge.auth.caller(context)
-        async for reply in serve_stream(self, request_iterator, live_check(context), caller):
-            yield reply
+        caller = self.auth.caller(context)
+        slot = await self.engine.stream_slot(caller)  # a long-lived call: one of the caller's open streams
+        try:
+            async for reply in serve_stream(self, request_iterator, live_check(context), caller):
+                yield reply
+        finally:
+            slot.release()
 
 
 def _unimplemented(name: str):
