@@ -24,10 +24,13 @@ from typing import Dict, Optional, Tuple
 import grpc
 
 from .errors import ConfigError, ServiceError
+from .revocation import OpenCall, OpenCalls
 from .sessions import ANONYMOUS
+from .status import for_service_error
 
 log = logging.getLogger("service.identity")
 OPEN_METHODS = ("/grpc.health.v1.Health/",)  # probes need no credentials
+NO_CREDENTIALS = "this server needs credentials: send 'authorization: Bearer <token>' metadata"
 REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1.ServerReflection/")
 
 
@@ -81,6 +84,7 @@ class Authenticator:
         self.mutual_tls = mutual_tls
         self.open_reflection = open_reflection
         self.tokens: Dict[str, Tuple[str, bool]] = read_tokens(Path(tokens_file)) if tokens_file else {}
+        self.open_calls = OpenCalls()  # long-lived calls, ended when a reload revokes their token
 
     @property
     def enabled(self) -> bool:
@@ -92,23 +96,34 @@ class Authenticator:
             return
         try:
             self.tokens = read_tokens(Path(self.tokens_file))
-            log.info("tokens file reloaded: %d principals", len(self.tokens))
         except ConfigError as exc:
             log.error("tokens file not reloaded, keeping the old tokens: %s", exc)
+            return
+        ended = self.open_calls.end_revoked(self.still_valid)
+        log.info("tokens file reloaded: %d principals; %d open calls of revoked tokens ended", len(self.tokens), ended)
+
+    def track(self, context) -> Optional[OpenCall]:
+        """Track a long-lived call made with a bearer token (service/revocation.py); None without one."""
+        if not self.tokens_file:
+            return None
+        digest = bearer_digest(context.invocation_metadata())
+        if digest is None:
+            return None
+        return self.open_calls.add(digest, self.from_token(context.invocation_metadata()))
 
     def from_token(self, metadata) -> Optional[Caller]:
         """The caller a bearer token names; None without a token; Unauthenticated for a bad one."""
-        header = next((value for key, value in metadata or () if key == "authorization"), None)
-        if header is None:
+        digest = bearer_digest(metadata)
+        if digest is None:
             return None
-        scheme, _, token = str(header).partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthenticated("the authorization metadata must be 'Bearer <token>'")
-        digest = token_digest(token.strip())
         for known, (principal, admin) in self.tokens.items():
             if hmac.compare_digest(known, digest):
                 return Caller(principal, admin)
         raise Unauthenticated("the bearer token is not valid here")
+
+    def still_valid(self, digest: str, caller: Caller) -> bool:
+        """Whether the token with ``digest`` still names ``caller`` (after a reload)."""
+        return self.tokens.get(digest) == (caller.principal, caller.admin)
 
     def caller(self, context) -> Caller:
         """The principal of a call (see the module docstring); Unauthenticated if there is none."""
@@ -121,8 +136,22 @@ class Authenticator:
             names = (context.auth_context() or {}).get("x509_common_name") or []
             if names:
                 return Caller(names[0].decode() if isinstance(names[0], bytes) else str(names[0]))
-        raise Unauthenticated("this server needs credentials: send 'authorization: Bearer <token>' metadata"
-                              + (" or a client certificate" if self.mutual_tls else ""))
+        raise Unauthenticated(NO_CREDENTIALS + (" or a client certificate" if self.mutual_tls else ""))
+
+
+def bearer_digest(metadata) -> Optional[str]:
+    """The sha256 of the call's bearer token; None without one. Two ``authorization`` headers
+    are refused: which one a proxy or another server would read is anybody's guess."""
+    headers = [value for key, value in metadata or () if key == "authorization"]
+    if not headers:
+        return None
+    if len(headers) > 1:
+        raise Unauthenticated(f"the call carries {len(headers)} authorization headers, which is ambiguous: "
+                              "send exactly one, 'Bearer <token>'", reason="AMBIGUOUS_CREDENTIALS")
+    scheme, _, token = str(headers[0]).partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthenticated("the authorization metadata must be 'Bearer <token>'")
+    return token_digest(token.strip())
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
@@ -140,15 +169,17 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         try:
             caller = self.auth.from_token(details.invocation_metadata)
         except Unauthenticated as exc:
-            return _refusal(exc.message)
+            return _refusal(exc)
         if caller is None and not self.auth.mutual_tls:
-            return _refusal("this server needs credentials: send 'authorization: Bearer <token>' metadata")
+            return _refusal(Unauthenticated(NO_CREDENTIALS))
         return await continuation(details)
 
 
-def _refusal(message: str) -> grpc.RpcMethodHandler:
+def _refusal(exc: Unauthenticated) -> grpc.RpcMethodHandler:
+    code, message, trailers = for_service_error(exc)  # ErrorInfo in grpc-status-details-bin, as on every error
+
     async def refuse(request_or_iterator, context):
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message, trailers)
 
     # A stream-stream handler serves every call shape: grpc reads no request before it runs.
     return grpc.stream_stream_rpc_method_handler(refuse)

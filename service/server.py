@@ -12,7 +12,7 @@ from typing import Optional
 
 import grpc
 
-from . import codec, status
+from . import codec, revocation, status
 from .admission import Admission
 from .engine_face import EngineFace
 from .errors import FailedPrecondition, InvalidArgument, NotFound, quote
@@ -62,17 +62,21 @@ def _rpc(method):
 
         @functools.wraps(method)
         async def stream_handler(self: "LstmServicer", request, context):
-            code, admitted = "OK", False
+            code, admitted, call = "OK", False, None
             try:
                 admitted = self._admit()
-                async for response in method(self, check_decoded(request), context):
-                    yield response
-            except BaseException as exc:
+                call = self.auth.track(context)  # a long-lived call: a revoked token ends it (revocation.py)
+                async with contextlib.aclosing(method(self, check_decoded(request), context)) as responses:
+                    while (response := await revocation.next_response(responses, call)) is not revocation.END:
+                        yield response
+            except BaseException as raised:
+                exc = revocation.as_status(call, raised)
                 code, abort = status.for_exception(name, context, exc)
                 if abort is None:
                     raise
                 await _abort(context, abort)
             finally:
+                self.auth.open_calls.discard(call)
                 self._finish(name, code, admitted)
 
         return stream_handler
