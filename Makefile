@@ -31,6 +31,13 @@ $(VENV)/.dev-installed: pyproject.toml clients/python/pyproject.toml | $(BIN)/py
 serve: $(VENV)/.serve-installed
 	$(BIN)/python -m lstm_service --model $(MODEL)
 
+# A local CA and a server certificate for localhost, 127.0.0.1 and ::1 in certs/, for trying TLS
+# (docs/security.md): lstm-serve --tls-cert certs/server.pem --tls-key certs/server.key, then
+# lstm-client --tls-ca certs/ca.pem. CERT_ARGS=--client carol adds a client certificate (mutual TLS).
+.PHONY: certs
+certs: $(VENV)/.serve-installed
+	$(BIN)/python -m lstm_service.service.certs certs $(CERT_ARGS)
+
 test: $(VENV)/.dev-installed $(PERF_ANALYZER) system-deps
 	$(BIN)/python -m pytest -q
 

@@ -20,7 +20,7 @@ import signal
 import sys
 from typing import Optional, Sequence
 
-from . import logs, port_claim, supervisor
+from . import grpc_log, logs, port_claim, supervisor
 from .config import Config, load_config
 from .errors import ConfigError
 from .loops import event_loop_runner
@@ -77,6 +77,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     logs.setup(config.log_level, config.log_format)
     role = os.environ.get(supervisor.ROLE_ENV, "")
+    if config.tls_cert and not role:  # grpc's raw TLS handshake lines -> our events; children inherit it
+        grpc_log.relay_stderr()
     if role:  # a child of the supervisor: it alone decides when we stop (supervisor.STOP_SIGNAL)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -76,8 +76,10 @@ class ServerProcess(ChildProcess):
     """``python -m lstm_service`` on a free loopback port (or ``port``), once SERVING."""
 
     def __init__(self, server_args: Sequence[str] = (), port: int = 0, timeout: float = 90.0,
-                 env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None) -> None:
+                 env: Optional[Dict[str, str]] = None, cwd: Optional[str] = None,
+                 root_certificates: Optional[bytes] = None) -> None:
         self.port = port or free_port()
+        self.root_certificates = root_certificates  # a TLS server (--tls-cert): the CA its health is checked with
         self.target = f"127.0.0.1:{self.port}"
         argv = [sys.executable, "-m", "lstm_service", "--host", "127.0.0.1", "--port", str(self.port), *server_args]
         super().__init__(argv, "lstm-serve", env, cwd)
@@ -88,7 +90,9 @@ class ServerProcess(ChildProcess):
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
         deadline = time.monotonic() + timeout
-        with grpc.insecure_channel(self.target) as channel:
+        channel = (grpc.secure_channel(self.target, grpc.ssl_channel_credentials(self.root_certificates))
+                   if self.root_certificates else grpc.insecure_channel(self.target))
+        with channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:

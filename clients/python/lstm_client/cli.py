@@ -21,6 +21,7 @@ from . import explain_plot
 from .client import Client
 from .errors import ClientError
 from .targets import DEFAULT_TARGET, normalize_target
+from .tls_probe import TLS_HINT, speaks_tls
 
 UINT32 = 2**32 - 1
 
@@ -199,7 +200,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return COMMANDS[args.command](client, args)
     except grpc.RpcError as exc:
         error = ClientError.from_rpc_error(exc)
-        print(f"lstm-client: {error} (server {args.target})", file=sys.stderr)
+        hint = ""
+        if error.code() == grpc.StatusCode.UNAVAILABLE and not (args.tls or args.ca or args.cert) \
+                and speaks_tls(args.target):  # a plaintext client at a TLS server sees only "Socket closed"
+            hint = f"; {TLS_HINT}"
+        print(f"lstm-client: {error} (server {args.target}){hint}", file=sys.stderr)
     except (OSError, ValueError) as exc:  # an unreadable --ca, a value the server's messages cannot carry
         print(f"lstm-client: {exc}", file=sys.stderr)
     except KeyboardInterrupt:
