@@ -99,6 +99,10 @@ def relay_stderr() -> None:
                 signal.signal(sig, signal.SIG_IGN)  # it stops at EOF, after the server's last words
             os.closerange(3, read_end)  # hold nothing of the server's (its port claim, its sockets)
             os.closerange(read_end + 1, os.sysconf("SC_OPEN_MAX"))
+            nothing = os.open(os.devnull, os.O_RDWR)
+            os.dup2(nothing, 0)  # nor its stdin/stdout: whoever waits for the server's stdout to close
+            os.dup2(nothing, 1)  # must not wait for the relay too
+            os.close(nothing)
             pump(read_end, 2)
         finally:
             os._exit(0)

@@ -64,3 +64,28 @@ def test_self_made_certificates_work_first_try_and_a_plaintext_client_is_told(ti
     assert log.count("tls_handshake_failed") == 1, log  # one line for the one plaintext client
     assert "reason=WRONG_VERSION_NUMBER" in log and "--tls-ca" in log
     assert "ssl_transport_security" not in log, log
+
+
+def test_the_relay_passes_every_other_line_through_unchanged(caplog):
+    import os
+
+    from lstm_service.service.grpc_log import pump
+
+    raw = (b"E1207 18:55:02.702487 8532 chttp2_server.cc:100] a real grpc error\n"
+           b"I1207 18:55:02.702487 8532 ssl_transport_security.cc:2563] Handshake failed with error SSL_ERROR_SSL: "
+           b"error:100000f7:SSL routines:OPENSSL_internal:WRONG_VERSION_NUMBER: Invalid certificate\n"
+           b"Traceback (most recent call last): a last line without a newline")
+    source_r, source_w = os.pipe()
+    sink_r, sink_w = os.pipe()
+    os.write(source_w, raw)
+    os.close(source_w)
+    with caplog.at_level("WARNING", logger="service.tls"):
+        pump(source_r, sink_w)
+    os.close(sink_w)
+    out = os.read(sink_r, 65536)
+    os.close(source_r)
+    os.close(sink_r)
+    assert out == (b"E1207 18:55:02.702487 8532 chttp2_server.cc:100] a real grpc error\n"
+                   b"Traceback (most recent call last): a last line without a newline")
+    events = [r for r in caplog.records if getattr(r, "event", "") == "tls_handshake_failed"]
+    assert len(events) == 1 and events[0].fields["reason"] == "WRONG_VERSION_NUMBER"
