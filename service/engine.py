@@ -16,6 +16,7 @@ before the deadline (``predict_deferred``).
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from typing import AsyncIterator, Callable, List, Optional, Tuple
@@ -216,8 +217,10 @@ class Engine(EngineFace):
         """
         self.quotas.open_stream(caller.principal)  # a long-lived call: it counts as a stream while it runs
         try:
-            async for item in self._generate(session_id, prompt, options, expected_steps, caller):
-                yield item
+            async with contextlib.aclosing(self._generate(session_id, prompt, options, expected_steps,
+                                                          caller)) as tokens:
+                async for item in tokens:
+                    yield item
         finally:
             self.quotas.close_stream(caller.principal)
 
