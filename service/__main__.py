@@ -45,7 +45,7 @@ async def serve(config: Config, role: str = "", claim: Optional[port_claim.PortC
             app = App(config)
         await app.start()
         if not role and claim is None:
-            claim = port_claim.claim(app.port)
+            claim = port_claim.claim(config.host, app.port)
     except ConfigError as exc:
         logs.event(log, "startup_failed", logging.ERROR, error=str(exc))
         return 2

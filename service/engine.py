@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import AsyncIterator, Callable, List, Optional, Tuple
+from typing import AsyncGenerator, AsyncIterator, Callable, List, Optional, Tuple
 
 import numpy as np
 
@@ -225,7 +225,7 @@ class Engine(EngineFace):
             self.quotas.close_stream(caller.principal)
 
     async def _generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
-                        expected_steps: Optional[int], caller: Caller) -> AsyncIterator[Generated]:
+                        expected_steps: Optional[int], caller: Caller) -> AsyncGenerator[Generated, None]:
         lease = await self.hold_resolved(session_id, caller=caller)
         try:
             lease.check_expected(expected_steps)

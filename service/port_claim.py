@@ -7,7 +7,7 @@ start beside the first and connections (and so sessions) would scatter over both
 bind probe cannot tell the server's own fronts from a stranger, so the server also
 holds a claim on the port number:
 
-    \\0lstm-service-port-<P>     a listening UNIX socket in the abstract namespace
+    \\0lstm-service-port-<P>-<host>     a listening UNIX socket in the abstract namespace
 
 Why this and not a lock file: the kernel drops the name when its holder dies, however
 it dies (SIGKILL included), so there is never a stale claim to clean up, and nothing
@@ -18,21 +18,26 @@ and its own claims); and the holder's pid is readable by anyone who connects
 the supervisor holds it; children are started with close_fds, so a claim never
 outlives its server in a child.
 
-The claim is by port number alone: two servers on one port but different --host
-addresses are refused too (on 0.0.0.0 they would overlap anyway). A program that is
-not lstm-serve holding the port is found by a plain bind probe (``check_free``).
+The claim is per address (--host and port): replicas on one port but different
+addresses (127.0.0.2:P, 127.0.0.3:P) are separate servers. Addresses that overlap
+(0.0.0.0:P and 127.0.0.2:P) are found by a plain bind probe without SO_REUSEPORT
+(``check_free``), which the kernel refuses wherever the two could share connections,
+as it does for a program that is not lstm-serve holding the port.
 """
 from __future__ import annotations
 
 import errno
+import hashlib
+import os
 import socket
 import struct
 import time
-from typing import Optional
+from typing import List, Optional
 
 from .errors import ConfigError
 
-NAME = "lstm-service-port-{port}"
+NAME = "lstm-service-port-{port}-{host}"
+WILDCARDS = ("0.0.0.0", "::")
 PROBE_SECONDS = 3.0  # a port held by a dying predecessor (its fronts die just after it) is waited for
 HINT = "pick another with --port or LSTM_PORT (0 picks a free one), or --host"
 
@@ -63,12 +68,19 @@ class PortClaim:
         self.sock.close()
 
 
-def holder_pid(port: int) -> Optional[int]:
-    """The pid of the process holding the claim on ``port``; None if nobody does or it cannot tell."""
+def _name(host: str, port: int) -> str:
+    name = NAME.format(port=port, host=host)
+    if len(name) > 100:  # the abstract namespace allows 107 bytes: a long DNS name goes by its digest
+        name = NAME.format(port=port, host=hashlib.sha256(host.encode()).hexdigest()[:32])
+    return "\0" + name
+
+
+def holder_pid(host: str, port: int) -> Optional[int]:
+    """The pid of the process holding the claim on ``host:port``; None if nobody does or it cannot tell."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(1.0)
     try:
-        sock.connect("\0" + NAME.format(port=port))
+        sock.connect(_name(host, port))
         pid, _uid, _gid = struct.unpack("3i", sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                                               struct.calcsize("3i")))
         return pid or None
@@ -78,19 +90,21 @@ def holder_pid(port: int) -> Optional[int]:
         sock.close()
 
 
-def claim(port: int) -> PortClaim:
-    """Claim ``port`` for this process; ConfigError naming the holder if another server has it."""
+def _served(port: int, pid: Optional[int]) -> str:
+    who = f"pid {pid}" if pid else "its pid could not be read"
+    return f"port {port} is already served by another lstm-serve ({who}); stop it first or {HINT}"
+
+
+def claim(host: str, port: int) -> PortClaim:
+    """Claim ``host:port`` for this process; ConfigError naming the holder if another server has it."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.bind("\0" + NAME.format(port=port))
+        sock.bind(_name(host, port))
     except OSError as exc:
         sock.close()
         if exc.errno != errno.EADDRINUSE:
             raise
-        pid = holder_pid(port)
-        who = f"pid {pid}" if pid else "its pid could not be read"
-        raise ConfigError(f"port {port} is already served by another lstm-serve ({who}); stop it first or "
-                          f"{HINT}") from exc
+        raise ConfigError(_served(port, holder_pid(host, port))) from exc
     sock.listen(16)
     sock.setblocking(False)
     return PortClaim(sock, port)
@@ -98,7 +112,8 @@ def claim(port: int) -> PortClaim:
 
 def check_free(host: str, port: int, wait: float = PROBE_SECONDS) -> None:
     """Bind ``host:port`` without SO_REUSEPORT and let go: ConfigError if something else
-    listens there (another program, or a server of an older version without the claim).
+    holds it or an overlapping address (another server on 0.0.0.0, another program, or
+    a server of an older version without the claim).
 
     SO_REUSEADDR as grpc sets it, so connections of a previous server lingering in
     TIME_WAIT do not count. A busy port is tried again for up to ``wait`` seconds: after a
@@ -114,15 +129,34 @@ def check_free(host: str, port: int, wait: float = PROBE_SECONDS) -> None:
                 return
             except OSError as exc:
                 if exc.errno != errno.EADDRINUSE or time.monotonic() >= deadline:
-                    what = "is in use by another program" if exc.errno == errno.EADDRINUSE else \
-                        f"cannot be bound: {exc.strerror}"
-                    raise ConfigError(f"port {port} on {host} {what}; {HINT}") from exc
+                    raise ConfigError(_refusal(host, port, exc)) from exc
         time.sleep(0.1)
 
 
+def _refusal(host: str, port: int, exc: OSError) -> str:
+    if exc.errno != errno.EADDRINUSE:
+        return f"port {port} on {host} cannot be bound: {exc.strerror}; {HINT}"
+    for other in dict.fromkeys((host, *WILDCARDS, *claimed_hosts(port))):  # an lstm-serve overlapping: name it
+        pid = holder_pid(other, port)
+        if pid and pid != os.getpid():  # our own claim on ``host`` is not the other server
+            return _served(port, pid)
+    return f"port {port} on {host} is in use by another program; {HINT}"
+
+
+def claimed_hosts(port: int, table: str = "/proc/net/unix") -> List[str]:
+    """The addresses with a claim on ``port`` (abstract names show in /proc/net/unix with an @)."""
+    prefix = "@" + NAME.format(port=port, host="")
+    try:
+        with open(table) as lines:
+            names = [line.split()[-1] for line in lines if len(line.split()) >= 8]
+    except OSError:
+        return []
+    return [name[len(prefix):] for name in names if name.startswith(prefix)]
+
+
 def claim_free(host: str, port: int) -> PortClaim:
-    """``claim`` then ``check_free``: the port is ours alone, or ConfigError."""
-    held = claim(port)
+    """``claim`` then ``check_free``: the address is ours alone, or ConfigError."""
+    held = claim(host, port)
     try:
         check_free(host, port)
     except BaseException:

@@ -136,7 +136,7 @@ class Supervisor:
                 held.close()
             raise
         self.port = self._port_holder.getsockname()[1]
-        self._claim = held or port_claim.claim(self.port)  # --port 0: the port the kernel picked
+        self._claim = held or port_claim.claim(config.host, self.port)  # --port 0: the port the kernel picked
         self.address = link.new_address()
         # Children run the same command line, with the port fixed (for --port 0) and the link named.
         command = [sys.executable, "-m", "lstm_service", *argv, "--port", str(self.port)]

@@ -21,10 +21,10 @@ from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 MODES = {"default": ["--fronts", "1"], "single": ["--fronts", "0"]}
 
 
-def second_server(model_dir, port: int, mode: str) -> subprocess.CompletedProcess:
+def second_server(model_dir, port: int, mode: str, host: str = "127.0.0.1") -> subprocess.CompletedProcess:
     """Start another server on ``port``; it must exit by itself (today's bug: it serves beside the first)."""
     argv = [sys.executable, "-m", "lstm_service", "--model", str(model_dir), "--device", "cpu", "--host",
-            "127.0.0.1", "--port", str(port), *MODES[mode]]
+            host, "--port", str(port), *MODES[mode]]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         out, err = proc.communicate(timeout=30)
@@ -48,8 +48,9 @@ def serves_alone(target: str, connections: int = 20) -> None:
 @pytest.mark.parametrize("first", sorted(MODES))
 def test_a_second_server_on_a_served_port_refuses_to_start(tiny_model_dir, first):
     with ServerProcess(["--model", str(tiny_model_dir), "--device", "cpu", *MODES[first]]) as server:
-        for second in sorted(MODES):
-            done = second_server(tiny_model_dir, server.port, second)
+        # Either mode, on the same address or on one that overlaps it (0.0.0.0 takes 127.0.0.1's connections too).
+        for second, host in [(mode, "127.0.0.1") for mode in sorted(MODES)] + [("default", "0.0.0.0")]:
+            done = second_server(tiny_model_dir, server.port, second, host)
             lines = [line for line in done.stderr.splitlines() if line.strip()]
             assert done.returncode == 2, done.stderr
             assert len(lines) == 1, done.stderr  # one line: no grpc add_port.cc, no "starting"
