@@ -4,8 +4,9 @@ takes before it serves, so a second ``lstm-serve --port P`` refuses to start.
 The fronts of ``--fronts N`` must share their port (SO_REUSEPORT), and the kernel lets
 any other socket of the same user join a SO_REUSEPORT port too: a second server would
 start beside the first and connections (and so sessions) would scatter over both. A
-bind probe cannot tell the server's own fronts from a stranger, so the server also
-holds a claim on the port number:
+bind probe without SO_REUSEPORT sees the first server, but cannot name it, and two
+servers starting at the same moment could both pass it before either binds. So the
+server first takes a claim on its address, atomically, held for its whole life:
 
     \\0lstm-service-port-<P>-<host>     a listening UNIX socket in the abstract namespace
 
@@ -58,9 +59,7 @@ class PortClaim:
         while True:
             try:
                 conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # BlockingIOError: none left
                 return
             conn.close()
 
