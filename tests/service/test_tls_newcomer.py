@@ -11,8 +11,10 @@ import sys
 import time
 from pathlib import Path
 
+import grpc
 import pytest
 
+from lstm_client import Client, ClientError
 from lstm_service.service.process import ServerProcess
 
 MODES = {"default": ["--fronts", "1"], "single": ["--fronts", "0"]}
@@ -55,13 +57,17 @@ def test_self_made_certificates_work_first_try_and_a_plaintext_client_is_told(ti
         plain = client("--target", server.target, "models")
         assert plain.returncode == 2
         assert "the server speaks TLS: pass --tls-ca" in plain.stderr, plain.stderr
+        with Client(server.target, timeout=10) as library:  # the Python client says the same
+            with pytest.raises(ClientError) as info:
+                library.models()
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE and "the server speaks TLS" in info.value.details()
         deadline = time.monotonic() + 10
-        while "tls_handshake_failed" not in server.log_tail(500) and time.monotonic() < deadline:
+        while server.log_tail(500).count("tls_handshake_failed") < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
         server.stop()
     log = server.output
-    assert log.count("tls_handshake_failed") == 1, log  # one line for the one plaintext client
+    assert log.count("tls_handshake_failed") == 2, log  # one line per plaintext client (the CLI, the library)
     assert "reason=WRONG_VERSION_NUMBER" in log and "--tls-ca" in log
     assert "ssl_transport_security" not in log, log
 

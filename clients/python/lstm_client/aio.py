@@ -73,7 +73,7 @@ class AsyncClient(Api):
         try:
             return await self._do(op)
         except grpc.RpcError as exc:
-            raise ClientError.from_rpc_error(exc) from None
+            raise await asyncio.to_thread(self._error, exc) from None  # it may probe the server (blocking)
 
     async def _do(self, op: Any) -> Any:
         if isinstance(op, Unary):

@@ -10,6 +10,8 @@ from __future__ import annotations
 from itertools import count
 from typing import Any, Callable, List, Optional, Sequence, Union
 
+import grpc
+
 from .errors import ClientError
 from .ops import END, Emit, Health, Next, OpenServerStream, Sleep, Steps, Unary, collect, method
 from .proto.lstm.v1 import lstm_pb2 as pb
@@ -19,6 +21,7 @@ from .retry import LOST_REPLY, RetryPolicy, as_policy
 from .session_ids import new_session_id
 from .credentials import make_channel
 from .targets import DEFAULT_TARGET, normalize_target
+from .tls_probe import with_tls_hint
 
 Retry = Union[bool, RetryPolicy, None]
 
@@ -38,7 +41,13 @@ class Api:
         self.retry = as_policy(retry)  # the default; predict/generate can override it per call
         self.channel = make_channel(self.target, tls, root_certificates, aio=self._aio, token=token,
                                     client_certificate=client_certificate, client_key=client_key)
+        self.plaintext = not (tls or root_certificates or client_certificate)  # for the hint at a TLS server
         self.stub = pb_grpc.LstmServiceStub(self.channel)
+
+    def _error(self, exc: grpc.RpcError) -> ClientError:
+        """A failed call as ClientError; at a TLS server from a plaintext channel, saying so (tls_probe.py)."""
+        error = ClientError.from_rpc_error(exc)
+        return with_tls_hint(error, self.target) if self.plaintext else error
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -21,7 +21,6 @@ from . import explain_plot
 from .client import Client
 from .errors import ClientError
 from .targets import DEFAULT_TARGET, normalize_target
-from .tls_probe import TLS_HINT, speaks_tls
 
 UINT32 = 2**32 - 1
 
@@ -198,13 +197,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         with Client(args.target, tls=args.tls, root_certificates=root, timeout=args.timeout, token=args.token,
                     client_certificate=cert, client_key=key) as client:
             return COMMANDS[args.command](client, args)
-    except grpc.RpcError as exc:
+    except grpc.RpcError as exc:  # at a TLS server without --tls/--tls-ca, the error says so (tls_probe.py)
         error = ClientError.from_rpc_error(exc)
-        hint = ""
-        if error.code() == grpc.StatusCode.UNAVAILABLE and not (args.tls or args.ca or args.cert) \
-                and speaks_tls(args.target):  # a plaintext client at a TLS server sees only "Socket closed"
-            hint = f"; {TLS_HINT}"
-        print(f"lstm-client: {error} (server {args.target}){hint}", file=sys.stderr)
+        print(f"lstm-client: {error} (server {args.target})", file=sys.stderr)
     except (OSError, ValueError) as exc:  # an unreadable --ca, a value the server's messages cannot carry
         print(f"lstm-client: {exc}", file=sys.stderr)
     except KeyboardInterrupt:

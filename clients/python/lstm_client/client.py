@@ -79,7 +79,7 @@ class Client(Api):
         try:
             return self._do(op)
         except grpc.RpcError as exc:
-            raise ClientError.from_rpc_error(exc) from None
+            raise self._error(exc) from None
 
     def _do(self, op: Any) -> Any:
         if isinstance(op, (Unary, OpenServerStream)):

@@ -1,4 +1,5 @@
-"""Does the server at a target speak TLS? For the hint on a plaintext client's UNAVAILABLE.
+"""Does the server at a target speak TLS? For the hint on a plaintext client's UNAVAILABLE,
+which Client, AsyncClient and lstm-client add: "the server speaks TLS: pass --tls-ca".
 
 A client without TLS that connects to a TLS server sees only "Socket closed": the
 server read the HTTP/2 preface as a broken TLS record and hung up. One TLS handshake
@@ -11,6 +12,9 @@ import socket
 import ssl
 from typing import Optional, Tuple
 
+import grpc
+
+from .errors import ClientError
 from .targets import normalize_target
 
 
@@ -52,3 +56,22 @@ def speaks_tls(target: str, timeout: float = 2.0) -> bool:
 
 TLS_HINT = ("the server speaks TLS: pass --tls-ca with the CA that signed its certificate (or --tls if a public "
             "CA did); Client(target, root_certificates=...) in Python")
+
+
+def may_be_tls_mismatch(error: ClientError) -> bool:
+    """A plaintext client's UNAVAILABLE that a TLS server would cause: the connection was closed
+    on it, and no server status came with it (a server's own UNAVAILABLE carries an ErrorInfo)."""
+    details = error.details().lower()
+    return (error.code() == grpc.StatusCode.UNAVAILABLE and not error.reason
+            and ("socket closed" in details or "connection reset" in details))
+
+
+def with_tls_hint(error: ClientError, target: str) -> ClientError:
+    """``error`` with TLS_HINT added to its message if the server at ``target`` speaks TLS
+    (call it only for a plaintext channel); else ``error`` itself."""
+    if not may_be_tls_mismatch(error) or not speaks_tls(target):
+        return error
+    hinted = ClientError(error.code(), f"{error.details()}; {TLS_HINT}", reason=error.reason, domain=error.domain,
+                         metadata=error.metadata, field_violations=error.field_violations,
+                         retry_delay=error.retry_delay)
+    return hinted
