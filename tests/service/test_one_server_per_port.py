@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -70,3 +71,17 @@ def test_the_claim_dies_with_its_server_and_the_port_can_be_served_again(tiny_mo
     with ServerProcess(args, port=port) as again:  # at once: neither the claim nor the fronts' sockets linger
         serves_alone(again.target, connections=3)
     assert time.monotonic() - began < 60
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_a_port_another_program_listens_on_is_refused_in_one_line(tiny_model_dir, mode):
+    with socket.socket() as other:  # another program's listener, sharable as grpc's own are (SO_REUSEPORT)
+        other.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = second_server(tiny_model_dir, port, mode)
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert f"port {port} on 127.0.0.1 is in use by another program" in lines[0], lines[0]
+    assert "add_port" not in done.stderr
