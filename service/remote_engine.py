@@ -25,7 +25,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple
+from typing import Any, AsyncIterator, Callable, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -36,6 +36,7 @@ from .errors import Unavailable
 from .identity import ANYONE, Caller
 from .lease import CallEnded, Generated, Live, StepResult, always
 from .options import GenerateOptions, StepOptions
+from .quotas import StreamSlot
 from .scoring import Scores
 from .sessions import SessionInfo
 
@@ -387,9 +388,12 @@ class RemoteEngine(EngineFace):
             self.link.tell("release", key)
 
     async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
-        await self.link.call("charge", n, caller_body(caller))
+        if self.config.tokens_per_second_per_principal:  # no limit: no round trip
+            await self.link.call("charge", n, caller_body(caller))
 
-    async def stream_slot(self, caller: Caller = ANYONE) -> RemoteSlot:
+    async def stream_slot(self, caller: Caller = ANYONE) -> Union[RemoteSlot, StreamSlot]:
+        if not self.config.max_streams_per_principal:  # no limit: no round trip
+            return StreamSlot(lambda: None)
         return RemoteSlot(self.link, await self.link.call("slot", caller_body(caller)))
 
     # -- session records ----------------------------------------------------------------------
