@@ -21,7 +21,6 @@ from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.snapshot_format import Snapshot, encode_snapshot
 from lstm_service.service.snapshots import KEY_PREFIX, STORE_MAGIC
 from lstm_service.service.store_metrics import LOAD_KINDS
-from lstm_service.service.store_metrics import LOAD_KINDS
 from redis_helpers import NEEDS_REDIS, running_redis
 from svc_helpers import serving
 from test_security import as_, key, tokens_file
