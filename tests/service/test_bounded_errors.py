@@ -64,6 +64,20 @@ async def test_kserve_infer_with_3000_long_named_inputs_is_a_short_invalid_argum
         assert "2997 more (3000 in all)" in refused.value.details()
 
 
+async def test_a_kserve_stream_error_message_is_bounded_too(tiny_model_dir):
+    async with serving(tiny_model_dir) as s:
+        kserve = kpb_grpc.GRPCInferenceServiceStub(s.channel)
+        request = kpb.ModelInferRequest(model_name=s.engine.card.name, id="r1")
+        for i in range(3000):
+            request.inputs.add(name=f"{i:05d}" + "n" * 300, datatype="INT64", shape=[1, 1])
+        call = kserve.ModelStreamInfer()
+        await call.write(request)
+        reply = await call.read()
+        await call.done_writing()
+        assert reply.error_message.startswith("INVALID_ARGUMENT: send exactly one input")
+        assert len(reply.error_message.encode()) <= MAX_MESSAGE_BYTES and reply.infer_response.id == "r1"
+
+
 async def test_fork_with_a_megabyte_new_id_on_a_missing_source_is_invalid_argument(tiny_model_dir):
     async with serving(tiny_model_dir) as s:
         request = pb.ForkSessionRequest(session_id="missing-source-0000001", new_session_id="x" * (1 << 20))
