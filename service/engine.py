@@ -89,7 +89,7 @@ class Engine(EngineFace):
 
     # -- naming sessions: each principal's own namespace (service/session_ids.py) --------------
     @staticmethod
-    def name(session_id: str, caller: Caller = ANYONE, field: str = "session_id") -> SessionName:
+    def session_name(session_id: str, caller: Caller = ANYONE, field: str = "session_id") -> SessionName:
         """The session ``session_id`` names for ``caller``: in its own namespace, or (an admin's
         PRINCIPAL/ID) in another's."""
         return address(session_id, caller.principal, caller.admin, field)
@@ -106,7 +106,7 @@ class Engine(EngineFace):
         not hold it (another replica's, or this one's before a restart). No-op without a store."""
         if self.durability is None or not session_id:
             return
-        name = self.name(session_id, caller)
+        name = self.session_name(session_id, caller)
         if not is_valid(name.id):  # malformed: refused later
             return
         if self.store.peek(name.id, name.owner) is None:
@@ -122,11 +122,11 @@ class Engine(EngineFace):
         if not session_id:
             self.scratch_active += 1
             return Lease(self, None, caller=caller)
-        name = self.name(session_id, caller)
+        name = self.session_name(session_id, caller)
         return Lease(self, self.store.acquire(name.id, name.owner), end_on_release, caller)
 
     def _new_session(self, session_id: Optional[str], ttl: float, caller: Caller) -> Session:
-        name = self.name(session_id or "", caller)
+        name = self.session_name(session_id or "", caller)
         self.quotas.check_sessions(name.owner, self.store.owned[name.owner])
         return self.store.create(name.id or None, ttl, owner=name.owner)
 
@@ -194,7 +194,7 @@ class Engine(EngineFace):
 
             return None, create
         store.check_ttl(ttl)
-        name = self.name(session_id or "", caller)
+        name = self.session_name(session_id or "", caller)
         if session_id:
             store.check_new_id(name.id, name.owner)
         self.quotas.check_sessions(name.owner, store.owned[name.owner])
@@ -272,20 +272,20 @@ class Engine(EngineFace):
     # -- session records -------------------------------------------------------------
     # (Call ``resolve`` first where the session may live only in the snapshot store.)
     def session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        name = self.name(session_id, caller)
+        name = self.session_name(session_id, caller)
         return self.info(self.store.get(name.id, name.owner), caller)
 
     def reset(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        name = self.name(session_id, caller)
+        name = self.session_name(session_id, caller)
         return self.info(self.store.reset(name.id, name.owner), caller)
 
     def delete(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        name = self.name(session_id, caller)
+        name = self.session_name(session_id, caller)
         return self.info(self.store.delete(name.id, name.owner), caller)
 
     def fork(self, session_id: str, new_id: Optional[str], ttl: float, caller: Caller = ANYONE) -> SessionInfo:
         """A copy of the session in its own namespace (an admin's fork of PRINCIPAL/ID is PRINCIPAL's)."""
-        name = self.name(session_id, caller)
+        name = self.session_name(session_id, caller)
         if new_id:  # before the lookup: a malformed new id is refused whether or not the source exists
             check_session_id(new_id, "new_session_id")
         source = self.store.get(name.id, name.owner)
@@ -303,7 +303,7 @@ class Engine(EngineFace):
         """A signed, owner-free blob of the session's state, and its steps (service/blob.py)."""
         from .blob import encode_blob
 
-        name = self.name(session_id, caller)
+        name = self.session_name(session_id, caller)
         session = self.store.get(name.id, name.owner)
         return encode_blob(snapshot_of(session, self.model_sha256), key), session.steps
 
@@ -312,7 +312,7 @@ class Engine(EngineFace):
         """A new session, owned by the caller, from an exported blob."""
         from .blob import decode_blob
 
-        name = self.name(session_id or "", caller)
+        name = self.session_name(session_id or "", caller)
         if session_id:  # before the blob: a malformed id is refused whatever the blob holds
             check_session_id(name.id)
         snap = decode_blob(blob, key, self.model_sha256)  # refuses forged blobs and other models
@@ -327,7 +327,7 @@ class Engine(EngineFace):
     def snapshot(self, session_id: str, caller: Caller = ANYONE) -> Tuple[int, State, Optional[np.ndarray]]:
         """(steps, state, log-probs after the last token) of a session, read-only; it is not held
         and this is no use of it (for explain, and tests that compare states bitwise)."""
-        name = self.name(session_id, caller)
+        name = self.session_name(session_id, caller)
         session = self.store.get(name.id, name.owner)
         return session.steps, session.state, session.last_logprobs
 
