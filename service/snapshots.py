@@ -7,9 +7,11 @@ with the session's idle TTL (PX), so Redis forgets what the service would
 have expired anyway.
 
 Keys written before ids were per principal, ``lstm:session:<id>``, are
-still read: a load asks for the new key and the old one in one MGET (one
-round trip either way), takes the old one only if its recorded owner is the
-caller's namespace, and moves it to the new key (save new, delete old).
+moved to the new form by one background pass at open
+(service/snapshot_migration.py); until then a load asks for the new key and
+the old one in one MGET (one round trip either way), takes the old one only
+if its recorded owner is the caller's namespace, and moves it (save new,
+delete old).
 
 The step path never waits for Redis: ``save`` and ``delete`` put the latest
 write for an id into a bounded map that one background task drains (several
@@ -91,7 +93,21 @@ class SnapshotStore:
         self._drained.set()
         self._metrics = StoreMetrics(metrics, self)
         self._prober: Optional[asyncio.Task] = None
+        self._migration: Optional[asyncio.Task] = None
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="snapshot-writer")
+
+    def migrate(self) -> "asyncio.Task":
+        """Move old-format keys to their namespaced form, in the background (once per open)."""
+        from .snapshot_migration import migrate_legacy_keys
+
+        async def run() -> None:
+            try:
+                self.counts["migrated"] += await migrate_legacy_keys(self.redis, KEY_PREFIX, STORE_MAGIC, key_of)
+            except REDIS_ERRORS as exc:  # Redis went away: loads still read old keys, nothing lost
+                event(log, "snapshot_migration_stopped", logging.WARNING, error=_reason(exc))
+
+        self._migration = asyncio.get_running_loop().create_task(run(), name="snapshot-migration")
+        return self._migration
 
     # ---- the step path: never blocks ----
 
@@ -280,10 +296,10 @@ class SnapshotStore:
         return True
 
     async def close(self) -> None:
-        for task in (self._writer, self._prober):
+        for task in (self._writer, self._prober, self._migration):
             if task is not None:
                 task.cancel()
-        for task in (self._writer, self._prober):
+        for task in (self._writer, self._prober, self._migration):
             if task is not None:
                 try:
                     await task
@@ -340,4 +356,5 @@ async def open_store(url: str, metrics=None) -> SnapshotStore:
     else:
         store._metrics.up(True)
         event(log, "state_store_open", store=where)
+        store.migrate()
     return store

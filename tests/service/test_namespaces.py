@@ -170,15 +170,43 @@ async def test_with_a_state_store_a_foreign_id_takes_the_same_lookup_path_as_an_
         assert paths[0] == paths[1] == (grpc.StatusCode.NOT_FOUND, 1, {"miss": 1})  # one store round trip each
 
 
+def old_snapshot(engine, session_id: str, owner: str, steps: int) -> bytes:
+    state = tuple(np.full(part.shape, 0.5, np.float32) for part in engine.zeros)
+    return encode_snapshot(Snapshot(session_id, owner, steps, state, None, 600.0, engine.model_sha256), STORE_MAGIC)
+
+
+@NEEDS_REDIS
+async def test_old_format_keys_are_moved_to_their_owners_namespace_when_the_store_opens(
+        tiny_model_dir, tmp_path, redis_server):
+    async with serving(tiny_model_dir) as plain:  # no store: only to learn the model's sha256 and shapes
+        engine = plain.engine
+        values = {"alice": old_snapshot(engine, SHARED, "alice", 7),
+                  "bob": old_snapshot(engine, "bobs-old-session-0001", "bob", 3)}
+    with Redis.from_url(redis_server.url) as writer:  # as a server from before namespaces left them
+        writer.set(KEY_PREFIX + SHARED, values["alice"], px=600_000)
+        writer.set(KEY_PREFIX + "bobs-old-session-0001", values["bob"])
+        writer.set(KEY_PREFIX + "unreadable-old-key-01", b"not a snapshot")
+        async with serving(tiny_model_dir, tokens_file=str(tokens_file(tmp_path)),
+                           state_store=redis_server.url) as s:
+            await wait_for_key(redis_server, f"{KEY_PREFIX}alice/{SHARED}")
+            await wait_for_key(redis_server, f"{KEY_PREFIX}bob/bobs-old-session-0001")
+            await wait_for_key(redis_server, KEY_PREFIX + SHARED, present=False)
+            assert 0 < writer.pttl(f"{KEY_PREFIX}alice/{SHARED}") <= 600_000  # the TTL came along
+            assert writer.get(KEY_PREFIX + "unreadable-old-key-01") == b"not a snapshot"  # left alone
+            before = mget_calls(redis_server)
+            assert await status_of(s.stub.GetSession(pb.GetSessionRequest(session_id=SHARED),
+                                                     metadata=as_("bob"))) == grpc.StatusCode.NOT_FOUND
+            assert mget_calls(redis_server) - before == 1
+            assert await steps_of(s.stub, SHARED, "alice") == 7
+            assert await steps_of(s.stub, "bobs-old-session-0001", "bob") == 3
+
+
 @NEEDS_REDIS
 async def test_a_snapshot_under_the_old_key_is_read_by_its_owner_only_and_moved(
         tiny_model_dir, tmp_path, redis_server):
     async with serving(tiny_model_dir, tokens_file=str(tokens_file(tmp_path)), state_store=redis_server.url) as s:
-        engine = s.engine
-        state = tuple(np.full(part.shape, 0.5, np.float32) for part in engine.zeros)
-        old = Snapshot(SHARED, "alice", 9, state, None, 600.0, engine.model_sha256)
-        with Redis.from_url(redis_server.url) as writer:  # as a server from before namespaces left it
-            writer.set(KEY_PREFIX + SHARED, encode_snapshot(old, STORE_MAGIC))
+        with Redis.from_url(redis_server.url) as writer:  # written after the open's pass: read, then moved
+            writer.set(KEY_PREFIX + SHARED, old_snapshot(s.engine, SHARED, "alice", 9))
         assert await status_of(s.stub.GetSession(pb.GetSessionRequest(session_id=SHARED),
                                                  metadata=as_("bob"))) == grpc.StatusCode.NOT_FOUND
         assert await steps_of(s.stub, SHARED, "alice") == 9
