@@ -60,7 +60,7 @@ def decode_blob(data: bytes, key: bytes, model_sha256: str) -> Snapshot:
         raise FailedPrecondition(
             f"the session blob was exported from model sha256 {snapshot.model_sha256[:12]}..., but this server "
             f"serves {model_sha256[:12]}...; import it into a server serving the same model file",
-            reason="MODEL_MISMATCH", field=FIELD)
+            reason="OTHER_MODEL", field=FIELD)
     return snapshot
 
 

@@ -15,6 +15,7 @@ import logging
 from typing import Optional
 
 from .errors import FailedPrecondition, quote
+from .session_ids import SessionName
 from .sessions import Session, SessionStore
 
 log = logging.getLogger("service.durability")
@@ -48,7 +49,7 @@ class Durability:
         if kind == "evict" and session.steps != session.snapshot_steps:
             self.save(session)
         elif kind == "close":
-            self.snapshots.delete(session.id)
+            self.snapshots.delete(session.name)
 
     def save_idle(self) -> int:
         """Snapshot sessions idle long enough with unsaved steps; how many."""
@@ -66,17 +67,18 @@ class Durability:
             self.save(session)
         return len(due)
 
-    async def restore(self, session_id: str, owner: Optional[str]) -> Optional[Session]:
-        """The session from its snapshot, if there is one this caller may see; None if not."""
-        snap = await self.snapshots.load(session_id)
-        if snap is None or (owner is not None and snap.owner != owner):
+    async def restore(self, name: SessionName) -> Optional[Session]:
+        """The session ``name`` from its snapshot, if there is one; None if not. One store
+        read under the namespace's own key, whoever else uses the id (no timing oracle)."""
+        snap = await self.snapshots.load(name)
+        if snap is None:
             return None
         if snap.model_sha256 != self.model_sha256:
             raise FailedPrecondition(
-                f"session {quote(session_id)} was saved by a server running another model "
+                f"session {quote(name.id)} was saved by a server running another model "
                 f"(sha256 {snap.model_sha256[:12]}...); it cannot continue here", reason="OTHER_MODEL")
-        held = self.store.peek(session_id)
+        held = self.store.peek(name.id, name.owner)
         if held is not None:  # restored meanwhile by a concurrent call
             return held
-        log.info("session restored from its snapshot: id=%s steps=%d", session_id, snap.steps)
-        return self.store.restore(session_id, snap.owner, snap.state, snap.steps, snap.last_logprobs, snap.ttl)
+        log.info("session restored from its snapshot: owner=%s id=%s steps=%d", name.owner, name.id, snap.steps)
+        return self.store.restore(name.id, name.owner, snap.state, snap.steps, snap.last_logprobs, snap.ttl)

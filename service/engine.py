@@ -17,6 +17,7 @@ before the deadline (``predict_deferred``).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from typing import AsyncGenerator, AsyncIterator, Callable, List, Optional, Tuple
@@ -33,8 +34,8 @@ from .options import GenerateOptions, StepOptions
 from .quotas import Quotas, StreamSlot
 from .sampling import Sampler
 from .scheduler import Scheduler
-from .session_ids import is_valid
-from .sessions import Session, SessionInfo, SessionStore, State
+from .session_ids import SessionName, address, is_valid
+from .sessions import Session, SessionInfo, SessionStore, State, check_session_id
 
 __all__ = ["CallEnded", "Engine", "Generated", "Lease", "Pending", "StepResult"]
 
@@ -87,14 +88,30 @@ class Engine(EngineFace):
         """Callers that may be sending steps now: held sessions and stateless calls."""
         return self.store.busy + self.scratch_active
 
+    # -- naming sessions: each principal's own namespace (service/session_ids.py) --------------
+    @staticmethod
+    def session_name(session_id: str, caller: Caller = ANYONE, field: str = "session_id") -> SessionName:
+        """The session ``session_id`` names for ``caller``: in its own namespace, or (an admin's
+        PRINCIPAL/ID) in another's."""
+        return address(session_id, caller.principal, caller.admin, field)
+
+    def info(self, session: Session, caller: Caller = ANYONE) -> SessionInfo:
+        """The record of ``session`` with its id as ``caller`` names it."""
+        info = self.store.info(session)
+        shown = session.name.shown_to(caller.principal)
+        return info if shown == info.id else dataclasses.replace(info, id=shown)
+
     # -- holding sessions --------------------------------------------------------
     async def resolve(self, session_id: str, caller: Caller = ANYONE) -> None:
         """Before a call that names a session: load it from its snapshot if this replica does
         not hold it (another replica's, or this one's before a restart). No-op without a store."""
-        if self.durability is None or not session_id or not is_valid(session_id):  # malformed: refused later
+        if self.durability is None or not session_id:
             return
-        if self.store.peek(session_id) is None:
-            await self.durability.restore(session_id, caller.owner)
+        name = self.session_name(session_id, caller)
+        if not is_valid(name.id):  # malformed: refused later
+            return
+        if self.store.peek(name.id, name.owner) is None:
+            await self.durability.restore(name)
 
     async def hold_resolved(self, session_id: str, end_on_release: bool = False, caller: Caller = ANYONE) -> Lease:
         """``hold``, after ``resolve``."""
@@ -106,11 +123,13 @@ class Engine(EngineFace):
         if not session_id:
             self.scratch_active += 1
             return Lease(self, None, caller=caller)
-        return Lease(self, self.store.acquire(session_id, caller.owner), end_on_release, caller)
+        name = self.session_name(session_id, caller)
+        return Lease(self, self.store.acquire(name.id, name.owner), end_on_release, caller)
 
     def _new_session(self, session_id: Optional[str], ttl: float, caller: Caller) -> Session:
-        self.quotas.check_sessions(caller.principal, self.store.owned[caller.principal])
-        return self.store.create(session_id or None, ttl, owner=caller.principal)
+        name = self.session_name(session_id or "", caller)
+        self.quotas.check_sessions(name.owner, self.store.owned[name.owner])
+        return self.store.create(name.id or None, ttl, owner=name.owner)
 
     async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool,
                           caller: Caller = ANYONE) -> Lease:
@@ -120,7 +139,7 @@ class Engine(EngineFace):
         try:
             if create:
                 session = self._new_session(session_id, ttl, caller)
-                lease = Lease(self, self.store.acquire(session.id), end_with_stream, caller)
+                lease = Lease(self, self.store.acquire(session.id, session.owner), end_with_stream, caller)
             else:
                 lease = await self.hold_resolved(session_id, end_with_stream, caller)
         except BaseException:
@@ -182,13 +201,14 @@ class Engine(EngineFace):
         store = self.store
         if prompt is None:
             async def create(wanted: bool = True) -> Optional[SessionInfo]:
-                return store.info(self._new_session(session_id, ttl, caller)) if wanted else None
+                return self.info(self._new_session(session_id, ttl, caller), caller) if wanted else None
 
             return None, create
         store.check_ttl(ttl)
+        name = self.session_name(session_id or "", caller)
         if session_id:
-            store.check_new_id(session_id)
-        self.quotas.check_sessions(caller.principal, store.owned[caller.principal])
+            store.check_new_id(name.id, name.owner)
+        self.quotas.check_sessions(name.owner, store.owned[name.owner])
         scratch = self.hold("", caller=caller)
         try:
             pending = await scratch.run(prompt, options)
@@ -202,7 +222,7 @@ class Engine(EngineFace):
             store.commit(session, pending.state, pending.result.scores.last, len(prompt))
             self.committed(session)
             pending.result.session_id = session.id
-            return store.info(session)
+            return self.info(session, caller)
 
         return pending.result, keep
 
@@ -274,30 +294,39 @@ class Engine(EngineFace):
     # -- session records -------------------------------------------------------------
     # (Call ``resolve`` first where the session may live only in the snapshot store.)
     def session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        return self.store.info(self.store.get(session_id, caller.owner))
+        name = self.session_name(session_id, caller)
+        return self.info(self.store.get(name.id, name.owner), caller)
 
     def reset(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        return self.store.info(self.store.reset(session_id, caller.owner))
+        name = self.session_name(session_id, caller)
+        return self.info(self.store.reset(name.id, name.owner), caller)
 
     def delete(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        return self.store.info(self.store.delete(session_id, caller.owner))
+        name = self.session_name(session_id, caller)
+        return self.info(self.store.delete(name.id, name.owner), caller)
 
     def fork(self, session_id: str, new_id: Optional[str], ttl: float, caller: Caller = ANYONE) -> SessionInfo:
-        source = self.store.get(session_id, caller.owner)
+        """A copy of the session in its own namespace (an admin's fork of PRINCIPAL/ID is PRINCIPAL's)."""
+        name = self.session_name(session_id, caller)
+        if new_id:  # before the lookup: a malformed new id is refused whether or not the source exists
+            check_session_id(new_id, "new_session_id")
+        source = self.store.get(name.id, name.owner)
         self.quotas.check_sessions(source.owner, self.store.owned[source.owner])
-        return self.store.info(self.store.fork(session_id, new_id, ttl, caller.owner))
+        return self.info(self.store.fork(name.id, new_id, ttl, name.owner), caller)
 
     def sessions(self, limit: int, caller: Caller = ANYONE) -> Tuple[List[SessionInfo], int]:
-        """The caller's sessions (an admin's: everyone's), most recently used first, and how many."""
+        """The caller's sessions (an admin's: everyone's, others' as PRINCIPAL/ID), most recently
+        used first, and how many."""
         owner = caller.owner
         total = len(self.store) if owner is None else self.store.owned[owner]
-        return [self.store.info(s) for s in self.store.list(limit, owner)], total
+        return [self.info(s, caller) for s in self.store.list(limit, owner)], total
 
     def export_session(self, session_id: str, key: bytes, caller: Caller = ANYONE) -> Tuple[bytes, int]:
         """A signed, owner-free blob of the session's state, and its steps (service/blob.py)."""
         from .blob import encode_blob
 
-        session = self.store.get(session_id, caller.owner)
+        name = self.session_name(session_id, caller)
+        session = self.store.get(name.id, name.owner)
         return encode_blob(snapshot_of(session, self.model_sha256), key), session.steps
 
     def import_session(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
@@ -305,20 +334,23 @@ class Engine(EngineFace):
         """A new session, owned by the caller, from an exported blob."""
         from .blob import decode_blob
 
+        name = self.session_name(session_id or "", caller)
+        if session_id:  # before the blob: a malformed id is refused whatever the blob holds
+            check_session_id(name.id)
         snap = decode_blob(blob, key, self.model_sha256)  # refuses forged blobs and other models
-        self.quotas.check_sessions(caller.principal, self.store.owned[caller.principal])
+        self.quotas.check_sessions(name.owner, self.store.owned[name.owner])
         if session_id:
-            self.store.check_new_id(session_id)
+            self.store.check_new_id(name.id, name.owner)
         ttl = self.store.check_ttl(ttl) if ttl else snap.ttl
-        session = self.store.restore(session_id or "", caller.principal, snap.state, snap.steps,
-                                     snap.last_logprobs, ttl)
+        session = self.store.restore(name.id, name.owner, snap.state, snap.steps, snap.last_logprobs, ttl)
         self.committed(session)
-        return self.store.info(session)
+        return self.info(session, caller)
 
     def snapshot(self, session_id: str, caller: Caller = ANYONE) -> Tuple[int, State, Optional[np.ndarray]]:
         """(steps, state, log-probs after the last token) of a session, read-only; it is not held
         and this is no use of it (for explain, and tests that compare states bitwise)."""
-        session = self.store.get(session_id, caller.owner)
+        name = self.session_name(session_id, caller)
+        session = self.store.get(name.id, name.owner)
         return session.steps, session.state, session.last_logprobs
 
     # -- the records API of the servicers: async, resolving first (the same calls cross the
@@ -337,6 +369,8 @@ class Engine(EngineFace):
 
     async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float,
                            caller: Caller = ANYONE) -> SessionInfo:
+        if new_id:  # before any lookup, here or in the snapshot store
+            check_session_id(new_id, "new_session_id")
         await self.resolve(session_id, caller)
         return self.fork(session_id, new_id, ttl, caller)
 

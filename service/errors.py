@@ -9,9 +9,10 @@ server-side with the request id and never sent.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional
+from typing import Dict, Iterable, List, Optional
 
 QUOTE_CHARS = 40
+SHOWN_ITEMS = 3  # offenders a message names before it only counts the rest
 
 
 def quote(text: str, limit: int = QUOTE_CHARS) -> str:
@@ -19,6 +20,18 @@ def quote(text: str, limit: int = QUOTE_CHARS) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+def summary(items: Iterable[object], shown: int = SHOWN_ITEMS) -> str:
+    """A bounded account of a client's list: the first few (strings through ``quote``) and how
+    many in all, e.g. ``[7, 8, 9] and 99997 more (100000 in all)``; a message never echoes a
+    whole repeated field."""
+    everything = list(items)
+    first: List[str] = [quote(x) if isinstance(x, str) else repr(x)[:QUOTE_CHARS] for x in everything[:shown]]
+    text = "[" + ", ".join(first) + "]"
+    if len(everything) > shown:
+        text += f" and {len(everything) - shown} more ({len(everything)} in all)"
+    return text
 
 
 class ServiceError(Exception):

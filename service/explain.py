@@ -23,7 +23,7 @@ import numpy as np
 
 from lstm_service.model.card import ModelCardError
 
-from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, quote
+from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted, quote, summary
 from .identity import ANYONE, Caller
 from .options import StepOptions
 
@@ -101,15 +101,17 @@ class Explainer:
 
     # -- validation (before anything runs) ----------------------------------
     def selection(self, layers: Sequence[int], channels: Sequence[str], unit_range: Optional[Tuple[int, int]],
-                  top_units: int, top_k: Optional[int], n_tokens: int) -> Selection:
+                  top_units: Optional[int], top_k: Optional[int], n_tokens: int) -> Selection:
         if not self.channels:
             raise FailedPrecondition(f"model {self.engine.card.name!r} was exported without an explain graph "
                                      "(model.explain.onnx); re-export it to use Explain", reason="NO_EXPLAIN_GRAPH")
         L, H, V = self.layers, self.hidden, self.engine.vocab.size
         bad_layers = [x for x in layers if not 0 <= x < L]
         if bad_layers or len(set(layers)) != len(layers):
-            raise InvalidArgument(f"layers {list(layers)} not allowed: distinct layer indices 0 to {L - 1} "
-                                  "(empty: all)", field="layers")
+            offenders = bad_layers or _repeats(layers)
+            what = "out of range" if bad_layers else "repeated"
+            raise InvalidArgument(f"layers {summary(offenders)} {what}: allowed distinct layer indices 0 to {L - 1}, "
+                                  f"at most {L} of them (empty: all)", field="layers")
         unknown = [c for c in channels if c not in self.channels]
         if unknown or len(set(channels)) != len(channels):
             what = f"channel {quote(unknown[0])} is unknown" if unknown else "channels repeat"
@@ -118,8 +120,9 @@ class Explainer:
         if unit_range is not None and not 0 <= unit_range[0] < unit_range[1] <= H:
             raise InvalidArgument(f"unit_range [{unit_range[0]}, {unit_range[1]}) not allowed: "
                                   f"0 <= start < end <= {H}", field="unit_range")
-        if unit_range is None and not 0 <= top_units <= H:
-            raise InvalidArgument(f"top_units {top_units} not allowed: 1 to {H}", field="top_units")
+        if top_units is not None and not 1 <= top_units <= H:  # None: not asked
+            raise InvalidArgument(f"top_units {top_units} not allowed: 1 to {H} (leave it unset for every unit)",
+                                  field="top_units")
         k = DEFAULT_TOP_K if top_k is None else top_k
         if not 0 <= k <= V:
             raise InvalidArgument(f"top_k {k} is out of range: allowed 0 to {V}", field="top_k")
@@ -127,7 +130,7 @@ class Explainer:
             raise InvalidArgument(f"input has {n_tokens} tokens; Explain allows 1 to {MAX_EXPLAIN_TOKENS}",
                                   field="input")
         chosen = Selection(tuple(layers) or tuple(range(L)), tuple(channels) or self.channels, unit_range,
-                           top_units, k)
+                           top_units or 0, k)
         self._check_size(chosen, n_tokens)
         return chosen
 
@@ -258,6 +261,17 @@ class Explainer:
 
     def close(self) -> None:
         self._worker.shutdown(wait=False, cancel_futures=True)
+
+
+def _repeats(values: Sequence) -> list:
+    """The values that occur more than once, each once, in first-repeat order."""
+    seen: set = set()
+    repeated: dict = {}
+    for value in values:
+        if value in seen:
+            repeated.setdefault(value, None)
+        seen.add(value)
+    return list(repeated)
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

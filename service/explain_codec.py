@@ -15,7 +15,7 @@ def selection_fields(request: pb.ExplainRequest) -> dict:
         unit_range = (request.unit_range.start, request.unit_range.end)
     return dict(
         layers=list(request.layers), channels=list(request.channels), unit_range=unit_range,
-        top_units=request.top_units if which == "top_units" else 0,
+        top_units=request.top_units if which == "top_units" else None,
         top_k=request.top_k if request.HasField("top_k") else None,
     )
 

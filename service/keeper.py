@@ -38,7 +38,7 @@ def owning_engine(config: Config, card, clock: Callable[[], float] = time.monoto
     metrics = Metrics()
 
     def session_event(kind: str, session, why: str) -> None:
-        event(log, f"session_{kind}", id=session.id, steps=session.steps, reason=why)
+        event(log, f"session_{kind}", owner=session.owner, id=session.id, steps=session.steps, reason=why)
         metrics.session_event(kind)
 
     engine = Engine(config, card, runtime or Runtime.from_config(card, config), metrics, clock, session_event)

@@ -90,7 +90,7 @@ class Lease:
     def info(self) -> SessionInfo:
         if self.session is None:
             raise FailedPrecondition("a stateless call has no session")
-        return self.engine.store.info(self.session)
+        return self.engine.info(self.session, self.caller)
 
     async def run(self, ids: np.ndarray, options: StepOptions, start: bool = False,
                   expected_steps: Optional[int] = None) -> Pending:

@@ -126,9 +126,10 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
 
     # -- decoding helpers ------------------------------------------------
     def _session_id(self, field: str, context) -> str:
-        """The session id is the request's; x-session-id metadata only routes (a mismatch is an error)."""
+        """The session id is the request's; x-session-id metadata only routes (a mismatch is an error).
+        An admin's PRINCIPAL/ID may route by the bare ID: that is what the session's own calls hash."""
         for key, value in context.invocation_metadata() or ():
-            if key == SESSION_HEADER and field and value != field:
+            if key == SESSION_HEADER and field and value not in (field, field.rpartition("/")[2]):
                 raise InvalidArgument(
                     f"session_id {quote(field)} and {SESSION_HEADER} metadata {quote(value)} disagree; "
                     "the metadata only routes, set it to the same id", field="session_id")

@@ -7,6 +7,11 @@ place: a step builds new arrays and ``commit`` swaps them in, so a request
 that fails or is cancelled before its commit leaves the session exactly as
 it was, and a fork can share the arrays of its source.
 
+Sessions are kept by SessionName (owner, id): each principal has its own
+id namespace (service/session_ids.py), so a lookup only ever sees the
+caller's own sessions, and takes the same path whether or not another
+principal uses the same id. ``owner`` below is the namespace.
+
 One writer at a time: ``acquire`` marks a session busy (a stream holds it
 for its whole life); a second writer gets SessionBusy. Busy sessions never
 expire or get evicted. Everything here runs on the event loop thread.
@@ -23,7 +28,7 @@ from typing import Callable, List, Optional, Tuple
 import numpy as np
 
 from .errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted, SessionBusy, quote
-from .session_ids import ID_RULE, fork_id, is_valid, new_session_id
+from .session_ids import ID_RULE, SessionName, fork_id, is_valid, new_session_id
 
 TOMBSTONES = 4096  # remembered ids of ended sessions, for clearer NOT_FOUND messages
 ANONYMOUS = "anonymous"  # the one principal when no authentication is configured
@@ -59,6 +64,10 @@ class Session:
     busy: bool = False
     alive: bool = True
 
+    @property
+    def name(self) -> SessionName:
+        return SessionName(self.owner, self.id)
+
     def expires_in(self, now: float) -> float:
         return self.ttl if self.busy else self.ttl - (now - self.last_used)
 
@@ -92,8 +101,8 @@ class SessionStore:
         self.max_ttl = max_ttl
         self.clock = clock
         self.on_event = on_event or (lambda kind, session, reason: None)
-        self._sessions: "OrderedDict[str, Session]" = OrderedDict()  # least recently used first
-        self._ended: "OrderedDict[str, Tuple[str, str]]" = OrderedDict()  # id -> (owner, why it ended)
+        self._sessions: "OrderedDict[SessionName, Session]" = OrderedDict()  # least recently used first
+        self._ended: "OrderedDict[SessionName, str]" = OrderedDict()  # why each recently ended session did
         self.owned: Counter = Counter()  # principal -> sessions held
         self.busy = 0  # sessions held by a writer right now
 
@@ -109,28 +118,24 @@ class SessionStore:
         )
 
     # -- lookup ---------------------------------------------------------
-    def peek(self, session_id: str) -> Optional[Session]:
+    def peek(self, session_id: str, owner: str = ANONYMOUS) -> Optional[Session]:
         """The session if this store holds it (expired or not), without any check or touch."""
-        return self._sessions.get(session_id)
+        return self._sessions.get(SessionName(owner, session_id))
 
-    def get(self, session_id: str, owner: Optional[str] = None) -> Session:
-        """The live session, or NotFound saying why not. Does not count as use.
-
-        With ``owner`` (a principal, or None for an admin), another principal's session
-        does not exist: the same NotFound as an id never used, and no "was deleted"."""
-        session = self._sessions.get(session_id)
-        if session is None or (owner is not None and session.owner != owner):
+    def get(self, session_id: str, owner: str = ANONYMOUS) -> Session:
+        """The live session ``session_id`` of ``owner``'s namespace, or NotFound saying why not.
+        Does not count as use. Other namespaces are never looked at."""
+        session = self._sessions.get(SessionName(owner, session_id))
+        if session is None:
             check_session_id(session_id)
-            ended_owner, why = self._ended.get(session_id, ("", "does not exist"))
-            if owner is not None and ended_owner != owner:
-                why = "does not exist"
+            why = self._ended.get(SessionName(owner, session_id), "does not exist")
             raise NotFound(f"session {quote(session_id)} {why}")
         if session.expires_in(self.clock()) < 0:
             self._end(session, "expired", f"expired after {session.ttl:g}s idle")
             raise NotFound(f"session {quote(session_id)} expired after {session.ttl:g}s idle")
         return session
 
-    def acquire(self, session_id: str, owner: Optional[str] = None) -> Session:
+    def acquire(self, session_id: str, owner: str = ANONYMOUS) -> Session:
         """Mark the session busy for one writer; SessionBusy if it already is."""
         session = self.get(session_id, owner)
         if session.busy:
@@ -156,16 +161,16 @@ class SessionStore:
 
     def _touch(self, session: Session) -> None:
         session.last_used = self.clock()
-        if self._sessions.get(session.id) is session:
-            self._sessions.move_to_end(session.id)
+        if self._sessions.get(session.name) is session:
+            self._sessions.move_to_end(session.name)
 
     # -- lifecycle ------------------------------------------------------
-    def check_new_id(self, session_id: str) -> None:
-        """InvalidArgument or AlreadyExists unless ``session_id`` may name a new session."""
-        check_session_id(session_id)
-        if session_id in self._sessions:
+    def check_new_id(self, session_id: str, owner: str = ANONYMOUS, field: str = "session_id") -> None:
+        """InvalidArgument or AlreadyExists unless ``session_id`` may name a new session of ``owner``."""
+        check_session_id(session_id, field)
+        if SessionName(owner, session_id) in self._sessions:
             try:
-                self.get(session_id)  # an expired holder frees the id
+                self.get(session_id, owner)  # an expired holder frees the id
             except NotFound:
                 return
             raise AlreadyExists(f"session {quote(session_id)} already exists; pick another id or attach to it")
@@ -175,16 +180,16 @@ class SessionStore:
         """A new session in the zero state, owned by ``owner``. ``keep``: a session that must
         not be evicted to make room."""
         if session_id:
-            self.check_new_id(session_id)
+            self.check_new_id(session_id, owner)
         else:
             session_id = new_session_id()
         ttl = self.check_ttl(ttl)
         self._make_room(keep, owner)
         now = self.clock()
         session = Session(id=session_id, state=self.zeros, created=now, last_used=now, ttl=ttl, owner=owner)
-        self._sessions[session_id] = session
+        self._sessions[session.name] = session
         self.owned[owner] += 1
-        self._ended.pop(session_id, None)
+        self._ended.pop(session.name, None)
         self.on_event("open", session, why)
         return session
 
@@ -197,18 +202,21 @@ class SessionStore:
         return float(ttl)
 
     def fork(self, source_id: str, new_id: Optional[str] = None, ttl: float = 0,
-             owner: Optional[str] = None) -> Session:
+             owner: str = ANONYMOUS) -> Session:
+        """A copy of ``owner``'s session ``source_id``, in the same namespace."""
+        if new_id:  # before the lookup: a malformed new id is refused whether or not the source exists
+            check_session_id(new_id, "new_session_id")
         source = self.get(source_id, owner)
         # Unnamed forks share the parent's routing key, so a proxy sends them
         # to this replica, the one that holds the copied state.
-        name = new_id or fork_id(source.id, taken=self._sessions.__contains__)
+        name = new_id or fork_id(source.id, taken=lambda candidate: SessionName(owner, candidate) in self._sessions)
         fork = self.create(name, ttl or source.ttl, why=f"was forked from {source.id} at step {source.steps}",
                            keep=source, owner=source.owner)
         fork.state, fork.steps, fork.last_logprobs = source.state, source.steps, source.last_logprobs
         self._touch(source)  # reading it is a use
         return fork
 
-    def reset(self, session_id: str, owner: Optional[str] = None) -> Session:
+    def reset(self, session_id: str, owner: str = ANONYMOUS) -> Session:
         session = self.get(session_id, owner)
         if session.busy:
             raise SessionBusy(f"session {quote(session_id)} is in use; reset it from the stream (step.start) or wait")
@@ -219,7 +227,7 @@ class SessionStore:
     def clear(self, session: Session) -> None:
         session.state, session.steps, session.last_logprobs = self.zeros, 0, None
 
-    def delete(self, session_id: str, owner: Optional[str] = None) -> Session:
+    def delete(self, session_id: str, owner: str = ANONYMOUS) -> Session:
         session = self.get(session_id, owner)
         if session.busy:
             raise SessionBusy(f"session {quote(session_id)} is in use by a stream or request; end that first")
@@ -234,11 +242,11 @@ class SessionStore:
     def _end(self, session: Session, kind: str, why: str) -> None:
         """kind: close | expired | evict; why: a phrase that follows "session X"."""
         session.alive = False
-        if self._sessions.pop(session.id, None) is not None:
+        if self._sessions.pop(session.name, None) is not None:
             self.owned[session.owner] -= 1
             if not self.owned[session.owner]:
                 del self.owned[session.owner]
-        self._ended[session.id] = (session.owner, why)
+        self._ended[session.name] = why
         while len(self._ended) > TOMBSTONES:
             self._ended.popitem(last=False)
         self.on_event(kind, session, why)

@@ -1,8 +1,17 @@
 """Session snapshots in Redis (``--state-store redis://host:port/db``).
 
-One key per session, ``lstm:session:<id>``, holding the binary snapshot of
-service/snapshot_format.py; the key expires with the session's idle TTL
-(PX), so Redis forgets what the service would have expired anyway.
+One key per session, ``lstm:session:<owner>/<id>`` (ids are per principal,
+service/session_ids.py; an id never holds ``/``, so the last one splits),
+holding the binary snapshot of service/snapshot_format.py; the key expires
+with the session's idle TTL (PX), so Redis forgets what the service would
+have expired anyway.
+
+Keys written before ids were per principal, ``lstm:session:<id>``, are
+moved to the new form by one background pass at open
+(service/snapshot_migration.py); until then a load asks for the new key and
+the old one in one MGET (one round trip either way), takes the old one only
+if its recorded owner is the caller's namespace, and moves it (save new,
+delete old).
 
 The step path never waits for Redis: ``save`` and ``delete`` put the latest
 write for an id into a bounded map that one background task drains (several
@@ -30,6 +39,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from .errors import ConfigError
 from .logs import event
+from .session_ids import SessionName
 from .snapshot_format import (
     Snapshot,
     SnapshotFormatError,
@@ -38,7 +48,7 @@ from .snapshot_format import (
 )
 from .store_metrics import StoreMetrics
 
-__all__ = ["Snapshot", "SnapshotStore", "open_store", "KEY_PREFIX"]
+__all__ = ["Snapshot", "SnapshotStore", "open_store", "KEY_PREFIX", "key_of"]
 
 log = logging.getLogger("service.snapshots")
 KEY_PREFIX = "lstm:session:"
@@ -48,10 +58,20 @@ WRITE_TIMEOUT = 1.0  # socket timeout for the background writer (off the step pa
 CONNECT_TIMEOUT = 0.5
 PROBE_INTERVAL = 0.5  # seconds between pings while Redis is down
 WRITE_BATCH = 64  # writes per pipelined round trip
-MAX_PENDING = 4096  # distinct session ids waiting to be written
+MAX_PENDING = 4096  # distinct keys waiting to be written
 REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
 Write = Tuple[Optional[Snapshot], Optional[float]]  # (snapshot, or None to delete; monotonic expiry or None)
+
+
+def key_of(name: SessionName) -> str:
+    """The Redis key of a session's snapshot."""
+    return f"{KEY_PREFIX}{name.owner}/{name.id}"
+
+
+def legacy_key_of(name: SessionName) -> str:
+    """Where a server from before per-principal ids kept the snapshot (read, then moved)."""
+    return KEY_PREFIX + name.id
 
 
 class SnapshotStore:
@@ -73,22 +93,36 @@ class SnapshotStore:
         self._drained.set()
         self._metrics = StoreMetrics(metrics, self)
         self._prober: Optional[asyncio.Task] = None
+        self._migration: Optional[asyncio.Task] = None
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="snapshot-writer")
+
+    def migrate(self) -> "asyncio.Task":
+        """Move old-format keys to their namespaced form, in the background (once per open)."""
+        from .snapshot_migration import migrate_legacy_keys
+
+        async def run() -> None:
+            try:
+                self.counts["migrated"] += await migrate_legacy_keys(self.redis, KEY_PREFIX, STORE_MAGIC, key_of)
+            except REDIS_ERRORS as exc:  # Redis went away: loads still read old keys, nothing lost
+                event(log, "snapshot_migration_stopped", logging.WARNING, error=_reason(exc))
+
+        self._migration = asyncio.get_running_loop().create_task(run(), name="snapshot-migration")
+        return self._migration
 
     # ---- the step path: never blocks ----
 
     def save(self, snapshot: Snapshot) -> None:
         ttl = snapshot.ttl
         expiry = time.monotonic() + ttl if math.isfinite(ttl) and ttl > 0 else None
-        self._queue(snapshot.session_id, (snapshot, expiry))
+        self._queue(key_of(SessionName(snapshot.owner, snapshot.session_id)), (snapshot, expiry))
 
-    def delete(self, session_id: str) -> None:
-        self._queue(session_id, (None, None))
+    def delete(self, name: SessionName) -> None:
+        self._queue(key_of(name), (None, None))
 
-    def _queue(self, session_id: str, write: Write) -> None:
-        if self._pending.pop(session_id, None) is not None:
+    def _queue(self, key: str, write: Write) -> None:
+        if self._pending.pop(key, None) is not None:
             self._count("superseded")
-        self._pending[session_id] = write
+        self._pending[key] = write
         self._bound()
         self._drained.clear()
         self._wake.set()
@@ -105,25 +139,39 @@ class SnapshotStore:
 
     # ---- reads ----
 
-    async def load(self, session_id: str) -> Optional[Snapshot]:
+    async def load(self, name: SessionName) -> Optional[Snapshot]:
         """The session's latest snapshot (a pending write counts), or None if there is none or
-        Redis does not answer within LOAD_TIMEOUT."""
+        Redis does not answer within LOAD_TIMEOUT. Reads only ``name``'s own keys: what other
+        namespaces hold never changes the path (one MGET)."""
+        key = key_of(name)
         for writes in (self._pending, self._inflight):
-            if session_id in writes:
+            if key in writes:
                 self._count("hit_pending")
-                return writes[session_id][0]
+                return writes[key][0]
         if not self.healthy:
             self._count("unavailable")
             return None
         try:
-            data = await asyncio.wait_for(self.redis.get(KEY_PREFIX + session_id), LOAD_TIMEOUT)
+            data, legacy = await asyncio.wait_for(self.redis.mget(key, legacy_key_of(name)), LOAD_TIMEOUT)
         except REDIS_ERRORS as exc:
             self._mark_down(exc)
             self._count("unavailable")
             return None
-        return self._decode(session_id, data)
+        if data is None and legacy is not None:
+            return self._migrated(name, legacy)
+        return self._decode(name, key, data)
 
-    def _decode(self, session_id: str, data: Optional[Union[bytes, str]]) -> Optional[Snapshot]:
+    def _migrated(self, name: SessionName, data: Union[bytes, str]) -> Optional[Snapshot]:
+        """A snapshot under the pre-namespace key: this namespace's only if it records this owner."""
+        snapshot = self._decode(name, legacy_key_of(name), data, quiet_owner=True)
+        if snapshot is not None:
+            self.save(snapshot)  # under key_of(name), before the delete: a crash between keeps a copy
+            self._queue(legacy_key_of(name), (None, None))
+            self._count("migrated")
+        return snapshot
+
+    def _decode(self, name: SessionName, key: str, data: Optional[Union[bytes, str]],
+                quiet_owner: bool = False) -> Optional[Snapshot]:
         if data is None:
             self._count("miss")
             return None
@@ -132,11 +180,14 @@ class SnapshotStore:
                 raise SnapshotFormatError("Redis returned text, not bytes")
             snapshot = decode_snapshot(data, STORE_MAGIC)
         except SnapshotFormatError as exc:
-            event(log, "snapshot_unreadable", logging.WARNING, id=session_id, error=str(exc))
+            event(log, "snapshot_unreadable", logging.WARNING, key=key, error=str(exc))
             self._count("corrupt")
             return None
-        if snapshot.session_id != session_id:
-            event(log, "snapshot_unreadable", logging.WARNING, id=session_id, error="it names another session")
+        if snapshot.owner != name.owner and quiet_owner:  # an old key of another principal's: not ours
+            self._count("miss")
+            return None
+        if (snapshot.owner, snapshot.session_id) != name:
+            event(log, "snapshot_unreadable", logging.WARNING, key=key, error="it names another session")
             self._count("corrupt")
             return None
         self._count("hit")
@@ -170,8 +221,7 @@ class SnapshotStore:
         now = time.monotonic()
         pipe = self.redis.pipeline(transaction=False)
         kinds = []
-        for session_id, (snapshot, expiry) in batch:
-            key = KEY_PREFIX + session_id
+        for key, (snapshot, expiry) in batch:
             if snapshot is None or (expiry is not None and expiry <= now):
                 pipe.delete(key)
                 kinds.append("deleted")
@@ -179,7 +229,7 @@ class SnapshotStore:
             try:
                 value = encode_snapshot(snapshot, STORE_MAGIC)
             except (ValueError, TypeError) as exc:  # a malformed snapshot must not stop the writer
-                event(log, "snapshot_unencodable", logging.ERROR, id=session_id, error=str(exc))
+                event(log, "snapshot_unencodable", logging.ERROR, key=key, error=str(exc))
                 self._count("failed")
                 continue
             pipe.set(key, value, px=None if expiry is None else max(1, int((expiry - now) * 1000)))
@@ -195,10 +245,10 @@ class SnapshotStore:
 
     def _requeue(self, batch) -> None:
         """Put a failed batch back in front, unless a newer write for the id came meanwhile."""
-        for session_id, write in reversed(batch):
-            if session_id not in self._pending:
-                self._pending[session_id] = write
-                self._pending.move_to_end(session_id, last=False)
+        for key, write in reversed(batch):
+            if key not in self._pending:
+                self._pending[key] = write
+                self._pending.move_to_end(key, last=False)
         self._bound()
 
     # ---- health ----
@@ -246,10 +296,10 @@ class SnapshotStore:
         return True
 
     async def close(self) -> None:
-        for task in (self._writer, self._prober):
+        for task in (self._writer, self._prober, self._migration):
             if task is not None:
                 task.cancel()
-        for task in (self._writer, self._prober):
+        for task in (self._writer, self._prober, self._migration):
             if task is not None:
                 try:
                     await task
@@ -306,4 +356,5 @@ async def open_store(url: str, metrics=None) -> SnapshotStore:
     else:
         store._metrics.up(True)
         event(log, "state_store_open", store=where)
+        store.migrate()
     return store

@@ -158,9 +158,10 @@ def chunks_of(text: bytes, sizes: Sequence[int]) -> List[List[int]]:
     return out
 
 
-def snapshot_steps(redis: RedisServer, session_id: str) -> Optional[int]:
-    """The steps of the session's snapshot in Redis (read independently of the service), or None."""
-    data = redis.get(KEY_PREFIX + session_id)
+def snapshot_steps(redis: RedisServer, session_id: str, owner: str = "anonymous") -> Optional[int]:
+    """The steps of the session's snapshot in Redis (read independently of the service), or None.
+    The key is spelled out here (lstm:session:<owner>/<id>), not taken from the service."""
+    data = redis.get(f"{KEY_PREFIX}{owner}/{session_id}")
     return None if data is None else decode_snapshot(data, STORE_MAGIC).steps
 
 

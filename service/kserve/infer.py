@@ -10,8 +10,8 @@ Sequence semantics, as Triton's sequence batcher:
     no sequence   a stateless step from the zero state; nothing is kept
 A request that fails leaves the sequence as it was (a failed start creates nothing),
 and a step is committed only while the call is live (not cancelled, not past
-its deadline). A sequence's session belongs to the principal that started it
-(service/identity.py); to anyone else it does not exist, and its id is taken.
+its deadline). Sequence ids are per principal, as session ids are (service/session_ids.py):
+Alice's sequence 42 and Bob's sequence 42 are two sessions.
 """
 from __future__ import annotations
 
@@ -64,8 +64,12 @@ async def run(engine, r: Request, live=always, caller=ANYONE):
     if seq.start:
         try:
             return (await engine.create(seq.session_id, 0, r.ids, r.options, live, caller))[1]
-        except AlreadyExists:  # a live sequence restarted: reset it with these tokens
+        except AlreadyExists:  # a live sequence of this caller's restarted: reset it with these tokens
+            pass
+        try:
             return await _continue(engine, r, True, live, caller)
+        except NotFound:  # it ended between the two (expired, deleted): begin it afresh
+            return (await engine.create(seq.session_id, 0, r.ids, r.options, live, caller))[1]
     return await _continue(engine, r, False, live, caller)
 
 
@@ -74,10 +78,8 @@ async def _continue(engine, r: Request, start: bool, live, caller) -> object:
     try:
         lease = await engine.hold_resolved(seq.session_id, caller=caller)
     except NotFound as exc:
-        if start:  # the id exists (create said so) but is not this caller's
-            raise AlreadyExists(
-                f"sequence {seq.label} is in use by another client; pick another sequence_id",
-                reason="SEQUENCE_EXISTS", field="parameters.sequence_id") from None
+        if start:
+            raise
         raise NotFound(
             f"sequence {seq.label} is not active ({exc.message}); begin it with sequence_start=true",
             reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata={"session_id": seq.session_id},

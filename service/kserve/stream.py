@@ -17,6 +17,7 @@ import functools
 from typing import Dict, Optional
 
 from ..errors import ServiceError
+from ..status import bounded
 from ..proto.inference import grpc_service_pb2 as pb
 from . import sequence as sq
 
@@ -25,7 +26,7 @@ _DONE = object()
 
 
 def error_reply(exc: ServiceError, request=None) -> pb.ModelStreamInferResponse:
-    reply = pb.ModelStreamInferResponse(error_message=f"{exc.code}: {exc.message}")
+    reply = pb.ModelStreamInferResponse(error_message=bounded(f"{exc.code}: {exc.message}"))
     if request is not None:
         reply.infer_response.id = request.id
         reply.infer_response.model_name = request.model_name

@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..errors import InvalidArgument
+from ..errors import InvalidArgument, summary
 
 INPUT_IDS, TEXT = "INPUT_IDS", "TEXT"
 TOP_IDS, TOP_PROBS, LOGPROBS = "TOP_IDS", "TOP_PROBS", "LOGPROBS"
@@ -34,7 +34,8 @@ def request_input(request) -> Tuple[Optional[np.ndarray], str]:
     raw = request.raw_input_contents
     names = [t.name for t in request.inputs]
     if len(names) != 1:
-        raise InvalidArgument(f"send exactly one input, {ALLOWED_INPUTS}; got {names or 'none'}", field="inputs")
+        raise InvalidArgument(f"send exactly one input, {ALLOWED_INPUTS}; got {summary(names) if names else 'none'}",
+                              field="inputs")
     if raw and len(raw) != 1:
         raise InvalidArgument(
             f"raw_input_contents has {len(raw)} entries for 1 input; send one per input", field="raw_input_contents"

@@ -101,3 +101,15 @@ def test_errors_carry_the_servers_details(server):
         with pytest.raises(ClientError) as info:
             client.get_session("no-such-session-0000")
         assert info.value.code() == grpc.StatusCode.NOT_FOUND and info.value.reason
+
+
+def test_an_input_with_both_text_and_tokens_is_refused_before_it_is_sent(server):
+    """Input says "set exactly one"; proto3 cannot put a repeated field in a oneof, so the typed
+    client refuses both (the server answers INVALID_ARGUMENT to other clients: test_errors)."""
+    with Client(server.target) as client:
+        sid = client.create_session("To be").session.id
+        with pytest.raises(ValueError, match="not both"):
+            client.predict(sid, "x", tokens=[1])
+        with client.stream(sid) as stream, pytest.raises(ValueError, match="not both"):
+            stream.send("x", tokens=[1])
+        assert client.get_session(sid).steps == 5  # nothing was sent

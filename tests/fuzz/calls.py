@@ -32,11 +32,14 @@ CRASH = {C.INTERNAL, C.UNKNOWN, C.UNAVAILABLE, C.DATA_LOSS}
 # Limits the *client* library enforces: hitting them means the server sent
 # what it should have refused (an oversize reply, an echoed huge id).
 CLIENT_LIMITS = ("larger than max", "metadata size exceeds")
+OVER_CLIENT_METADATA = CLIENT_LIMITS[1]
 # Statuses the service itself sends, each with google.rpc.Status details (ErrorInfo; BadRequest too
 # for INVALID_ARGUMENT) in this trailer; grpc's own (UNIMPLEMENTED, DEADLINE_EXCEEDED...) have none.
 DETAILS_KEY = "grpc-status-details-bin"
 RICH = {C.INVALID_ARGUMENT, C.NOT_FOUND, C.ALREADY_EXISTS, C.FAILED_PRECONDITION, C.ABORTED, C.RESOURCE_EXHAUSTED}
-MAX_DETAILS = 1024  # messages quote at most a short prefix of what the client sent
+# The bounds every error keeps whatever the request held (docs/security.md, Bounded answers).
+MAX_MESSAGE_BYTES = 1024  # the status message, UTF-8
+MAX_TRAILER_BYTES = 4096  # grpc-status-details-bin, serialized
 LEAKS = re.compile(r"<class |Traceback|\b\w+(Error|Exception)\b|onnxruntime|ONNXRuntime")
 
 
@@ -49,19 +52,21 @@ class Stats:
     crashes: List[str] = field(default_factory=list)
     unexpected: List[str] = field(default_factory=list)  # a status no well-behaved server gives
     mismatches: List[str] = field(default_factory=list)  # state or reply disagrees with the twin model
+    oversize: List[str] = field(default_factory=list)  # an error over MAX_MESSAGE_BYTES / MAX_TRAILER_BYTES
+    bounded: int = 0  # errors whose message and trailer were measured against the bounds
     late_commits: int = 0  # a step applied although the client's deadline/cancel ended the call first
     unread_tokens: int = 0  # Generate tokens written to the stream after the client stopped reading
     resyncs: int = 0  # twin re-copied from its session where a replay could not be exact
 
     def merge(self, other: "Stats") -> None:
-        for name in ("cases", "sequences", "calls", "late_commits", "unread_tokens", "resyncs"):
+        for name in ("cases", "sequences", "calls", "late_commits", "unread_tokens", "resyncs", "bounded"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.statuses.update(other.statuses)
-        for name in ("crashes", "unexpected", "mismatches"):
+        for name in ("crashes", "unexpected", "mismatches", "oversize"):
             getattr(self, name).extend(getattr(other, name))
 
     def failures(self) -> List[str]:
-        return self.crashes + self.unexpected + self.mismatches
+        return self.crashes + self.unexpected + self.mismatches + self.oversize
 
     def report(self, server_errors: Iterable[str] = ()) -> str:
         server_errors = list(server_errors)
@@ -70,6 +75,8 @@ class Stats:
                  f"mismatches {len(self.mismatches)}",
                  f"late commits (deadline/cancel raced a finished step or open) {self.late_commits}  "
                  f"generate tokens committed unread {self.unread_tokens}  twin resyncs {self.resyncs}",
+                 f"errors measured against the bounds ({MAX_MESSAGE_BYTES} B message, {MAX_TRAILER_BYTES} B "
+                 f"details) {self.bounded}  over them {len(self.oversize)}",
                  f"server log: ERROR lines {len(server_errors)}",
                  "statuses seen:"]
         methods = sorted({m for m, _ in self.statuses})
@@ -77,7 +84,8 @@ class Stats:
             seen = sorted(((code, n) for (m, code), n in self.statuses.items() if m == method), key=lambda x: -x[1])
             lines.append(f"  {method:14s} " + "  ".join(f"{code} {n}" for code, n in seen))
         for title, items in (("crashes", self.crashes), ("unexpected", self.unexpected),
-                             ("mismatches", self.mismatches), ("server ERROR lines", server_errors)):
+                             ("mismatches", self.mismatches), ("oversize", self.oversize),
+                             ("server ERROR lines", server_errors)):
             for item in items[:5]:
                 lines.append(f"first {title}: {item[:400]}")
         return "\n".join(lines)
@@ -103,6 +111,11 @@ class Caller:
         self.stats.statuses[(method, code.name)] += 1
         full = (error.details() if isinstance(error, grpc.RpcError) else "") or ""
         details = full[:300]
+        if isinstance(error, grpc.RpcError) and code != C.OK:
+            self._measure(method, code, full, error.trailing_metadata(), what)
+            if OVER_CLIENT_METADATA in full:  # the default client dropped a trailer far over the bounds
+                self.fail(self.stats.oversize, f"{method}: {details} | {what}")
+                return
         if code in CRASH:
             self.fail(self.stats.crashes, f"{method} {code.name}: {details} | {what}")
         elif code not in ALLOWED.get(method, set()) | set(extra) or any(x in details for x in CLIENT_LIMITS):
@@ -111,6 +124,14 @@ class Caller:
             problem = error_problem(code, full, error.trailing_metadata())
             if problem:
                 self.fail(self.stats.unexpected, f"{method} {code.name}: {problem}: {details} | {what}")
+
+    def _measure(self, method: str, code: grpc.StatusCode, message: str, trailers, what: str) -> None:
+        """File an error whose message or details trailer is over the bounds."""
+        self.stats.bounded += 1
+        trailer = dict(trailers or ()).get(DETAILS_KEY, b"")
+        if len(message.encode()) > MAX_MESSAGE_BYTES or len(trailer) > MAX_TRAILER_BYTES:
+            self.fail(self.stats.oversize, f"{method} {code.name}: a {len(message.encode())}-byte message and a "
+                                           f"{len(trailer)}-byte details trailer: {message[:200]} | {what}")
 
     def mismatch(self, message: str) -> None:
         self.fail(self.stats.mismatches, f"{message} | during {self.context}")
@@ -132,8 +153,6 @@ def error_problem(code: grpc.StatusCode, message: str, trailers) -> str:
     message, or missing google.rpc.Status details."""
     from google.rpc import error_details_pb2, status_pb2
 
-    if len(message) > MAX_DETAILS:
-        return f"a {len(message)}-character message"
     if LEAKS.search(message):
         return "a message naming Python or onnxruntime internals"
     raw = dict(trailers or ()).get(DETAILS_KEY)

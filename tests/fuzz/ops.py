@@ -7,6 +7,7 @@ import grpc
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
 from .calls import C, Caller, metadata, predictions_problem
+from .limits import run_limits
 from .streams import run_busy, run_stream
 from .strategies import RIGHT_COUNT, Case, Op, Raw, Slot, has_field
 from .twin import Book, Twin, TwinKeeper, token_ids
@@ -25,10 +26,13 @@ class CaseRunner:
         for index, prompt in enumerate(case.prompts):
             self._create_slot(index, prompt)
         for op in case.ops:
-            self.caller.context = repr(op)
-            getattr(self, "_" + op.kind)(op)
+            self.run_op(op)
         self.caller.context = "the checkpoint"
         self.twins.check_all()
+
+    def run_op(self, op: Op) -> None:
+        self.caller.context = repr(op)
+        getattr(self, "_" + op.kind)(op)
 
     # -- helpers ------------------------------------------------------------------
     def _id(self, ref) -> str:
@@ -262,6 +266,9 @@ class CaseRunner:
         method = "ListModels" if isinstance(op.request, pb.ListModelsRequest) else "GetModel"
         code, reply = self.caller.call(method, lambda: getattr(self.stub, method)(op.request))
         self._judge(method, code, reply, op, False)
+
+    def _limits(self, op: Op) -> None:
+        run_limits(self, op)
 
     def _raw(self, op: Op) -> None:
         method, payload = op.extra

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 
+from .limits import limit_requests
+
 SLOTS = 2  # fuzzed sessions per case (each with its twin)
 UINT32, UINT64 = 2**32 - 1, 2**64 - 1
 METHODS = ("Predict", "Generate", "CreateSession", "GetSession", "ResetSession", "DeleteSession",
@@ -47,7 +49,7 @@ class Call:
 
 @dataclass(frozen=True)
 class Op:
-    kind: str  # predict | stream | generate | create | get | reset | delete | fork | list | models | raw
+    kind: str  # predict | stream | generate | create | get | reset | delete | fork | list | models | raw | limits
     session: object = None  # Slot | Raw | None
     request: object = None  # the protobuf request (session ids filled in when run)
     call: Call = field(default_factory=Call)
@@ -271,6 +273,9 @@ OPERATIONS = st.one_of(
     # While a stream holds S: another writer (or reset/delete/a second stream) must get ABORTED.
     _op("busy", st.integers(0, SLOTS - 1).map(Slot), st.sampled_from(["predict", "generate", "reset", "delete",
                                                                      "stream"])),
+    # Every string and repeated field of every request at, past and far past its limits (limits.py):
+    # each answer's message and details trailer must stay within the bounds (calls.Stats.oversize).
+    _op("limits", st.none(), limit_requests()),
 )
 
 

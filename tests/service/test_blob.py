@@ -90,7 +90,7 @@ def test_a_blob_of_another_model_is_a_failed_precondition():
     blob = encode_blob(make_snapshot(), KEY)
     with pytest.raises(FailedPrecondition, match="same model") as err:
         decode_blob(blob, KEY, "cd" * 32)
-    assert err.value.code == "FAILED_PRECONDITION" and err.value.reason == "MODEL_MISMATCH"
+    assert err.value.code == "FAILED_PRECONDITION" and err.value.reason == "OTHER_MODEL"
 
 
 def test_session_key_file(tmp_path):

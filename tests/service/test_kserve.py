@@ -193,7 +193,7 @@ def test_reflection_pool_holds_every_served_service():
     assert pool.FindFileContainingSymbol("inference.ModelConfig").name == "model_config.proto"
 
 
-async def test_a_sequence_belongs_to_the_principal_that_started_it(tiny_model_dir, tmp_path):
+async def test_a_sequence_belongs_to_the_principal_that_started_it_and_ids_are_per_principal(tiny_model_dir, tmp_path):
     import hashlib
 
     tokens = {"alice": "alice-kserve-token", "bob": "bob-kserve-token"}
@@ -206,12 +206,13 @@ async def test_a_sequence_belongs_to_the_principal_that_started_it(tiny_model_di
             await client.infer(name, [ids_input([1])], sequence_id=5, sequence_start=True)
         assert info.value.status() == "StatusCode.UNAUTHENTICATED"
         await client.infer(name, [ids_input([1, 2])], sequence_id=5, sequence_start=True, headers=alice)
-        for start, status, phrase in ((False, "NOT_FOUND", "sequence 5 is not active"),
-                                      (True, "ALREADY_EXISTS", "sequence 5 is in use by another client")):
-            with pytest.raises(InferenceServerException) as info:
-                await client.infer(name, [ids_input([3])], sequence_id=5, sequence_start=start, headers=bob)
-            assert info.value.status() == f"StatusCode.{status}" and phrase in info.value.message()
-        r = await client.infer(name, [ids_input([3])], sequence_id=5, sequence_end=True, headers=alice)
-        assert r.as_numpy("TOP_IDS").shape == (1, 1, 5)
+        with pytest.raises(InferenceServerException) as info:  # Bob's sequence 5 is not Alice's
+            await client.infer(name, [ids_input([3])], sequence_id=5, headers=bob)
+        assert info.value.status() == "StatusCode.NOT_FOUND" and "sequence 5 is not active" in info.value.message()
+        await client.infer(name, [ids_input([3])], sequence_id=5, sequence_start=True, headers=bob)  # his own
+        assert s.engine.session_count() == 2
+        for who in (alice, bob):
+            r = await client.infer(name, [ids_input([3])], sequence_id=5, sequence_end=True, headers=who)
+            assert r.as_numpy("TOP_IDS").shape == (1, 1, 5)
         await s.sync()
         assert s.engine.session_count() == 0

@@ -80,7 +80,7 @@ async def test_another_principals_session_does_not_exist_on_any_call(tiny_model_
         listed = await stub.ListSessions(pb.ListSessionsRequest(), metadata=as_("bob"))
         assert listed.total == 0 and not listed.sessions
         admin = await stub.ListSessions(pb.ListSessionsRequest(), metadata=as_("ops"))
-        assert [x.id for x in admin.sessions] == [sid]
+        assert [x.id for x in admin.sessions] == [f"alice/{sid}"]  # another namespace: PRINCIPAL/ID
         mine = await stub.GetSession(pb.GetSessionRequest(session_id=sid), metadata=as_("alice"))
         assert mine.session.steps == len("my secret")  # bob's attempts changed nothing
 

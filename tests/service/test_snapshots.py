@@ -18,8 +18,14 @@ from lstm_service.service.snapshots import (
     check_url,
     open_store,
 )
+from lstm_service.service.session_ids import SessionName
 from prometheus_client import generate_latest
 from redis_helpers import NEEDS_REDIS, RedisServer, free_port, running_redis
+
+def N(session_id: str) -> SessionName:
+    """The name make_snapshot's sessions have (owner alice)."""
+    return SessionName("alice", session_id)
+
 
 HANG_GUARD = 10 * LOAD_TIMEOUT  # a call that takes this long has stalled (not a speed target)
 pytestmark = NEEDS_REDIS
@@ -70,10 +76,10 @@ async def test_round_trip_is_bitwise_through_a_fresh_store(redis_server):
     reader = await open_store(redis_server.url)  # nothing pending: every byte comes from Redis
     try:
         for snapshot in want:
-            assert_bitwise(await reader.load(snapshot.session_id), snapshot)
-        assert await reader.load("never-saved") is None
+            assert_bitwise(await reader.load(N(snapshot.session_id)), snapshot)
+        assert await reader.load(N("never-saved")) is None
         assert reader.counts["hit"] == 2 and reader.counts["miss"] == 1
-        loaded = (await reader.load("s1")).state[0]
+        loaded = (await reader.load(N("s1"))).state[0]
         loaded[0, 0] = 1.0  # the loaded arrays are the caller's own (writable copies)
     finally:
         await reader.close()
@@ -85,11 +91,11 @@ async def test_key_expires_with_the_session_ttl(redis_server):
         store.save(make_snapshot("long", ttl=30.0))
         store.save(make_snapshot("short", ttl=0.3))
         assert await store.flush(5.0)
-        pttl = int(redis_server.command("PTTL", KEY_PREFIX + "long")[1:].split(b"\r\n")[0])
+        pttl = int(redis_server.command("PTTL", KEY_PREFIX + "alice/long")[1:].split(b"\r\n")[0])
         assert 0 < pttl <= 30_000
         await asyncio.sleep(0.6)
-        assert await store.load("short") is None  # Redis forgot it with the session's TTL
-        assert await store.load("long") is not None
+        assert await store.load(N("short")) is None  # Redis forgot it with the session's TTL
+        assert await store.load(N("long")) is not None
     finally:
         await store.close()
 
@@ -99,12 +105,12 @@ async def test_delete_removes_the_key_and_a_pending_write_is_read_back(redis_ser
     try:
         snapshot = make_snapshot("d1")
         store.save(snapshot)
-        assert_bitwise(await store.load("d1"), snapshot)  # read-your-writes before the flush
+        assert_bitwise(await store.load(N("d1")), snapshot)  # read-your-writes before the flush
         assert await store.flush(5.0)
-        store.delete("d1")
-        assert await store.load("d1") is None  # the pending delete already hides it
+        store.delete(N("d1"))
+        assert await store.load(N("d1")) is None  # the pending delete already hides it
         assert await store.flush(5.0)
-        assert redis_server.command("EXISTS", KEY_PREFIX + "d1") == b":0\r\n"
+        assert redis_server.command("EXISTS", KEY_PREFIX + "alice/d1") == b":0\r\n"
     finally:
         await store.close()
 
@@ -116,11 +122,11 @@ async def test_redis_killed_mid_run_then_restarted(redis_server, caplog):
         store.save(make_snapshot("before"))
         assert await store.flush(5.0)
         redis_server.stop()
-        assert await asyncio.wait_for(store.load("before"), HANG_GUARD) is None  # no raise, no stall
+        assert await asyncio.wait_for(store.load(N("before")), HANG_GUARD) is None  # no raise, no stall
         assert not store.healthy and "unreachable" in store.detail
         for i in range(5):
             store.save(make_snapshot("during", steps=10 + i))  # returns at once; the newest is kept
-            assert await asyncio.wait_for(store.load("other"), HANG_GUARD) is None
+            assert await asyncio.wait_for(store.load(N("other")), HANG_GUARD) is None
         assert not await store.flush(0.5)  # cannot drain while Redis is down
         assert store.pending == 1 and store.counts["superseded"] == 4
         downs = [r for r in caplog.records if getattr(r, "event", "") == "state_store_down"]
@@ -128,10 +134,10 @@ async def test_redis_killed_mid_run_then_restarted(redis_server, caplog):
         redis_server.start()
         await wait_until(lambda: store.healthy)
         assert await store.flush(5.0)
-        assert (await store.load("before")) is None  # the old Redis kept nothing (no persistence)
+        assert (await store.load(N("before"))) is None  # the old Redis kept nothing (no persistence)
         reader = await open_store(redis_server.url)
         try:
-            assert (await reader.load("during")).steps == 14  # the write queued in the outage landed
+            assert (await reader.load(N("during"))).steps == 14  # the write queued in the outage landed
         finally:
             await reader.close()
     finally:
@@ -142,14 +148,14 @@ async def test_hung_redis_does_not_stall_a_load(redis_server):
     store = await open_store(redis_server.url)
     try:
         redis_server.pause()  # accepts connections, answers nothing
-        assert await asyncio.wait_for(store.load("x"), HANG_GUARD) is None
+        assert await asyncio.wait_for(store.load(N("x")), HANG_GUARD) is None
         assert not store.healthy
-        assert await asyncio.wait_for(store.load("x"), HANG_GUARD) is None  # fast path while down
+        assert await asyncio.wait_for(store.load(N("x")), HANG_GUARD) is None  # fast path while down
         redis_server.resume()
         await wait_until(lambda: store.healthy)
         store.save(make_snapshot("after"))
         assert await store.flush(5.0)
-        assert (await store.load("after")) is not None
+        assert (await store.load(N("after"))) is not None
     finally:
         redis_server.resume()
         await store.close()
@@ -164,18 +170,18 @@ async def test_queue_bound_holds_and_keeps_deletes_over_saves(tmp_path):
         for i in range(20):
             store.save(make_snapshot(f"s{i}"))
         assert store.pending == 4 and store.counts["dropped"] == 16
-        assert [sid for sid in store._pending] == ["s16", "s17", "s18", "s19"]  # the newest win
-        store.delete("s17")
-        store.delete("s18")
+        assert [key.rpartition("/")[2] for key in store._pending] == ["s16", "s17", "s18", "s19"]  # the newest win
+        store.delete(N("s17"))
+        store.delete(N("s18"))
         store.save(make_snapshot("n1"))
         store.save(make_snapshot("n2"))
         # over the bound, the oldest *saves* go first: a lost delete could bring a deleted session back
-        assert [sid for sid in store._pending] == ["s17", "s18", "n1", "n2"]
-        assert await store.load("s17") is None and (await store.load("n2")).session_id == "n2"
+        assert [key.rpartition("/")[2] for key in store._pending] == ["s17", "s18", "n1", "n2"]
+        assert await store.load(N("s17")) is None and (await store.load(N("n2"))).session_id == "n2"
         down.start()
         await wait_until(lambda: store.healthy)
         assert await store.flush(5.0)
-        assert down.command("EXISTS", KEY_PREFIX + "n1") == b":1\r\n"
+        assert down.command("EXISTS", KEY_PREFIX + "alice/n1") == b":1\r\n"
     finally:
         await store.close()
         down.stop()
@@ -190,7 +196,7 @@ async def test_redis_down_at_start_reconnects_in_the_background(tmp_path):
         server.start()
         await wait_until(lambda: store.healthy)
         assert await store.flush(5.0)
-        assert server.command("EXISTS", KEY_PREFIX + "early") == b":1\r\n"
+        assert server.command("EXISTS", KEY_PREFIX + "alice/early") == b":1\r\n"
     finally:
         await store.close()
         server.stop()
@@ -199,12 +205,12 @@ async def test_redis_down_at_start_reconnects_in_the_background(tmp_path):
 async def test_unreadable_value_is_treated_as_absent(redis_server):
     store = await open_store(redis_server.url)
     try:
-        redis_server.command("SET", KEY_PREFIX + "junk", "not a snapshot")
+        redis_server.command("SET", KEY_PREFIX + "alice/junk", "not a snapshot")
         store.save(make_snapshot("elsewhere"))
         assert await store.flush(5.0)
-        redis_server.command("RENAME", KEY_PREFIX + "elsewhere", KEY_PREFIX + "renamed")
-        assert await store.load("junk") is None
-        assert await store.load("renamed") is None  # a value naming another session is not this one
+        redis_server.command("RENAME", KEY_PREFIX + "alice/elsewhere", KEY_PREFIX + "alice/renamed")
+        assert await store.load(N("junk")) is None
+        assert await store.load(N("renamed")) is None  # a value naming another session is not this one
         assert store.counts["corrupt"] == 2 and store.healthy
     finally:
         await store.close()
@@ -222,7 +228,7 @@ async def test_writes_redis_refuses_are_failures_not_an_outage(redis_server, cap
         redis_server.command("CONFIG", "SET", "maxmemory", "0")
         store.save(make_snapshot("accepted"))
         assert await store.flush(5.0)
-        assert (await store.load("accepted")) is not None and await store.load("refused") is None
+        assert (await store.load(N("accepted"))) is not None and await store.load(N("refused")) is None
     finally:
         await store.close()
 
@@ -234,7 +240,7 @@ async def test_metrics_follow_the_store(redis_server):
         store.save(make_snapshot("m1"))
         assert await store.flush(5.0)
         redis_server.stop()
-        await store.load("m2")
+        await store.load(N("m2"))
         text = generate_latest(metrics.registry).decode()
         assert "lstm_state_store_up 0.0" in text
         assert 'lstm_snapshot_writes_total{result="written"} 1.0' in text

@@ -15,6 +15,11 @@ def session_metadata(session_id: str) -> Metadata:
 
 
 def make_input(text: Optional[str] = None, tokens: Optional[Sequence[int]] = None) -> pb.Input:
+    """An Input holds text or tokens, never both. proto3 cannot make a repeated field part of a
+    oneof (and a wrapper would change the wire format), so the client refuses both here, before
+    sending, as the server does (INVALID_ARGUMENT)."""
+    if text and tokens:
+        raise ValueError("give text or tokens, not both: an Input holds exactly one of them")
     return pb.Input(text=text or "", tokens=list(tokens or ()))
 
 
