@@ -24,6 +24,7 @@ grandchild, handed to init at once, so it never shows among the server's childre
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
@@ -85,6 +86,13 @@ def _write_all(fd: int, data: bytes) -> None:
         data = data[os.write(fd, data):]
 
 
+def _name_process(name: bytes) -> None:  # pragma: no cover - the relay's side
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(15, name, 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass  # not Linux/glibc: it keeps the server's name
+
+
 def relay_stderr() -> None:
     """Point this process's fd 2 (and its future children's) at a relay process that turns grpc's
     handshake lines into events. Call before any thread starts (it forks) and after logs.setup."""
@@ -95,6 +103,7 @@ def relay_stderr() -> None:
             os.close(write_end)
             if os.fork() != 0:
                 os._exit(0)  # the relay is the grandchild: init adopts it, the server never waits for it
+            _name_process(b"lstm-log-relay")  # what ps and top show for it
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1):
                 signal.signal(sig, signal.SIG_IGN)  # it stops at EOF, after the server's last words
             os.closerange(3, read_end)  # hold nothing of the server's (its port claim, its sockets)
