@@ -17,7 +17,7 @@ from .identity import ANYONE, Caller
 from .lease import CallEnded, Live, StepResult, always
 from .options import GenerateOptions, StepOptions
 from .sessions import SessionInfo
-from .vocab import Vocab
+from .vocab import load_vocab
 
 
 class EngineFace:
@@ -26,7 +26,7 @@ class EngineFace:
     def __init__(self, config, card) -> None:
         self.config = config
         self.card = card
-        self.vocab = Vocab(card.vocab_kind, card.vocab_size)
+        self.vocab = load_vocab(card)
 
     # -- validation (before anything runs) -------------------------------------
     def tokens(self, tokens: Sequence[int], text: str, what: str = "input") -> np.ndarray:
