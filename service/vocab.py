@@ -17,7 +17,7 @@ Kinds: ``bytes`` (here), ``words`` (service/vocab_words.py), ``tokenizer``
 from __future__ import annotations
 
 import codecs
-from typing import List, Sequence
+from typing import List, Sequence, Union
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class Vocab:
     def max_piece_bytes(self) -> int:
         return max((max(len(p), len(t.encode("utf-8"))) for p, t in zip(self.pieces, self.texts)), default=0)
 
-    def ids_of_text(self, text: str, what: str) -> Sequence[int]:  # pragma: no cover - each kind has its own
+    def ids_of_text(self, text: str, what: str) -> Union[Sequence[int], np.ndarray]:  # pragma: no cover - each kind has its own
         raise NotImplementedError
 
     def decoder(self) -> TextDecoder:  # pragma: no cover - each kind has its own
@@ -91,7 +91,7 @@ class BytesVocab(Vocab):
         self.pieces = [bytes([i]) if i < 256 else b"" for i in range(size)]
         self.texts = [chr(i) if i < 128 else "" for i in range(size)]
 
-    def ids_of_text(self, text: str, what: str) -> Sequence[int]:
+    def ids_of_text(self, text: str, what: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
     def decoder(self) -> TextDecoder:
