@@ -45,7 +45,7 @@ class Vocab:
     def max_piece_bytes(self) -> int:
         return max((max(len(p), len(t.encode("utf-8"))) for p, t in zip(self.pieces, self.texts)), default=0)
 
-    def ids_of_text(self, text: str, what: str) -> Union[Sequence[int], np.ndarray]:  # pragma: no cover - each kind has its own
+    def ids_of_text(self, text: str, what: str) -> Union[Sequence[int], np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
     def decoder(self) -> TextDecoder:  # pragma: no cover - each kind has its own

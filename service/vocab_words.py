@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, quote
 from .vocab import TextDecoder, Vocab
 
 SPLITS = {
@@ -82,7 +82,7 @@ class WordsVocab(Vocab):
                 token = self.ids.get(word, self.unk)
                 if token is None:
                     raise InvalidArgument(
-                        f"{what}.text: the word {word[:64]!r} is not in this model's vocabulary of {self.size} "
+                        f"{what}.text: the word {quote(word)} is not in this model's vocabulary of {self.size} "
                         "words, which has no unknown-word token; use its words or send token ids",
                         field=f"{what}.text")
                 ids.append(token)
