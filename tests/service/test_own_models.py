@@ -1,0 +1,132 @@
+"""Serve your own model: users' torch modules (word_language_model's convention with LSTM
+and GRU, a batch-first one) and a foreign ONNX file, exported or imported with the
+commands a user runs, served by a real server, answer Predict{text} with the users' own
+torch log-probs and words as candidate texts; a tokenizer.json model streams Generate
+text equal to the tokenizers library's decode of the same ids."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lstm_service.model.card import load_card
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+from own_models import (EXAMPLE, SENTENCE, USER_MODULES, WORDS, bpe_tokenizer_file, example_class, export,
+                        randomize, save_user_model, torch_logprobs, word_ids, write_foreign_onnx)
+from svc_helpers import serving
+
+TOP_K = 8
+
+
+def rnn_model(rnn_type: str, seed: int):
+    kwargs = dict(rnn_type=rnn_type, ntoken=len(WORDS), ninp=12, nhid=16, nlayers=2, dropout=0.2)
+    return randomize(example_class()(**kwargs), seed), kwargs
+
+
+@pytest.fixture(scope="module")
+def word_lm(tmp_path_factory):
+    """model dirs + the users' torch modules, built once for the module's tests."""
+    built = {}
+
+    def make(which: str):
+        if which in built:
+            return built[which]
+        root = tmp_path_factory.mktemp(which)
+        if which in ("LSTM", "GRU"):
+            module, kwargs = rnn_model(which, seed=len(which))
+            files = save_user_model(root / "user", module, kwargs)
+            rc = export("torch", "--module", f"{EXAMPLE}:RNNModel", "--kwargs", files["kwargs"],
+                        "--checkpoint", files["checkpoint"], "--vocab", files["vocab"], "--out", root / "model")
+        elif which == "batch-first":
+            from user_modules import BatchFirstLM
+
+            kwargs = dict(vocab=len(WORDS), size=16, layers=2)
+            module = randomize(BatchFirstLM(**kwargs), seed=7)
+            files = save_user_model(root / "user", module, kwargs)
+            rc = export("torch", "--module", f"{USER_MODULES}:BatchFirstLM", "--kwargs", files["kwargs"],
+                        "--checkpoint", files["checkpoint"], "--vocab", files["vocab"], "--batch-first",
+                        "--out", root / "model")
+        else:  # a foreign ONNX file: time-first, its own tensor names
+            module, kwargs = rnn_model("LSTM", seed=11)
+            files = save_user_model(root / "user", module, kwargs)
+            write_foreign_onnx(root / "foreign.onnx", module)
+            rc = export("onnx", "--onnx", root / "foreign.onnx", "--tokens", "input_ids", "--state",
+                        "h_in=h_out,c_in=c_out", "--logits", "scores", "--time-first", "--vocab", files["vocab"],
+                        "--out", root / "model")
+        assert rc == 0
+        built[which] = (root / "model", module)
+        return built[which]
+
+    return make
+
+
+@pytest.mark.parametrize("which", ["LSTM", "GRU", "batch-first", "foreign-onnx"])
+async def test_predict_text_gives_the_users_own_log_probs_and_words(word_lm, which):
+    model_dir, module = word_lm(which)
+    card = load_card(model_dir)
+    assert card.vocab_kind == "words" and card.vocab_size == len(WORDS)
+    assert card.has_cell_state == (which != "GRU")
+    want = torch_logprobs(module, word_ids(SENTENCE), batch_first=which == "batch-first")[-1]
+    async with serving(model_dir) as s:
+        reply = await s.stub.Predict(pb.PredictRequest(input=pb.Input(text=SENTENCE),
+                                                       output=pb.OutputOptions(top_k=TOP_K, logprobs=True)))
+        got = np.array(reply.result.predictions[-1].logprobs)
+        assert reply.result.consumed == len(SENTENCE.split())
+        assert np.abs(got - want).max() <= 1e-4
+        top = reply.result.predictions[-1].top
+        assert [c.token for c in top] == list(np.argsort(-want, kind="stable")[:TOP_K])
+        assert [c.text for c in top] == [("\n" if WORDS[c.token] == "<eos>" else WORDS[c.token]) for c in top]
+        model = (await s.stub.GetModel(pb.GetModelRequest())).model
+        assert (model.vocab_kind, model.vocab_size) == ("words", len(WORDS))
+
+
+async def test_a_word_model_refuses_unknown_words_only_without_unk(word_lm):
+    model_dir, module = word_lm("LSTM")
+    async with serving(model_dir) as s:
+        # WORDS has <unk>: an unknown word is read as <unk>, as the model was trained to see it
+        reply = await s.stub.Predict(pb.PredictRequest(input=pb.Input(text="the moon"),
+                                                       output=pb.OutputOptions(logprobs=True)))
+        want = torch_logprobs(module, [WORDS.index("the"), WORDS.index("<unk>")])[-1]
+        assert np.abs(np.array(reply.result.predictions[-1].logprobs) - want).max() <= 1e-4
+
+
+async def test_stream_and_generate_on_a_word_model_carry_text(word_lm):
+    model_dir, _ = word_lm("LSTM")
+    async with serving(model_dir) as s:
+        created = await s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text="the clouds")))
+        sid = created.session.id
+        out = [r async for r in s.stub.Generate(pb.GenerateRequest(
+            session_id=sid, prompt=pb.Input(text="are in"), sampling=pb.SamplingParams(max_tokens=12, seed=3)))]
+        expected = "".join("\n" if WORDS[r.token] == "<eos>" else " " + WORDS[r.token] for r in out)
+        # words joined by one space each (the first too: it follows the prompt), <eos> as a newline
+        expected = expected.replace("\n ", "\n")
+        assert "".join(r.text for r in out) == expected
+
+
+async def test_a_tokenizer_model_streams_the_tokenizers_decode(tmp_path):
+    from tokenizers import Tokenizer
+    from user_modules import BatchFirstLM
+
+    tokenizer_path = bpe_tokenizer_file(tmp_path / "tokenizer.json")
+    tokenizer = Tokenizer.from_file(str(tokenizer_path))
+    kwargs = dict(vocab=tokenizer.get_vocab_size(), size=16)
+    module = randomize(BatchFirstLM(**kwargs), seed=5, scale=0.6)
+    files = save_user_model(tmp_path / "user", module, kwargs)
+    assert export("torch", "--module", f"{USER_MODULES}:BatchFirstLM", "--kwargs", files["kwargs"],
+                  "--checkpoint", files["checkpoint"], "--tokenizer", tokenizer_path, "--batch-first",
+                  "--out", tmp_path / "model") == 0
+    prompt = "the clouds are in the"
+    async with serving(tmp_path / "model") as s:
+        for seed in range(3):
+            out = [r async for r in s.stub.Generate(pb.GenerateRequest(
+                prompt=pb.Input(text=prompt), sampling=pb.SamplingParams(max_tokens=40, seed=seed)))]
+            ids = [r.token for r in out]
+            assert "".join(r.text for r in out) == tokenizer.decode(ids)
+            # a piece never ends inside a character: it is held back until the character is whole
+            assert not any(r.text.endswith("\ufffd") for r in out[:-1]) or "\ufffd" in tokenizer.decode(ids)
+        reply = await s.stub.Predict(pb.PredictRequest(input=pb.Input(text=prompt),
+                                                       output=pb.OutputOptions(logprobs=True)))
+        ids = tokenizer.encode(prompt, add_special_tokens=False).ids
+        want = torch_logprobs(module, ids, batch_first=True)[-1]
+        assert np.abs(np.array(reply.result.predictions[-1].logprobs) - want).max() <= 1e-4
+        model = (await s.stub.GetModel(pb.GetModelRequest())).model
+        assert (model.vocab_kind, model.vocab_size) == ("tokenizer", tokenizer.get_vocab_size())
