@@ -12,7 +12,7 @@ from lstm_service.model.card import load_card
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from own_models import (EXAMPLE, SENTENCE, USER_MODULES, WORDS, bpe_tokenizer_file, example_class, export,
                         randomize, save_user_model, torch_logprobs, word_ids, write_foreign_onnx)
-from svc_helpers import serving
+from svc_helpers import open_stream, serving, stream_step
 
 TOP_K = 8
 
@@ -102,6 +102,39 @@ async def test_stream_and_generate_on_a_word_model_carry_text(word_lm):
         assert "".join(r.text for r in out) == expected
 
 
+async def test_stream_steps_take_text_on_a_word_model(word_lm):
+    model_dir, module = word_lm("GRU")
+    async with serving(model_dir) as s:
+        call, opened = await open_stream(s.stub, output=pb.OutputOptions(top_k=3, logprobs=True))
+        await stream_step(call, text="the clouds")
+        result = await stream_step(call, text="are in the")  # the state carried between steps
+        await call.done_writing()
+        assert result.steps == 5
+        want = torch_logprobs(module, word_ids(SENTENCE))[-1]
+        assert np.abs(np.array(result.predictions[-1].logprobs) - want).max() <= 1e-4
+
+
+def first_stop(texts, stop: str) -> int:
+    """Index of the piece after which the joined text first contains ``stop`` (what the server must do)."""
+    return next(i for i in range(len(texts)) if stop in "".join(texts[: i + 1]))
+
+
+async def generate_texts(stub, prompt: str, stop=(), max_tokens: int = 30, seed: int = 4):
+    out = [r async for r in stub.Generate(pb.GenerateRequest(
+        prompt=pb.Input(text=prompt), sampling=pb.SamplingParams(max_tokens=max_tokens, seed=seed, stop=stop)))]
+    return [r.text for r in out], out[-1].finish_reason
+
+
+async def test_stop_sequences_match_the_generated_words(word_lm):
+    model_dir, _ = word_lm("LSTM")
+    async with serving(model_dir) as s:
+        texts, _ = await generate_texts(s.stub, SENTENCE)
+        stop = texts[5] + texts[6]  # two words: the stop sequence spans pieces
+        stopped, reason = await generate_texts(s.stub, SENTENCE, stop=[stop])
+        assert reason == pb.FINISH_REASON_STOP
+        assert stopped == texts[: first_stop(texts, stop) + 1]
+
+
 async def test_a_tokenizer_model_streams_the_tokenizers_decode(tmp_path):
     from tokenizers import Tokenizer
     from user_modules import BatchFirstLM
@@ -130,3 +163,7 @@ async def test_a_tokenizer_model_streams_the_tokenizers_decode(tmp_path):
         assert np.abs(np.array(reply.result.predictions[-1].logprobs) - want).max() <= 1e-4
         model = (await s.stub.GetModel(pb.GetModelRequest())).model
         assert (model.vocab_kind, model.vocab_size) == ("tokenizer", tokenizer.get_vocab_size())
+        texts, _ = await generate_texts(s.stub, prompt, seed=1)
+        stop = "".join(texts[3:6])[1:4] or "".join(texts)[-3:]  # some text inside the generated pieces
+        stopped, reason = await generate_texts(s.stub, prompt, stop=[stop], seed=1)
+        assert reason == pb.FINISH_REASON_STOP and stopped == texts[: first_stop(texts, stop) + 1]
