@@ -22,7 +22,10 @@ from .onnx import ExportError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lstm_service.export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m lstm_service.export", description=__doc__.split("\n\n")[0],
+        epilog="Your own model: python -m lstm_service.export torch --help (a PyTorch module) or "
+               "onnx --help (an ONNX file); docs/models.md.")
     p.add_argument("--checkpoint", type=Path, required=True, help="directory written by model.train")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--name", help="model name in model.json (default: --out's folder name)")

@@ -74,3 +74,35 @@ def test_tokenizer_encodes_like_the_library_and_streams_its_decode():
     assert "".join(pieces) == "雲は空にある" and not any("\ufffd" in p for p in pieces)
     # byte-level pieces are the bytes the token stands for
     assert b"".join(vocab.pieces[i] for i in ids) == "雲は空にある".encode()
+
+
+def trained(kind: str):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    if kind == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+        tokenizer.normalizer = normalizers.BertNormalizer()
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
+        trainer = trainers.WordPieceTrainer(vocab_size=300, special_tokens=["[UNK]", "[SEP]"])
+    else:
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+        tokenizer.decoder = decoders.Metaspace()
+        trainer = trainers.UnigramTrainer(vocab_size=120, special_tokens=["<unk>"], unk_token="<unk>")
+    tokenizer.train_from_iterator(TEXT.splitlines(), trainer)
+    return tokenizer
+
+
+@pytest.mark.parametrize("kind", ["wordpiece", "unigram"])
+def test_wordpiece_and_unigram_stream_the_tokenizers_decode(kind):
+    tokenizer = trained(kind)
+    vocab = TokenizerVocab(tokenizer)
+    text = "the clouds are in the sky, l'été"
+    ids = vocab.encode([], text, 100).tolist()
+    assert ids == tokenizer.encode(text, add_special_tokens=False).ids
+    assert "".join(decode_all(vocab, ids)) == tokenizer.decode(ids)
+    rng = random.Random(5)
+    for _ in range(30):
+        ids = [rng.randrange(vocab.size) for _ in range(rng.randrange(1, 30))]
+        assert "".join(decode_all(vocab, ids)) == tokenizer.decode(ids)
