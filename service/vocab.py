@@ -17,6 +17,7 @@ Kinds: ``bytes`` (here), ``words`` (service/vocab_words.py), ``tokenizer``
 from __future__ import annotations
 
 import codecs
+from functools import cached_property
 from typing import List, Sequence, Union
 
 import numpy as np
@@ -41,7 +42,7 @@ class Vocab:
     pieces: List[bytes]
     texts: List[str]
 
-    @property
+    @cached_property  # read on every step's reply-size check: computed once
     def max_piece_bytes(self) -> int:
         return max((max(len(p), len(t.encode("utf-8"))) for p, t in zip(self.pieces, self.texts)), default=0)
 
