@@ -79,7 +79,8 @@ export: $(VENV)/.dev-installed
 
 # The second shipped model: a word-level LSTM in pytorch/examples word_language_model's convention
 # (examples/word_language_model), trained for 9 minutes on one core, then exported through the
-# "serve your own model" path (docs/models.md) like any user's module.
+# "serve your own model" path (docs/models.md) like any user's module. --no-explain keeps models/
+# small (the explain graph would double it); drop it to serve Explain with this model.
 WORDS_MODEL ?= models/shakespeare-words
 train-words: $(VENV)/.dev-installed
 	$(BIN)/python examples/word_language_model/train.py --data $(DATA) --out runs/words --minutes 9
@@ -87,7 +88,7 @@ train-words: $(VENV)/.dev-installed
 export-words: $(VENV)/.dev-installed
 	$(BIN)/python -m lstm_service.export torch --module examples/word_language_model/model.py:RNNModel \
 	  --kwargs runs/words/kwargs.json --checkpoint runs/words/model.pt --vocab runs/words/vocab.txt \
-	  --lowercase --split punctuation --out $(WORDS_MODEL) --name shakespeare-words --data $(DATA)
+	  --lowercase --split punctuation --out $(WORDS_MODEL) --name shakespeare-words --data $(DATA) --no-explain
 
 # Generated protobuf code is built from protos/ (committed; a test fails if it is stale).
 proto: $(VENV)/.dev-installed

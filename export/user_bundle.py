@@ -25,8 +25,9 @@ def finish_model_dir(
     out: Path, *, name: str, cell: str, parts: Sequence[str], layers: int, hidden: int, vocab_size: int,
     embed_size: int, vocab_entry: dict, source: dict, reference: Optional[Reference] = None,
     quantize: Optional[str] = None, validation: Optional[np.ndarray] = None, data_name: Optional[str] = None,
-    log: Callable[[str], None] = lambda line: None,
+    explain: Optional[Callable[[], Optional[dict]]] = None, log: Callable[[str], None] = lambda line: None,
 ) -> dict:
+    """``explain``: writes model.explain.onnx and returns its card entry (or None: the model has none)."""
     fp32 = out / "model.onnx"
     check_onnx_file(fp32)
     errors = parity_errors(fp32, vocab_size, layers, hidden, parts, reference)
@@ -62,6 +63,9 @@ def finish_model_dir(
                        "measured_with": "onnxruntime CPUExecutionProvider"},
         "source": source,
     }
+    entry = explain() if explain is not None else None
+    if entry:
+        card["explain"] = entry
     path = write_card(out, card)
     _load_as_served(out)
     log(f"wrote {path}")

@@ -42,6 +42,8 @@ def parse_args(argv) -> argparse.Namespace:
     t.add_argument("--kwargs", type=Path, help="JSON object of the constructor's arguments")
     t.add_argument("--checkpoint", type=Path, required=True, help="the module's state_dict (torch.save)")
     t.add_argument("--batch-first", action="store_true", help="forward takes input [B,T] and returns [B,T,V]")
+    t.add_argument("--no-explain", dest="explain", action="store_false",
+                   help="skip model.explain.onnx (written when the module is embedding -> LSTM/GRU/RNN -> linear)")
     _common(t)
     o = sub.add_parser("onnx", help="an ONNX language model exported elsewhere, with its tensor names")
     o.add_argument("--onnx", type=Path, required=True, help="the ONNX file")
@@ -61,6 +63,7 @@ def _vocab(args) -> VocabChoice:
 def run_torch(args, log) -> dict:
     from . import user_torch
     from .user_bundle import finish_model_dir
+    from .user_explain import write_user_explain
 
     args.out.mkdir(parents=True, exist_ok=True)
     entry, vocab = prepare(_vocab(args), args.out)
@@ -73,6 +76,8 @@ def run_torch(args, log) -> dict:
         source={"from": "torch", "module": args.module, "batch_first": args.batch_first,
                 "checkpoint": Path(args.checkpoint).name},
         reference=user_torch.reference(wrapper), quantize=args.quantize,
+        explain=(lambda: write_user_explain(module, user_torch.reference(wrapper), args.out, log))
+        if args.explain else None,
         validation=validation_ids(vocab, args.data) if args.data else None,
         data_name=args.data.name if args.data else None, log=log,
     )

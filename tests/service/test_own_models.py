@@ -114,6 +114,22 @@ async def test_stream_steps_take_text_on_a_word_model(word_lm):
         assert np.abs(np.array(result.predictions[-1].logprobs) - want).max() <= 1e-4
 
 
+@pytest.mark.parametrize("which", ["LSTM", "GRU"])
+async def test_explain_takes_text_on_a_word_model_exported_from_torch(word_lm, which):
+    """The classic module shape (embedding -> nn.LSTM/GRU -> linear) gets an explain graph too."""
+    model_dir, module = word_lm(which)
+    assert load_card(model_dir).explain["file"] == "model.explain.onnx"
+    want = torch_logprobs(module, word_ids(SENTENCE))
+    async with serving(model_dir) as s:
+        reply = await s.stub.Explain(pb.ExplainRequest(input=pb.Input(text=SENTENCE), top_k=3))
+        assert [t.text for t in reply.tokens] == SENTENCE.split()
+        for t, token in enumerate(reply.tokens):
+            assert [c.token for c in token.top] == list(np.argsort(-want[t], kind="stable")[:3])
+            assert np.abs(np.array([c.logprob for c in token.top]) - want[t][[c.token for c in token.top]]).max() <= 1e-4
+            assert [c.text for c in token.top] == [("\n" if WORDS[c.token] == "<eos>" else WORDS[c.token])
+                                                  for c in token.top]
+
+
 def first_stop(texts, stop: str) -> int:
     """Index of the piece after which the joined text first contains ``stop`` (what the server must do)."""
     return next(i for i in range(len(texts)) if stop in "".join(texts[: i + 1]))
