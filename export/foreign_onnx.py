@@ -128,6 +128,11 @@ def wrap(model, mapping: Mapping, layers: int, hidden: int, vocab: object):
         raise ExportError(f"the graph already uses {clash} for other tensors; the service's names are "
                           f"{', '.join(SERVICE_NAMES)}")
     inputs, outputs = _value_infos(graph)
+    adapted = [n for n, needs in ((mapping.tokens, mapping.time_first or _dtype(inputs[mapping.tokens]) == "int32"),
+                                  (mapping.logits, mapping.time_first)) if needs and n in SERVICE_NAMES]
+    if adapted:
+        raise ExportError(f"the graph's {adapted[0]!r} needs a Transpose or Cast to the service's layout, but "
+                          "already has the service's name; rename it in the graph first")
     state = [layers, "batch", hidden]
     new_inputs = [("tokens", mapping.tokens, TensorProto.INT64, ["batch", "time"])]
     new_inputs += [(f"{p}0", a, TensorProto.FLOAT, state) for p, (a, _) in zip(PART_NAMES, mapping.state)]
