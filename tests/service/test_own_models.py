@@ -183,3 +183,19 @@ async def test_a_tokenizer_model_streams_the_tokenizers_decode(tmp_path):
         stop = "".join(texts[3:6])[1:4] or "".join(texts)[-3:]  # some text inside the generated pieces
         stopped, reason = await generate_texts(s.stub, prompt, stop=[stop], seed=1)
         assert reason == pb.FINISH_REASON_STOP and stopped == texts[: first_stop(texts, stop) + 1]
+
+
+def test_a_vocabulary_file_changed_after_export_stops_the_server_at_start(word_lm, tmp_path):
+    import shutil
+
+    from lstm_service.service.app import App
+    from lstm_service.service.config import Config
+    from lstm_service.service.errors import ConfigError
+
+    model_dir, _ = word_lm("LSTM")
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    with open(copy / "vocab.txt", "a") as f:
+        f.write("another\n")
+    with pytest.raises(ConfigError, match="its vocabulary cannot be loaded: .*vocab.txt has sha256"):
+        App(Config(model=str(copy), port=0, device="cpu"))
