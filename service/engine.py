@@ -215,13 +215,15 @@ class Engine(EngineFace):
                     reason="NO_CONTEXT", field="prompt",
                 )
             pending = await lease.run(prompt, StepOptions(top_k=0)) if prompt is not None else None
-            async for item in self._sample(lease, pending, logprobs, options):
+            after = int(prompt[-1]) if prompt is not None and len(prompt) else None
+            async for item in self._sample(lease, pending, logprobs, options, after):
                 yield item
         finally:
             lease.release()
 
-    async def _sample(self, lease: Lease, pending: Optional[Pending], logprobs, options: GenerateOptions):
-        sampler, decoder = Sampler(options.sampling), self.vocab.decoder()
+    async def _sample(self, lease: Lease, pending: Optional[Pending], logprobs, options: GenerateOptions,
+                      after: Optional[int] = None):
+        sampler, decoder = Sampler(options.sampling), self.vocab.decoder(after)
         # Stop sequences match the generated text (whatever the vocabulary): ``tail`` keeps just
         # enough of it that a stop sequence straddling two pieces is still seen.
         tail, keep = "", max((len(s) for s in options.stop), default=0)

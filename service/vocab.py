@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import codecs
 from functools import cached_property
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
@@ -49,7 +49,8 @@ class Vocab:
     def ids_of_text(self, text: str, what: str) -> Union[Sequence[int], np.ndarray]:  # pragma: no cover
         raise NotImplementedError
 
-    def decoder(self) -> TextDecoder:  # pragma: no cover - each kind has its own
+    def decoder(self, after: Optional[int] = None) -> TextDecoder:  # pragma: no cover - each kind has its own
+        """A decoder for tokens that follow token ``after`` (the prompt's last, when known)."""
         raise NotImplementedError
 
     def encode(self, tokens: Sequence[int], text: str, max_tokens: int, what: str = "input") -> np.ndarray:
@@ -95,7 +96,7 @@ class BytesVocab(Vocab):
     def ids_of_text(self, text: str, what: str) -> np.ndarray:
         return np.frombuffer(text.encode("utf-8"), dtype=np.uint8)
 
-    def decoder(self) -> TextDecoder:
+    def decoder(self, after: Optional[int] = None) -> TextDecoder:
         return _Utf8Decoder(self.pieces)
 
 

@@ -12,7 +12,7 @@ broken UTF-8 and no doubled or missing spaces between pieces.
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from .vocab import TextDecoder, Vocab
 
@@ -68,7 +68,8 @@ class TokenizerVocab(Vocab):
     def ids_of_text(self, text: str, what: str) -> List[int]:
         return self.tokenizer.encode(text, add_special_tokens=False).ids
 
-    def decoder(self) -> TextDecoder:
+    def decoder(self, after: Optional[int] = None) -> TextDecoder:
+        # Decoded alone, not after the prompt: the pieces are then exactly tokenizer.decode(generated ids).
         return _IncrementalDecoder(self.tokenizer)
 
 

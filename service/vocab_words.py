@@ -90,16 +90,17 @@ class WordsVocab(Vocab):
                 ids.append(self.eos)
         return ids
 
-    def decoder(self) -> TextDecoder:
-        return _WordsDecoder(self)
+    def decoder(self, after: Optional[int] = None) -> TextDecoder:
+        return _WordsDecoder(self, line_start=after is not None and after == self.eos)
 
 
 class _WordsDecoder(TextDecoder):
-    """Generate always continues some text (a prompt or a session's), so the first word gets its space too."""
+    """Generate always continues some text (a prompt or a session's), so the first word gets its
+    space too, unless that text is known to end with a newline (the prompt's last token is eos)."""
 
-    def __init__(self, vocab: WordsVocab) -> None:
+    def __init__(self, vocab: WordsVocab, line_start: bool = False) -> None:
         self.vocab = vocab
-        self.line_start = False
+        self.line_start = line_start
 
     def feed(self, token: int) -> str:
         text = self.vocab.texts[token]

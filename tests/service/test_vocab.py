@@ -50,6 +50,14 @@ def test_words_split_unk_eos_and_decoding():
     assert "".join(decode_all(vocab, [2, 3, 6, 4, 1, 5, 2, 7])) == " the clouds, are\nin the sky"
 
 
+def test_words_after_a_prompt_that_ends_a_line_start_without_a_space():
+    vocab = WordsVocab(["<eos>", "the", "sky"], eos="<eos>")
+    after_line = vocab.decoder(after=vocab.encode([], "the sky\n", 10).tolist()[-1])
+    assert [after_line.feed(i) for i in (1, 2, 0, 1)] == ["the", " sky", "\n", "the"]
+    after_word = vocab.decoder(after=2)
+    assert [after_word.feed(i) for i in (1, 2)] == [" the", " sky"]
+
+
 def test_words_without_unk_refuses_an_unknown_word_in_one_line():
     vocab = WordsVocab(["the", "sky"])
     with pytest.raises(InvalidArgument) as err:
