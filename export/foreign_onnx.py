@@ -178,10 +178,14 @@ def import_onnx(source: Path, mapping: Mapping, target: Path) -> Tuple[int, int,
     """Write the wrapped model to ``target``; (layers, hidden, vocab size, opset)."""
     import onnx
 
+    if not Path(source).is_file():
+        raise ExportError(f"--onnx {source} does not exist or is not a file")
     try:
         model = onnx.load(str(source))
     except Exception as exc:  # protobuf's DecodeError and friends
         raise ExportError(f"{source}: not an ONNX model ({type(exc).__name__})") from exc
+    if not model.graph.node:
+        raise ExportError(f"{source}: not an ONNX model (no graph)")
     layers, hidden, vocab = check_mapping(model, mapping)
     wrapped = wrap(model, mapping, layers, hidden, vocab if vocab is not None else "vocab")
     onnx.save(wrapped, str(target))
