@@ -199,3 +199,19 @@ def test_a_vocabulary_file_changed_after_export_stops_the_server_at_start(word_l
         f.write("another\n")
     with pytest.raises(ConfigError, match="its vocabulary cannot be loaded: .*vocab.txt has sha256"):
         App(Config(model=str(copy), port=0, device="cpu"))
+
+
+async def test_kserve_text_input_is_read_by_the_word_vocabulary(word_lm):
+    grpc_client = pytest.importorskip("tritonclient.grpc.aio")  # the [dev] extra
+    from tritonclient.grpc import InferInput
+
+    model_dir, module = word_lm("LSTM")
+    want = torch_logprobs(module, word_ids(SENTENCE))[-1]
+    async with serving(model_dir) as s:
+        text = InferInput("TEXT", [1], "BYTES")
+        text.set_data_from_numpy(np.array([SENTENCE.encode()], dtype=np.object_))
+        async with grpc_client.InferenceServerClient(s.target) as client:
+            result = await client.infer(s.app.card.name, [text], parameters={"top_k": 4})
+        ids, probs = result.as_numpy("TOP_IDS")[0, -1], result.as_numpy("TOP_PROBS")[0, -1]
+        assert ids.tolist() == list(np.argsort(-want, kind="stable")[:4])
+        assert np.allclose(probs, np.exp(want[ids]), atol=1e-5)
