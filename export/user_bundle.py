@@ -67,7 +67,11 @@ def finish_model_dir(
     if entry:
         card["explain"] = entry
     path = write_card(out, card)
-    _load_as_served(out)
+    try:
+        _load_as_served(out)
+    except ExportError:
+        path.unlink()  # no card for a model the server would refuse
+        raise
     log(f"wrote {path}")
     return card
 
