@@ -48,8 +48,7 @@ def prepare(choice: VocabChoice, out: Path) -> "tuple[dict, Vocab]":
         unk = choice.unk if choice.unk and choice.unk in words else None
         eos = choice.eos if choice.eos and choice.eos in words else None
         vocab: Vocab = WordsVocab(words, unk=unk, eos=eos, lowercase=choice.lowercase, split=choice.split)
-        target = out / "vocab.txt"
-        shutil.copyfile(choice.vocab, target)
+        target = _copy(Path(choice.vocab), out / "vocab.txt")
         entry = {"kind": "words", "size": vocab.size, "file": target.name, "sha256": sha256_of(target),
                  "unk": unk, "eos": eos, "lowercase": choice.lowercase, "split": choice.split}
         return entry, vocab
@@ -63,10 +62,15 @@ def prepare(choice: VocabChoice, out: Path) -> "tuple[dict, Vocab]":
         except Exception as exc:  # the library raises its own (Rust) exception types
             raise ExportError(f"--tokenizer {choice.tokenizer}: not a tokenizer.json the tokenizers library "
                               f"reads ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from exc
-        target = out / "tokenizer.json"
-        shutil.copyfile(choice.tokenizer, target)
+        target = _copy(Path(choice.tokenizer), out / "tokenizer.json")
         return {"kind": "tokenizer", "size": vocab.size, "file": target.name, "sha256": sha256_of(target)}, vocab
     return {"kind": "bytes", "size": 256}, BytesVocab(256)
+
+
+def _copy(source: Path, target: Path) -> Path:
+    if not (target.exists() and source.resolve() == target.resolve()):  # already in place: re-exporting
+        shutil.copyfile(source, target)
+    return target
 
 
 def validation_ids(vocab: Vocab, data: Path) -> np.ndarray:
