@@ -38,6 +38,7 @@ RUN /opt/venv/bin/pip install --quiet --no-index --no-deps /project/lstm_service
  && /opt/venv/bin/pip check \
  && /opt/venv/bin/python -c "import importlib.util as u, sys; bad = [m for m in ('torch', 'onnx') if u.find_spec(m)]; sys.exit(f'serving image must not contain {bad}') if bad else None" \
  && /opt/venv/bin/python -c "import onnxruntime as ort; s = ort.InferenceSession('/app/models/shakespeare/model.onnx', providers=['CPUExecutionProvider']); assert s.get_providers() == ['CPUExecutionProvider']" \
+ && /opt/venv/bin/python -c "import tokenizers" \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib/python3*/site-packages/lstm_service
 
 # ---------------------------------------------------------------- runtime
@@ -47,6 +48,8 @@ RUN echo 'lstm:x:10001:10001:lstm service:/app:/usr/sbin/nologin' >> /etc/passwd
  && echo 'lstm:x:10001:' >> /etc/group
 COPY --from=build /opt/venv /opt/venv
 COPY models/shakespeare/ /app/models/shakespeare/
+# The word-level example (docs/models.md): LSTM_MODEL=/app/models/shakespeare-words serves it.
+COPY models/shakespeare-words/ /app/models/shakespeare-words/
 WORKDIR /app
 # ORT_DISABLE_TELEMETRY: onnxruntime 1.31 otherwise tries to store a telemetry
 # device id under $HOME (read-only here) and prints an ANSI-coloured warning

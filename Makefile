@@ -9,7 +9,7 @@ MODEL  ?= $(or $(LSTM_MODEL),models/shakespeare)
 DATA   ?= ../shared/data/tinyshakespeare.txt
 PERF_ANALYZER := $(VENV)/perf-analyzer/bin/perf_analyzer  # Triton's load generator (perf-analyzer target)
 
-.PHONY: lint fuzz serve test test-fronts train export proto proto-check latency bench bench-kserve perf-analyzer system-deps clean deploy-test swarm-test
+.PHONY: lint fuzz serve test test-fronts train export train-words export-words proto proto-check latency bench bench-kserve perf-analyzer system-deps clean deploy-test swarm-test
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,6 +83,19 @@ train: $(VENV)/.dev-installed
 export: $(VENV)/.dev-installed
 	$(BIN)/python -m lstm_service.export --checkpoint runs/shakespeare --out $(MODEL) --name shakespeare-lstm \
 	  --quantize int8 --data $(DATA)
+
+# The second shipped model: a word-level LSTM in pytorch/examples word_language_model's convention
+# (examples/word_language_model), trained for 9 minutes on one core, then exported through the
+# "serve your own model" path (docs/models.md) like any user's module. --no-explain keeps models/
+# small (the explain graph would double it); drop it to serve Explain with this model.
+WORDS_MODEL ?= models/shakespeare-words
+train-words: $(VENV)/.dev-installed
+	$(BIN)/python examples/word_language_model/train.py --data $(DATA) --out runs/words --minutes 9
+
+export-words: $(VENV)/.dev-installed
+	$(BIN)/python -m lstm_service.export torch --module examples/word_language_model/model.py:RNNModel \
+	  --kwargs runs/words/kwargs.json --checkpoint runs/words/model.pt --vocab runs/words/vocab.txt \
+	  --lowercase --split punctuation --out $(WORDS_MODEL) --name shakespeare-words --data $(DATA) --no-explain
 
 # Generated protobuf code is built from protos/ (committed; a test fails if it is stale).
 proto: $(VENV)/.dev-installed

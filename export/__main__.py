@@ -1,5 +1,8 @@
 """python -m lstm_service.export --checkpoint runs/NAME --out models/NAME [--quantize int8] [--data TEXT]
 
+(A model of this project's trainer. Your own model: ``python -m lstm_service.export torch ...``
+or ``... onnx ...``, export/user_cli.py and docs/models.md.)
+
 Writes model.onnx (+ model.int8.onnx), model.explain.onnx and model.json into --out after
 checking the graph with onnx.checker and against torch on several shapes.
 With --data, the validation loss (last 10% of the text) is measured
@@ -19,7 +22,10 @@ from .onnx import ExportError
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m lstm_service.export", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m lstm_service.export", description=__doc__.split("\n\n")[0],
+        epilog="Your own model: python -m lstm_service.export torch --help (a PyTorch module) or "
+               "onnx --help (an ONNX file); docs/models.md.")
     p.add_argument("--checkpoint", type=Path, required=True, help="directory written by model.train")
     p.add_argument("--out", type=Path, required=True, help="model directory to write")
     p.add_argument("--name", help="model name in model.json (default: --out's folder name)")
@@ -29,6 +35,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in ("torch", "onnx"):
+        from .user_cli import main as user_main
+
+        return user_main(argv)
     args = parse_args(argv)
     try:
         model = load_model(args.checkpoint)

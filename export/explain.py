@@ -84,6 +84,11 @@ def export_explain(model: LanguageModel, path: Path) -> None:
         )
 
 
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    shifted = x - x.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
 def _feeds(tokens: np.ndarray, h: np.ndarray, c: np.ndarray, has_c: bool) -> Dict[str, np.ndarray]:
     feeds = {"tokens": tokens, "h0": h}
     if has_c:
@@ -92,9 +97,12 @@ def _feeds(tokens: np.ndarray, h: np.ndarray, c: np.ndarray, has_c: bool) -> Dic
 
 
 @torch.no_grad()
-def explain_parity(model: LanguageModel, fast_path: Path, explain_path: Path, seed: int = 0) -> Dict[str, float]:
+def explain_parity(model: LanguageModel, fast_path: Path, explain_path: Path, seed: int = 0,
+                   log_probs: bool = False) -> Dict[str, float]:
     """Largest |explain - model.onnx| over logits and final state, |explain - torch| over
-    the trace, and the shape check of the trace, on CHECK_SHAPES with non-zero start states."""
+    the trace, and the shape check of the trace, on CHECK_SHAPES with non-zero start states.
+    ``log_probs``: compare the log-softmax of the logits (model.onnx of a user's module may
+    return log-probabilities; the service uses only their log-softmax)."""
     config = model.eval().config
     reference = ExplainLM(model).eval()
     fast, explain = _ort_session(fast_path), _ort_session(explain_path)
@@ -109,6 +117,8 @@ def explain_parity(model: LanguageModel, fast_path: Path, explain_path: Path, se
         feeds = _feeds(tokens, h, c, has_c)
         want = fast.run(None, feeds)
         got = explain.run(None, feeds)
+        if log_probs:
+            want[0], got[0] = _log_softmax(want[0]), _log_softmax(got[0])
         for w, g in zip(want, got[:-1]):
             vs_fast = max(vs_fast, float(np.abs(w - g).max()))
         trace = reference(torch.from_numpy(tokens), torch.from_numpy(h), torch.from_numpy(c))[3].numpy()
@@ -119,12 +129,12 @@ def explain_parity(model: LanguageModel, fast_path: Path, explain_path: Path, se
     return {"explain_vs_model_onnx": vs_fast, "trace_vs_torch": vs_torch}
 
 
-def write_explain(model: LanguageModel, out: Path, fast_path: Path) -> dict:
+def write_explain(model: LanguageModel, out: Path, fast_path: Path, log_probs: bool = False) -> dict:
     """Export, check and describe out/model.explain.onnx; the card's "explain" entry."""
     path = Path(out) / EXPLAIN_FILE
     export_explain(model, path)
     check_onnx_file(path)
-    parity = explain_parity(model, fast_path, path)
+    parity = explain_parity(model, fast_path, path, log_probs=log_probs)
     bad = {k: v for k, v in parity.items() if v > TOLERANCE}
     if bad:
         raise ExportError(f"{path}: explain parity errors above {TOLERANCE}: {bad}")

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from lstm_service.model.card import signature
+from lstm_service.model.card import signature, state_names
 from lstm_service.model.config import FAST_PATH_KINDS
 from lstm_service.model.lm import LanguageModel
 
+from .parity import CHECK_SHAPES, TOLERANCE, ort_session  # noqa: F401 (CHECK_SHAPES: export/explain.py)
+from .parity import parity_errors as shared_parity_errors
+
 OPSET = 17
-# Shapes used to check the export; all differ from the (2, 3) example it is traced with.
-CHECK_SHAPES = ((1, 1), (1, 7), (3, 5), (4, 16), (8, 2))
-TOLERANCE = 1e-4
 
 
 class ExportError(Exception):
@@ -92,51 +92,22 @@ def check_onnx_file(path: Path) -> None:
 
 
 def _ort_session(path: Path):
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def _run(session, tokens: np.ndarray, h: np.ndarray, c: np.ndarray, has_c: bool):
-    feeds = {"tokens": tokens, "h0": h}
-    if has_c:
-        feeds["c0"] = c
-    out = session.run(None, feeds)
-    return out[0], out[1], (out[2] if has_c else c)
+    return ort_session(path)
 
 
 @torch.no_grad()
 def parity_errors(model: LanguageModel, path: Path, seed: int = 0) -> Dict[str, float]:
-    """Largest |ORT - torch| over CHECK_SHAPES, and |stepwise - one call| for carried state.
-
-    Non-zero start states are used so the h0/c0 inputs are really exercised.
-    """
+    """Largest |ORT - torch| over CHECK_SHAPES, and |stepwise - one call| for carried state
+    (export/parity.py, shared with users' models)."""
     model = model.eval()
     config = model.config
-    session = _ort_session(path)
-    rng = np.random.default_rng(seed)
-    torch_vs_ort = 0.0
-    stepwise_vs_whole = 0.0
-    for batch, time_steps in CHECK_SHAPES:
-        tokens = rng.integers(0, config.vocab_size, size=(batch, time_steps), dtype=np.int64)
-        shape = (config.layers, batch, config.hidden_size)
-        h = rng.normal(0, 0.5, size=shape).astype(np.float32)
-        c = rng.normal(0, 0.5, size=shape).astype(np.float32) if config.has_cell_state else h
-        expected = model(torch.from_numpy(tokens), torch.from_numpy(h), torch.from_numpy(c))
-        got = _run(session, tokens, h, c, config.has_cell_state)
-        for e, g in zip(expected, got):
-            torch_vs_ort = max(torch_vs_ort, float(np.abs(e.numpy() - g).max()))
-        # One token at a time with the state carried must equal one T-token call.
-        step_h, step_c, step_logits = h, c, []
-        for t in range(time_steps):
-            logits, step_h, step_c = _run(session, tokens[:, t : t + 1], step_h, step_c, config.has_cell_state)
-            step_logits.append(logits)
-        stepwise = (np.concatenate(step_logits, axis=1), step_h, step_c)
-        for whole, steps in zip(got, stepwise):
-            stepwise_vs_whole = max(stepwise_vs_whole, float(np.abs(whole - steps).max()))
-    return {"torch_vs_onnxruntime": torch_vs_ort, "stepwise_vs_whole": stepwise_vs_whole}
+
+    def reference(tokens: np.ndarray, state: Tuple[np.ndarray, ...]):
+        logits, hn, cn = model(torch.from_numpy(tokens), torch.from_numpy(state[0]), torch.from_numpy(state[-1]))
+        return logits.numpy(), (hn.numpy(), cn.numpy())[: len(state)]
+
+    return shared_parity_errors(path, config.vocab_size, config.layers, config.hidden_size,
+                                state_names(config.has_cell_state), reference, seed)
 
 
 def check_parity(model: LanguageModel, path: Path) -> Dict[str, float]:

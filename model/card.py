@@ -8,7 +8,7 @@ it against the ONNX file before loading.
       "format": "lstm-service-model/1",
       "name": "shakespeare-lstm",
       "cell": "lstm", "has_cell_state": true,
-      "vocab": {"kind": "bytes", "size": 256},
+      "vocab": {"kind": "bytes", "size": 256},   # or "words" / "tokenizer" with a file (below)
       "embed_size": 64, "hidden_size": 512, "layers": 3,
       "opset": 17,
       "inputs":  [{"name": "tokens", "dtype": "int64",   "shape": ["batch", "time"]},
@@ -26,6 +26,12 @@ it against the ONNX file before loading.
     }
 
 GRU and RNN models have no ``c0``/``cn`` and ``has_cell_state`` false.
+
+Vocabularies other than bytes name a file in the model directory, checked by sha256
+like the ONNX files (docs/models.md):
+    {"kind": "words", "size": 3000, "file": "vocab.txt", "sha256": "...",
+     "unk": "<unk>", "eos": "<eos>", "lowercase": true, "split": "punctuation"}
+    {"kind": "tokenizer", "size": 8000, "file": "tokenizer.json", "sha256": "..."}
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ from typing import Any, Dict, List, Tuple
 
 FORMAT = "lstm-service-model/1"
 CARD_FILE = "model.json"
-VOCAB_KINDS = ("bytes",)
+VOCAB_KINDS = ("bytes", "words", "tokenizer")
 
 
 def state_names(has_cell_state: bool) -> Tuple[str, ...]:
@@ -117,6 +123,23 @@ class ModelCard:
         actual = sha256_of(path)
         if expected != actual:
             raise ModelCardError(f"{path} has sha256 {actual}, but {CARD_FILE} says {expected}")
+        return path
+
+    @property
+    def vocab(self) -> Dict[str, Any]:
+        """The card's "vocab" entry: kind, size and, for words/tokenizer, the file and its options."""
+        return dict(self.raw.get("vocab") or {"kind": self.vocab_kind, "size": self.vocab_size})
+
+    def verify_vocab(self) -> Path:
+        """The vocabulary file's path (words, tokenizer), after checking it exists and its sha256 matches."""
+        entry = self.vocab
+        if not entry.get("file"):
+            raise ModelCardError(f"model {self.name!r}: a {self.vocab_kind!r} vocabulary needs a file in {CARD_FILE}")
+        path = self.directory / entry["file"]
+        if not path.is_file():
+            raise ModelCardError(f"{path} is named in {CARD_FILE} but does not exist")
+        if sha256_of(path) != entry.get("sha256"):
+            raise ModelCardError(f"{path} has sha256 {sha256_of(path)}, but {CARD_FILE} says {entry.get('sha256')}")
         return path
 
     @property

@@ -257,14 +257,18 @@ class Engine(EngineFace):
                     reason="NO_CONTEXT", field="prompt",
                 )
             pending = await lease.run(prompt, StepOptions(top_k=0)) if prompt is not None else None
-            async for item in self._sample(lease, pending, logprobs, options):
+            after = int(prompt[-1]) if prompt is not None and len(prompt) else None
+            async for item in self._sample(lease, pending, logprobs, options, after):
                 yield item
         finally:
             lease.release()
 
-    async def _sample(self, lease: Lease, pending: Optional[Pending], logprobs, options: GenerateOptions):
-        sampler, decoder = Sampler(options.sampling), self.vocab.decoder()
-        tail, keep = bytearray(), max((len(s) for s in options.stop), default=0)  # for stop sequences
+    async def _sample(self, lease: Lease, pending: Optional[Pending], logprobs, options: GenerateOptions,
+                      after: Optional[int] = None):
+        sampler, decoder = Sampler(options.sampling), self.vocab.decoder(after)
+        # Stop sequences match the generated text (whatever the vocabulary): ``tail`` keeps just
+        # enough of it that a stop sequence straddling two pieces is still seen.
+        tail, keep = "", max((len(s) for s in options.stop), default=0)
         state = pending.state if pending else lease.state
         steps = pending.result.steps if pending else lease.steps
         logprobs = pending.result.scores.last if pending else logprobs
@@ -275,18 +279,19 @@ class Engine(EngineFace):
             ids = np.array([token], dtype=np.int64)
             self.quotas.take_tokens(lease.caller.principal, 1)
             out = await self.scheduler.submit(StepRequest(ids, state, False, 0))
-            piece = self.vocab.pieces[token]
+            text = decoder.feed(token)
             finish = "length" if i + 1 == options.max_tokens else None
-            if keep:
-                tail += piece
-                del tail[:-keep]
-                if any(tail.endswith(s) for s in options.stop):
+            if keep and text:
+                seen = tail + text
+                if any(s in seen for s in options.stop):
                     finish = "stop"
+                tail = seen[-(keep - 1):] if keep > 1 else ""
+            if finish:
+                text += decoder.flush()  # the last piece carries whatever the decoder still held
             # Keep the token (and the prompt, the first time) as it is handed out to be written:
             # a client never receives a token its session does not hold.
             lease.commit(Pending(StepResult("", steps + 1, unsent + 1, out.scores, one), out.state, start=False))
-            yield Generated(token, piece, decoder.feed(token, final=finish is not None),
-                            float(logprobs[token]), steps + 1, finish)
+            yield Generated(token, self.vocab.pieces[token], text, float(logprobs[token]), steps + 1, finish)
             state, steps, logprobs, unsent = out.state, steps + 1, out.scores.last, 0
             if finish:
                 return

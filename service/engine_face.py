@@ -12,12 +12,15 @@ from typing import Any, Optional, Sequence, Tuple
 
 import numpy as np
 
+from lstm_service.model.card import ModelCardError
+
 from . import options as opts
+from .errors import ConfigError
 from .identity import ANYONE, Caller
 from .lease import CallEnded, Live, StepResult, always
 from .options import GenerateOptions, StepOptions
 from .sessions import SessionInfo
-from .vocab import Vocab
+from .vocab import load_vocab
 
 
 class EngineFace:
@@ -26,7 +29,10 @@ class EngineFace:
     def __init__(self, config, card) -> None:
         self.config = config
         self.card = card
-        self.vocab = Vocab(card.vocab_kind, card.vocab_size)
+        try:
+            self.vocab = load_vocab(card)
+        except (ModelCardError, OSError, ValueError) as exc:  # a missing, changed or malformed vocabulary file
+            raise ConfigError(f"model {card.name!r}: its vocabulary cannot be loaded: {exc}") from exc
 
     # -- validation (before anything runs) -------------------------------------
     def tokens(self, tokens: Sequence[int], text: str, what: str = "input") -> np.ndarray:

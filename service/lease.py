@@ -99,7 +99,8 @@ class Lease:
         if session is not None:
             engine.store.require_live(session)
             self.check_expected(expected_steps)
-        opts.check_reply(len(ids), options, engine.vocab.size, engine.config.max_reply_bytes)
+        opts.check_reply(len(ids), options, engine.vocab.size, engine.config.max_reply_bytes,
+                        engine.vocab.max_piece_bytes)
         engine.quotas.take_tokens(self.caller.principal, len(ids))
         state = engine.store.zeros if start or session is None else session.state
         base = 0 if start or session is None else session.steps

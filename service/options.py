@@ -15,9 +15,11 @@ DEFAULT_MAX_TOKENS = 64
 MAX_STOPS, MAX_STOP_BYTES = 16, 256
 # Upper bounds on the encoded size of one lstm.v1 Prediction (see lstm.proto):
 # position and framing, one Candidate (token, prob, logprob, piece, text and
-# framing; pieces and texts of a byte vocabulary are at most 4 bytes), one
-# packed float of `logprobs`; plus the StepResult around them.
+# framing, plus its piece and text: at most 4 bytes each for a byte vocabulary,
+# the vocabulary's longest otherwise), one packed float of `logprobs`; plus the
+# StepResult around them.
 PREDICTION_BYTES, CANDIDATE_BYTES, LOGPROB_BYTES, RESULT_BYTES = 16, 32, 4, 512
+BYTE_PIECE = 4  # CANDIDATE_BYTES already counts a piece and a text this long
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class StepOptions:
 class GenerateOptions:
     max_tokens: int
     sampling: SamplingOptions
-    stop: Sequence[bytes] = ()
+    stop: Sequence[str] = ()  # matched on the generated text, whatever the vocabulary
 
 
 def step_options(top_k: Optional[int], all_positions: bool, logprobs: bool, vocab_size: int) -> StepOptions:
@@ -41,17 +43,18 @@ def step_options(top_k: Optional[int], all_positions: bool, logprobs: bool, voca
     return StepOptions(min(k, vocab_size), bool(all_positions), bool(logprobs))
 
 
-def reply_bytes(tokens: int, options: StepOptions, vocab_size: int) -> int:
-    """An upper bound on the encoded size of a step's reply."""
+def reply_bytes(tokens: int, options: StepOptions, vocab_size: int, piece_bytes: int = BYTE_PIECE) -> int:
+    """An upper bound on the encoded size of a step's reply (``piece_bytes``: the vocabulary's longest piece)."""
     positions = tokens if options.all_positions else 1
     logprobs = vocab_size * LOGPROB_BYTES + 8 if options.logprobs else 0
-    per = PREDICTION_BYTES + options.top_k * CANDIDATE_BYTES + logprobs
+    candidate = CANDIDATE_BYTES + 2 * max(0, piece_bytes - BYTE_PIECE)
+    per = PREDICTION_BYTES + options.top_k * candidate + logprobs
     return RESULT_BYTES + positions * per
 
 
-def check_reply(tokens: int, options: StepOptions, vocab_size: int, cap: int) -> None:
+def check_reply(tokens: int, options: StepOptions, vocab_size: int, cap: int, piece_bytes: int = BYTE_PIECE) -> None:
     """InvalidArgument, before anything runs, when the reply could exceed ``cap`` bytes."""
-    size = reply_bytes(tokens, options, vocab_size)
+    size = reply_bytes(tokens, options, vocab_size, piece_bytes)
     if size > cap:
         raise InvalidArgument(
             f"the reply to {tokens} tokens with these output options could reach {size} bytes, over the "
@@ -81,7 +84,6 @@ def generate_options(
         raise InvalidArgument(f"top_p {p} is out of range: allowed above 0 up to 1", field="sampling.top_p")
     if len(stop) > MAX_STOPS:
         raise InvalidArgument(f"{len(stop)} stop sequences; allowed at most {MAX_STOPS}", field="sampling.stop")
-    stops = [s.encode("utf-8", "surrogatepass") for s in stop]
-    if any(not 1 <= len(s) <= MAX_STOP_BYTES for s in stops):
+    if any(not 1 <= len(s.encode("utf-8", "surrogatepass")) <= MAX_STOP_BYTES for s in stop):
         raise InvalidArgument(f"each stop sequence must be 1 to {MAX_STOP_BYTES} UTF-8 bytes", field="sampling.stop")
-    return GenerateOptions(n, SamplingOptions(t, top_k, p, seed), tuple(stops))
+    return GenerateOptions(n, SamplingOptions(t, top_k, p, seed), tuple(stop))

@@ -26,10 +26,15 @@ function tokenText(token) {
 
 function request(extra) {
   const text = $("input").value;
+  const layers = [Number($("layer").value || 0)];
+  if (model && model.vocab_kind !== "bytes") {
+    // Words and subwords: the server's vocabulary tokenizes the text (lstm.v1 Input.text).
+    return Object.assign({ input: { text }, layers }, extra);
+  }
   const bytes = new TextEncoder().encode(text);
   const start = Math.max(0, bytes.length - MAX_TOKENS);
   const tokens = Array.from(bytes.slice(start));
-  return Object.assign({ input: { tokens }, layers: [Number($("layer").value || 0)] }, extra);
+  return Object.assign({ input: { tokens }, layers }, extra);
 }
 
 async function post(body) {
@@ -52,7 +57,7 @@ async function explain() {
   const unit = Number($("unit").value || 0);
   const body = request({ unit_range: { start: unit, end: unit + 1 }, top_k: 5 });
   if (channels.length) body.channels = [$("channel").value];
-  if (!body.input.tokens.length) return render(null);
+  if (!(body.input.tokens ? body.input.tokens.length : body.input.text.trim().length)) return render(null);
   try {
     const reply = await post(body);
     if (pending === token) render(reply);
