@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+from lstm_service.service.process import ServerProcess
+
 
 def cli(target: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "lstm_client", "--target", target, *args],
@@ -42,16 +44,19 @@ def test_stream_feeds_each_line_with_its_newline_unless_told_not_to(server):
 
 
 def test_the_server_refusing_is_one_line_and_exit_2(server):
-    bad = cli(server.target, "generate", "x", "-n", "100000")
-    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
-    assert "INVALID_ARGUMENT: max_tokens 100000 is out of range" in bad.stderr
+    bad = cli(server.target, "generate", "ROMEO:", "--session", "no-such-session-0000")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "NOT_FOUND" in bad.stderr
+    assert bad.stdout == ""  # the prompt is echoed only once the server has accepted the call
     down = cli("127.0.0.1:1", "--timeout", "2", "health")
     assert down.returncode == 2 and down.stderr.count("\n") == 1
     assert "UNAVAILABLE" in down.stderr or "DEADLINE_EXCEEDED" in down.stderr
 
 
 @pytest.mark.parametrize("args, says", [
-    (["generate", "ROMEO:", "-n", "-5"], "argument -n: -5 is out of range; allowed: [1, 4294967295]"),
+    (["generate", "ROMEO:", "-n", "-5"], "argument -n: -5 is out of range; allowed: [1, inf]"),
+    (["generate"], "generate: a prompt is required when generating without --session"),
+    (["--target", "http://localhost:50051", "health"], "takes no http:// scheme; drop it, e.g. localhost:50051"),
+    (["--target", "https://lstm.example:443", "health"], "drop it and add --tls (https:// means TLS)"),
     (["generate", "x", "--top-k", "-1"], "argument --top-k: -1 is out of range"),
     (["generate", "x", "--top-p", "0"], "argument --top-p: 0 is out of range; allowed: (0, 1]"),
     (["generate", "x", "--seed", "-3"], "argument --seed: -3 is out of range"),
@@ -67,6 +72,19 @@ def test_bad_input_is_one_line_and_exit_2(args, says):
     out = subprocess.run([sys.executable, "-m", "lstm_client", *args], capture_output=True, text=True, timeout=30)
     assert out.returncode == 2 and says in out.stderr, out.stderr
     assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr and out.stdout == ""
+
+
+def test_generate_takes_its_bound_on_n_from_the_server(tiny_model_dir):
+    """-n is checked against GetModel's max_generate_tokens (the server's --max-generate-tokens), one source."""
+    small = ServerProcess(["--model", str(tiny_model_dir), "--device", "cpu", "--fronts", "0",
+                           "--max-generate-tokens", "7"])
+    try:
+        refused = cli(small.target, "generate", "ROMEO:", "-n", "8")
+        assert refused.returncode == 2 and refused.stdout == "" and refused.stderr.count("\n") == 1
+        assert "-n 8 is out of range: this server allows 1 to 7 tokens per call" in refused.stderr
+        assert cli(small.target, "generate", "ROMEO:", "-n", "7").returncode == 0
+    finally:
+        small.stop()
 
 
 def test_a_target_without_a_port_means_port_50051(server):

@@ -55,15 +55,20 @@ def target(text: str) -> str:
 
 
 def cmd_generate(client: Client, args) -> int:
+    # The bound on -n is the server's own (GetModel's max_generate_tokens, its --max-generate-tokens),
+    # read here rather than copied, so the two can never disagree.
+    limit = client.model().max_generate_tokens
+    if limit and args.n > limit:
+        raise ValueError(f"generate: -n {args.n} is out of range: this server allows 1 to {limit} tokens per call "
+                         "(its --max-generate-tokens)")
     out = sys.stdout
-    if args.echo:  # like Client.generate_text(echo=True): the prompt, then what follows it
-        out.write(args.prompt)
-        out.flush()
     last = None
     for response in client.generate(
         args.prompt, session_id=args.session or "", max_tokens=args.n, temperature=args.temperature,
         top_k=args.top_k, top_p=args.top_p, seed=args.seed, stop=args.stop or (),
     ):
+        if last is None and args.echo:  # like Client.generate_text(echo=True), once the server has accepted
+            out.write(args.prompt)
         out.write(response.text)
         out.flush()
         last = response
@@ -157,7 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     g = sub.add_parser("generate", help="print the prompt and the text sampled after it")
     g.add_argument("prompt", nargs="?", default="", help="text to start from")
-    g.add_argument("-n", type=number(int, 1, UINT32), default=200, help="tokens to generate (default 200)")
+    g.add_argument("-n", type=number(int, 1), default=200,
+                   help="tokens to generate (default 200; at most the server's max_generate_tokens, 4096 by default)")
     g.add_argument("--temperature", type=number(float, 0), default=None,
                    help="0 greedy; default 1 (the model's own distribution)")
     g.add_argument("--top-k", type=number(int, 0, UINT32), default=0, help="sample among the k most likely (0: all)")
@@ -189,7 +195,12 @@ COMMANDS = {"generate": cmd_generate, "stream": cmd_stream, "sessions": cmd_sess
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "generate" and not args.prompt and not args.session:
+        # The server's rule (nothing to continue from), checked before any call is made.
+        parser.error("generate: a prompt is required when generating without --session "
+                     "(give PROMPT, or --session ID to continue a session that has consumed text)")
     try:
         root = open(args.ca, "rb").read() if args.ca else None
         cert = open(args.cert, "rb").read() if args.cert else None

@@ -2,7 +2,9 @@
 
 gRPC itself reads a bare ``localhost`` as ``localhost:443``, which is never
 this service; here it means ``localhost:50051``. Addresses with a scheme
-(``dns:///...``, ``unix:...``) pass through unchanged.
+(``dns:///...``, ``unix:...``) pass through unchanged; ``http://`` and
+``https://`` are refused with a hint (gRPC itself would say only that the
+name does not resolve).
 """
 from __future__ import annotations
 
@@ -14,6 +16,11 @@ SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
 def normalize_target(target: str) -> str:
     """``host`` -> ``host:50051``; ``::1`` -> ``[::1]:50051``; a bad port -> ValueError."""
     target = target.strip()
+    scheme, sep, rest = target.partition("://")
+    if sep and scheme.lower() in ("http", "https"):  # a URL: gRPC's resolver would only say "no address"
+        tls = " and add --tls (https:// means TLS)" if scheme.lower() == "https" else ""
+        raise ValueError(f"target {target!r}: a gRPC target takes no {scheme}:// scheme; drop it{tls}, "
+                         f"e.g. {rest.rstrip('/') or 'localhost:50051'}")
     if target.startswith(SCHEMES):
         return target
     if target.startswith("["):  # [v6] or [v6]:port
