@@ -18,10 +18,13 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Optional, Sequence
 
+from lstm_service.model.card import ModelCardError, load_card
+
 from . import grpc_log, logs, port_claim, supervisor
-from .config import Config, load_config
+from .config import Config, invoked_as, load_config
 from .errors import ConfigError
 from .loops import event_loop_runner
 
@@ -55,7 +58,10 @@ async def serve(config: Config, role: str = "", claim: Optional[port_claim.PortC
         loop.add_reader(claim.fileno(), claim.answer)  # a second server asking who holds the port
 
     def on_signal(sig: signal.Signals) -> None:
-        logs.event(log, "signal", signal=sig.name)
+        if role:  # a child: the supervisor's STOP_SIGNAL, after its own stop_requested line
+            logs.event(log, "stop_requested", by="supervisor", signal=sig.name)
+        else:
+            logs.event(log, "stop_requested", by="signal", signal=sig.name)
         stop.set()
 
     for sig in (signal.SIGTERM, signal.SIGINT) if not role else (supervisor.STOP_SIGNAL,):
@@ -73,7 +79,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         config = load_config(argv)
     except ConfigError as exc:
-        print(f"python -m lstm_service: error: {exc}", file=sys.stderr)
+        print(f"{invoked_as()}: error: {exc}", file=sys.stderr)
         return 2
     logs.setup(config.log_level, config.log_format)
     role = os.environ.get(supervisor.ROLE_ENV, "")
@@ -104,6 +110,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _supervise(config: Config, argv: Optional[Sequence[str]]) -> int:
     fronts = config.fronts if config.fronts > 0 else supervisor.default_fronts()
+    try:
+        # The model directory is checked here, once: a bad one is one line, not one from every child.
+        load_card(Path(config.model)).verify(config.precision)
+    except ModelCardError as exc:
+        logs.event(log, "startup_failed", logging.ERROR, error=str(exc))
+        return 2
     try:
         boss = supervisor.Supervisor(config, list(sys.argv[1:] if argv is None else argv), fronts)
     except ConfigError as exc:

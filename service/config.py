@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Sequence
 
@@ -121,9 +122,15 @@ def _parse_bool(text: str) -> bool:
     raise ConfigError(f"expected a boolean (1/0, true/false), got {text!r}")
 
 
+def invoked_as() -> str:
+    """The name the user ran: ``lstm-serve`` (the console script) or ``python -m lstm_service``."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m lstm_service" if name in ("", "-c", "__main__.py") else name
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m lstm_service",
+        prog=invoked_as(),
         description="Serve a recurrent language model over gRPC (lstm.v1.LstmService).",
         epilog="Every flag can also be set by an environment variable LSTM_<NAME> "
         "(e.g. LSTM_PORT=50052); a flag wins over the variable.",

@@ -159,7 +159,7 @@ class Supervisor:
               front_pids=",".join(str(c.proc.pid) for c in self.front_children if c.proc), link=self.address)
         status = self._watch()
         if self.stopped_by:
-            event(log, "signal", signal=self.stopped_by)
+            event(log, "stop_requested", by="signal", signal=self.stopped_by)
         self._shut_down()
         return status
 
