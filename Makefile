@@ -11,6 +11,10 @@ PERF_ANALYZER := $(VENV)/perf-analyzer/bin/perf_analyzer  # Triton's load genera
 
 .PHONY: lint fuzz serve test test-fronts train export train-words export-words proto proto-check latency bench bench-kserve perf-analyzer system-deps clean deploy-test swarm-test
 
+# setuptools' editable installs print an "Editable installation" banner (package folders
+# that share the package's name); ours are mapped on purpose (pyproject.toml), so it is noise.
+QUIET_EDITABLE := PYTHONWARNINGS="ignore:Editable installation"
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
@@ -18,14 +22,14 @@ $(BIN)/python:
 # Serving install: no torch, no onnx (pip install . without extras).
 # The client (lstm-client, clients/python) is its own package; installed beside, never required by, the server.
 $(VENV)/.serve-installed: pyproject.toml clients/python/pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
-	$(BIN)/pip install -q -e clients/python
+	$(QUIET_EDITABLE) $(BIN)/pip install -q -e .
+	$(QUIET_EDITABLE) $(BIN)/pip install -q -e clients/python
 	touch $@
 
 $(VENV)/.dev-installed: pyproject.toml clients/python/pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[train,dev,bench]'
-	$(BIN)/pip install -q -e clients/python
+	$(QUIET_EDITABLE) $(BIN)/pip install -q -e '.[train,dev,bench]'
+	$(QUIET_EDITABLE) $(BIN)/pip install -q -e clients/python
 	touch $@ $(VENV)/.serve-installed
 
 serve: $(VENV)/.serve-installed

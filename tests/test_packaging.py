@@ -1,4 +1,5 @@
 """Serving installs stay free of torch; the README's set-up commands exist."""
+import os
 import re
 import subprocess
 import sys
@@ -36,3 +37,18 @@ def test_readme_opens_with_the_two_setup_commands():
     assert re.search(r"^serve:", makefile, re.M) and re.search(r"^test:", makefile, re.M)
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def test_make_serves_editable_installs_print_no_setuptools_banner():
+    """`make serve` installs both packages editable; setuptools' "Editable installation" banner
+    (about folders named like the package, which our package-dir mapping has on purpose) is quieted."""
+    makefile = (ROOT / "Makefile").read_text()
+    quiet = re.search(r'^QUIET_EDITABLE := PYTHONWARNINGS="([^"]+)"$', makefile, re.M)
+    assert quiet, "Makefile: QUIET_EDITABLE is gone"
+    serve_rule = makefile.split("$(VENV)/.serve-installed:", 1)[1].split("\n\n", 1)[0]
+    assert serve_rule.count("$(QUIET_EDITABLE) $(BIN)/pip install -q -e") == 2
+    env = {**os.environ, "PYTHONWARNINGS": quiet.group(1)}
+    out = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT / "clients/python")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "Editable installation" not in out.stdout + out.stderr
