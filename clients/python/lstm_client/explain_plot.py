@@ -151,7 +151,7 @@ def add_parser(sub) -> None:
     e = sub.add_parser("explain", help="picture of the gates and units on a text (PNG; needs lstm-client[plot])")
     e.add_argument("text", help="text to explain (\\n for a newline), at most 512 UTF-8 bytes")
     e.add_argument("--out", required=True, help="PNG file to write")
-    e.add_argument("--layer", type=int, default=None, help="layer to show (default: the top one)")
+    e.add_argument("--layer", type=int, default=None, help="layer to show, counted from 0 (default: the top one)")
     e.add_argument("--gates", default="",
                    help="comma-separated channels (default: forget,input,output; gru: update,reset)")
     e.add_argument("--units", type=int, default=24, help="most varying units per gate to show (default 24)")
