@@ -10,6 +10,8 @@
 - ``python`` blocks run as written (top-level ``await`` allowed) with their
   ``"localhost"``/``"127.0.0.1:50051"`` address rewritten; where the doc says what
   a snippet prints (``prints ... `LINE```), LINE must be a line of its output.
+  Likewise the lines of a ``text`` block right after an ``sh`` block must be printed
+  by it, in order (``...`` stands for lines left out).
 - Anything else must be in NOT_RUNNABLE, with its reason. A new command in the
   docs fails ``test_every_command_is_run_or_listed`` until it is either.
 """
@@ -263,7 +265,7 @@ def server_argv(words: List[str], targets: Dict[int, str]) -> List[str]:
     return words
 
 
-def run_shell(command: Command, targets: Dict[int, str], servers: Servers, cwd: Path) -> None:
+def run_shell(command: Command, targets: Dict[int, str], servers: Servers, cwd: Path) -> str:
     kind = runnable_kind(command)
     text = unwrap_optional(command.text)
     if kind == "server":
@@ -272,7 +274,7 @@ def run_shell(command: Command, targets: Dict[int, str], servers: Servers, cwd: 
         if "--port" in words:
             del words[words.index("--port"):words.index("--port") + 2]
         targets[doc_port] = servers.start(server_argv(words, targets), doc_port)
-        return
+        return ""
     segments = [shlex.split(s) for s in text.split(" | ")]
     segments[-1] = client_argv(segments[-1], targets)
     line = " | ".join(shlex.join(s) for s in segments)
@@ -280,6 +282,7 @@ def run_shell(command: Command, targets: Dict[int, str], servers: Servers, cwd: 
                          stdin=subprocess.DEVNULL, env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
     assert out.returncode == 0, f"{command.where}: `{command.text}` exited {out.returncode}:\n{out.stderr[-2000:]}"
     assert "Traceback" not in out.stderr
+    return out.stdout
 
 
 ADDRESS = re.compile(r"""(["'])(localhost|127\.0\.0\.1)(:\d+)?\1""")
@@ -303,6 +306,13 @@ def run_python(command: Command, targets: Dict[int, str], cwd: Path) -> str:
     return out.stdout
 
 
+def output_shown(block: Block) -> List[str]:
+    """The lines of a ``text`` block right after an ``sh`` block: what its commands print
+    (``...`` marks lines left out)."""
+    shown = re.match(r"\n*```text\n(.*?)^```", block.after, re.S | re.M)
+    return [line for line in shown.group(1).splitlines() if line != "..."] if shown else []
+
+
 def printed_claim(block: Block) -> str:
     """The last `quoted` text of a "prints ..." sentence right after the block ("" if none)."""
     paragraph = block.after.lstrip("\n").split("\n\n", 1)[0]
@@ -320,6 +330,7 @@ RUNNABLE_BLOCKS = [b for b in blocks() if b.lang in RUN and any(
 def test_the_docs_commands_run(block: Block, shipped_server: str, tmp_path: Path):
     targets = {DEFAULT_PORT: shipped_server}
     servers = Servers(tmp_path)
+    printed: List[str] = []
     try:
         for command in commands(block):
             if not_runnable(command):
@@ -331,9 +342,13 @@ def test_the_docs_commands_run(block: Block, shipped_server: str, tmp_path: Path
                     lines = printed.splitlines()
                     assert claim in lines, f"{block.doc}:{block.line} says it prints {claim!r}; it printed:\n{printed}"
             else:
-                run_shell(command, targets, servers, tmp_path)
+                printed += run_shell(command, targets, servers, tmp_path).splitlines()
     finally:
         servers.stop_all()
+    rest = iter(printed)
+    missing = [line for line in output_shown(block) if not any(line == got for got in rest)]
+    assert not missing, f"{block.doc}:{block.line}: the output shown after it has lines it did not print " \
+        f"(in order): {missing}\nprinted:\n" + "\n".join(printed)
 
 
 def test_every_command_is_run_or_listed():
@@ -354,8 +369,10 @@ def test_every_code_block_names_its_language():
     assert not bad, f"label each block with one of {sorted(RUN | OTHER)}: {bad}"
 
 
-def test_what_the_readme_snippet_prints_is_checked():
-    """The "prints ... then `LINE`" sentence after the README's first snippet is found (so the check above
-    compares it, and cannot pass by finding nothing)."""
+def test_what_the_readme_says_its_commands_print_is_found():
+    """The "prints ... then `LINE`" sentence after the README's first snippet and the words model's
+    output are found (so the check above compares them, and cannot pass by finding nothing)."""
     first = next(b for b in blocks() if b.doc == "README.md" and b.lang == "python")
     assert printed_claim(first).startswith("18 [('e', ")
+    words = next(b for b in blocks() if b.doc == "README.md" and "shakespeare-words --port" in b.code)
+    assert output_shown(words)[0] == "the clouds are in the duke!" and len(output_shown(words)) == 4
