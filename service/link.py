@@ -149,12 +149,18 @@ class Connection(asyncio.Protocol):
             self.closed = True
             self.on_lost(self)
 
-    def send(self, message: Any) -> None:
+    def send(self, message: Any, now: bool = False) -> None:
+        """Queue ``message`` (written with the others at the end of this loop turn), or with
+        ``now`` write it and everything queued before it at once: a commit must be in the
+        kernel's socket buffer before the reply it stands behind can leave, or a front killed
+        right after the reply would take the commit with it."""
         if self.closed:
             return
-        if not self._outbox and self._loop is not None:
+        if not self._outbox and self._loop is not None and not now:
             self._loop.call_soon(self._flush)
         self._outbox.append(pack(message))
+        if now:
+            self._flush()
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []

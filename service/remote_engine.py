@@ -129,11 +129,12 @@ class EngineLink:
             raise link.error_from(body)
         return body
 
-    def tell(self, op: str, *args: Any) -> None:
+    def tell(self, op: str, *args: Any, now: bool = False) -> None:
         """A message with no reply (commit, release, ...); dropped while the engine is down
-        (an engine that restarted holds nothing of this front's anyway)."""
+        (an engine that restarted holds nothing of this front's anyway). ``now``: written before
+        this returns (link.Connection.send), for what must reach the engine before a reply goes out."""
         if self.up and self._connection is not None:
-            self._connection.send([op, 0, args])
+            self._connection.send([op, 0, args], now=now)
 
     def _on_reply(self, _connection, message: list) -> None:
         rid, ok, body = message
@@ -286,7 +287,7 @@ class RemoteLease:
     def commit(self, pending: RemotePending, live: Live = always) -> StepResult:
         if not live():
             raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
-        self.link.tell("commit", self.key)
+        self.link.tell("commit", self.key, now=True)  # on the socket before the reply is written
         return pending.result
 
     async def step(self, ids: np.ndarray, options: StepOptions, start: bool = False,
@@ -302,7 +303,7 @@ class RemoteLease:
     def settle(self, keep: bool) -> None:
         if not self.released:
             self.released = True
-            self.link.tell("settle", self.key, bool(keep))
+            self.link.tell("settle", self.key, bool(keep), now=keep)  # a kept result: before its reply
 
     def release(self) -> None:
         if not self.released:
