@@ -11,6 +11,7 @@ import random
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import grpc
@@ -102,21 +103,36 @@ async def test_1_oversize_create_reply_leaves_no_orphan_session(tiny_model_dir):
 async def test_2_predicts_that_end_deadline_exceeded_do_not_commit(tiny_model_dir):
     """The issue's experiment: Predicts with 0.1-5 ms deadlines and 1 to 4096 tokens;
     after each DEADLINE_EXCEEDED the session must hold what it held before (the old
-    server committed 33 to 51 of 300 of them here)."""
+    server committed 33 to 51 of 300 of them here), unless the server itself ended
+    that call OK.
+
+    Why the exception (this test was flaky under load, the server was right): a client's
+    DEADLINE_EXCEEDED and the server's verdict can differ. The server checks the call is
+    live, commits and answers OK; the client's deadline passes while that reply is on its
+    way (or the request reached the server late, and gRPC's deadline travels as a
+    relative timeout, so the server's clock for it starts later). No server can close
+    that window; it is a lost reply, which expected_steps makes safe to retry. What the
+    server does promise, and what is checked: it never commits a call it ends non-OK."""
     rng = random.Random(10)
     async with serving(tiny_model_dir) as s:
+        verdicts: Counter = Counter()  # the server's own status for each Predict, as it ends it
+        recorded = s.app.metrics.request
+        s.app.metrics.request = lambda method, code: (verdicts.update([(method, code)]), recorded(method, code))
         sid = await new_session(s.stub, "deadline-race-00001")
-        steps, exceeded, late = 2, 0, []
+        steps, exceeded, answered, late = 2, 0, 0, []
         for attempt in range(4000):
             n = rng.choice((1, 64, 512, 4096))
             request = pb.PredictRequest(session_id=sid, input=pb.Input(tokens=[rng.randrange(256)] * n))
             try:
-                steps = (await s.stub.Predict(request, timeout=rng.uniform(0.0001, 0.005))).result.steps
+                now = (await s.stub.Predict(request, timeout=rng.uniform(0.0001, 0.005))).result.steps
+                answered += 1
+                if now != steps + n:  # an earlier DEADLINE_EXCEEDED call arrived late and was committed
+                    late.append((attempt, n, now - steps - n))
+                steps = now
                 continue
             except grpc.aio.AioRpcError as exc:
                 assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED, (exc.code(), exc.details())
             exceeded += 1
-            await asyncio.sleep(0.005)  # let a call still on its way to the server arrive
             await wait_released(s.stub, sid)
             now = await steps_of(s.stub, sid)
             if now != steps:
@@ -125,7 +141,20 @@ async def test_2_predicts_that_end_deadline_exceeded_do_not_commit(tiny_model_di
             if exceeded >= 300:
                 break
         assert exceeded >= 100, f"only {exceeded} calls ran out of time; the test proves nothing"
-        assert not late, f"{len(late)} of {exceeded} DEADLINE_EXCEEDED Predicts committed: {late[:5]}"
+
+        def unseen_ok() -> int:  # calls the server ended OK whose reply came too late for the client
+            return verdicts[("Predict", "OK")] - answered
+
+        await wait_until(lambda: unseen_ok() >= len(late), 5)
+        assert len(late) <= unseen_ok(), (f"{len(late)} DEADLINE_EXCEEDED Predicts committed, but the server ended "
+                                          f"only {unseen_ok()} of those OK: {late[:5]}; {dict(verdicts)}")
+
+
+async def wait_until(predicate, timeout: float) -> None:
+    """Until ``predicate()`` holds or ``timeout`` s pass (the caller asserts it after)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate() and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.01)
 
 
 # What the server controls outright: a step whose result arrives after the
