@@ -13,13 +13,14 @@ from __future__ import annotations
 import os
 import time
 
+import grpc
 import pytest
 
 from deploy_helpers import free_port, serving
 from docker_helpers import (MODEL, active_sessions, assert_locked_down, check_forks, continue_sessions, docker,
                             exec_in, held_sessions, inspect, logs, step_sessions_concurrently, wait_for)
 from docker_tools import compose_v2
-from lstm_client import Client
+from lstm_client import Client, ClientError
 from reference import Reference
 
 pytestmark = pytest.mark.skipif(os.environ.get("LSTM_DEPLOY_TEST") != "1",
@@ -126,7 +127,19 @@ def test_killing_a_replica_costs_only_its_own_sessions(deployment, reference):
     docker("kill", victim)
     wait_for(lambda: not inspect(victim)["State"]["Running"] or inspect(victim)["RestartCount"] > 0, 10,
              "the killed replica still runs")
-    time.sleep(2)  # the proxy's check (inter 1s, fall 2) takes the slot out
+    probe = next(iter(where[victim]))
+
+    def slot_taken_out() -> bool:
+        """The proxy's check (inter 1s, fall 2) has taken the dead slot out: the victim's session is
+        hashed to a live replica, which does not hold it (NOT_FOUND), not to the dead one (UNAVAILABLE)."""
+        with Client(deployment.target, timeout=10) as client:
+            try:
+                client.get_session(probe)
+            except ClientError as exc:
+                return exc.code() == grpc.StatusCode.NOT_FOUND
+        raise AssertionError(f"the killed replica's session {probe[:8]} answered")
+
+    wait_for(slot_taken_out, 15, "the proxy still routes the killed replica's sessions to its slot")
     for round_ in range(2):  # twice: a dead replica keeps failing cleanly, never answers wrongly
         outcome = continue_sessions(deployment.target, reference, fed)
         for sid, result in outcome.items():

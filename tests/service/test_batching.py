@@ -145,7 +145,7 @@ async def test_delay_gathers_steps_once_load_is_seen(tiny_model_dir):
     rt.gate.set()
     await asyncio.gather(first, *pair)  # batches (1), then (2): load has been seen
     late = [asyncio.create_task(drive(batcher, rt, [[3]]))]
-    await asyncio.sleep(0.03)  # well inside the delay: the first is still waiting for company
+    await until(lambda: batcher.depth == 1)  # queued: the first waits out the delay for company
     late.append(asyncio.create_task(drive(batcher, rt, [[4]])))
     await asyncio.gather(*late)
     batcher.close()
@@ -170,8 +170,7 @@ async def test_full_queue_is_resource_exhausted_and_changes_nothing(tiny_model_d
         running = asyncio.ensure_future(predict("a"))
         await asyncio.to_thread(gated.entered.wait, 5)  # a holds the worker
         queued = [asyncio.ensure_future(predict(n)) for n in "bc"]
-        while s.engine.scheduler.depth < 2:
-            await asyncio.sleep(0.005)
+        await until(lambda: s.engine.scheduler.depth == 2)
         before = s.state(ids["d"])
         try:
             await predict("d")
@@ -202,8 +201,7 @@ async def test_64_streams_over_grpc_share_model_calls(tiny_model_dir, reference)
     gated = GatedRuntime(runtime_for(tiny_model_dir))
     async with serving(tiny_model_dir, runtime=gated, max_batch=64, inline_max_ms=0) as s:
         tasks = [asyncio.ensure_future(one(s, t)) for t in texts]
-        while s.engine.scheduler.depth < 63:  # one step holds the worker, the other 63 wait
-            await asyncio.sleep(0.005)
+        await until(lambda: s.engine.scheduler.depth == 63)  # one step holds the worker, the other 63 wait
         gated.gate.set()
         got = await asyncio.gather(*tasks)
         batcher = s.engine.scheduler

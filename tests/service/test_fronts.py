@@ -219,7 +219,7 @@ def test_a_restarted_engine_resumes_sessions_from_their_snapshots(tiny_model_dir
             with grpc.insecure_channel(server.target) as channel:
                 stub = pb_grpc.LstmServiceStub(channel)
                 sid = stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(tokens=list(TEXT[:9])))).session.id
-                wait_for(lambda: snapshot_steps(redis, sid) == 9, 10, "the 9-step snapshot record in Redis")
+                wait_for(lambda r=redis, s=sid: snapshot_steps(r, s) == 9, 10, "the 9-step snapshot record in Redis")
                 os.kill(children(server)["engine"], signal.SIGKILL)
                 wait_for(lambda: health(server.target) == health_pb2.HealthCheckResponse.NOT_SERVING, 5,
                          "NOT_SERVING")

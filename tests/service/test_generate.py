@@ -91,16 +91,13 @@ async def test_cancel_stops_generation_and_frees_the_session(tiny_model_dir):
         received = [await call.read() for _ in range(5)]
         assert s.engine.session(sid).busy
         call.cancel()
-        for _ in range(100):
-            if not s.engine.session(sid).busy:
-                break
-            await asyncio.sleep(0.01)
-        steps = s.engine.session(sid).steps
-        assert not s.engine.session(sid).busy
-        await asyncio.sleep(0.1)
-        assert s.engine.session(sid).steps == steps < len(PROMPT) + 4096, "generation went on after cancel"
-        assert steps >= len(PROMPT) + len(received)
+        # The server has ended the call (its generator closed) and the engine has let the session go:
+        # from here nothing of that generation can be committed.
         assert await s.requests_counted("Generate", "CANCELLED", 1) == 1
+        await released(s, sid)
+        steps = s.engine.session(sid).steps
+        assert len(PROMPT) + len(received) <= steps < len(PROMPT) + 4096, "generation went on after cancel"
+        await still_at(s, sid, steps)
 
 
 async def test_deadline_exceeded_stops_generation(tiny_model_dir):
@@ -112,15 +109,26 @@ async def test_deadline_exceeded_stops_generation(tiny_model_dir):
             async for _ in call:
                 pass
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        for _ in range(100):
-            if not s.engine.session(sid).busy:
-                break
-            await asyncio.sleep(0.01)
+        assert await s.requests_counted("Generate", "DEADLINE_EXCEEDED", 1) == 1
+        await released(s, sid)
         steps = s.engine.session(sid).steps
-        await asyncio.sleep(0.1)
-        assert s.engine.session(sid).steps == steps < len(PROMPT) + 4096
-        # the session is usable again
-        await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="x")))
+        assert steps < len(PROMPT) + 4096
+        await still_at(s, sid, steps)  # and the session is usable again
+
+
+async def released(s, sid: str, timeout: float = 5.0) -> None:
+    """Until the engine has let the session go (bounded)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while s.engine.session(sid).busy:
+        assert asyncio.get_running_loop().time() < deadline, f"session {sid} still held after {timeout:g}s"
+        await asyncio.sleep(0.01)
+
+
+async def still_at(s, sid: str, steps: int) -> None:
+    """The session has ``steps`` and takes a new step on top of them (expected_steps is checked under
+    the session's hold, so nothing the ended generation made can slip in after the read)."""
+    reply = await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="x"), expected_steps=steps))
+    assert reply.result.steps == steps + 1
 
 
 def test_sampler_options():
