@@ -63,3 +63,21 @@ def test_a_front_logs_who_asked_it_to_stop(tiny_model_dir):
     log = process.output
     assert "service.supervisor stop_requested by=signal signal=SIGTERM" in log
     assert "service stop_requested by=supervisor signal=SIGUSR1" in log and "service signal " not in log
+
+
+def test_main_refuses_bad_settings_before_it_starts_anything(capsys):
+    """The entry point itself, in process: bad settings are exit status 2 and one line, and the
+    default mode checks the model before a single child exists."""
+    import logging
+
+    from lstm_service.service.__main__ import main
+
+    handlers = logging.getLogger().handlers[:]
+    try:
+        assert main(["--device", "tpu"]) == 2
+        assert "error: device must be auto, cpu or cuda, got 'tpu'" in capsys.readouterr().err
+        assert main(["--model", "/nonexistent", "--port", "0", "--fronts", "2"]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "startup_failed" in err and "model.json is missing" in err
+    finally:
+        logging.getLogger().handlers[:] = handlers

@@ -124,25 +124,22 @@ async def test_page_colours_typed_text_and_shows_predictions(tiny_model_dir):
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (make system-deps)")
-async def test_the_screenshot_tool_refuses_a_layer_the_page_does_not_offer(tiny_model_dir, tmp_path):
+async def test_the_screenshot_tool_refuses_a_layer_the_page_does_not_offer(tiny_model_dir, tmp_path, capsys):
     """docs/explain.md's recipe once asked for --layer 2 of a 2-layer model: the select went blank
     and the tool still wrote a PNG and exited 0. Now it names what the page offers, and exits 2."""
-    import subprocess
-    import sys
+    from lstm_service.service.web import screenshot
 
     async with serving(tiny_model_dir, http_port=free_port()) as s:
         url = f"http://127.0.0.1:{s.app.http.port}/"
+        out = tmp_path / "page.png"
 
-        def shoot(*flags):
-            return subprocess.run([sys.executable, "-m", "lstm_service.service.web.screenshot", "--url", url,
-                                   "--text", "ab", "--out", str(tmp_path / "page.png"), *flags],
-                                  capture_output=True, text=True, timeout=120)
+        async def shoot(*flags) -> int:
+            return await asyncio.to_thread(screenshot.main, ["--url", url, "--text", "ab", "--out", str(out), *flags])
 
-        bad = await asyncio.to_thread(shoot, "--layer", "2")
-        assert bad.returncode == 2 and "--layer 2 is not on the page; allowed: 0, 1" in bad.stderr, bad.stderr
-        assert not (tmp_path / "page.png").exists()
-        bad_unit = await asyncio.to_thread(shoot, "--unit", "32")
-        assert bad_unit.returncode == 2 and "--unit 32 is not on the page; allowed: 0 to 31" in bad_unit.stderr
-        good = await asyncio.to_thread(shoot, "--layer", "1", "--channel", "c", "--unit", "3")
-        assert good.returncode == 0, good.stderr
-        assert (tmp_path / "page.png").read_bytes().startswith(b"\x89PNG")
+        assert await shoot("--layer", "2") == 2
+        assert "--layer 2 is not on the page; allowed: 0, 1" in capsys.readouterr().err
+        assert not out.exists()
+        assert await shoot("--unit", "32") == 2
+        assert "--unit 32 is not on the page; allowed: 0 to 31" in capsys.readouterr().err
+        assert await shoot("--layer", "1", "--channel", "c", "--unit", "3") == 0, capsys.readouterr().err
+        assert out.read_bytes().startswith(b"\x89PNG")
