@@ -1,15 +1,33 @@
 """Every module of the server (service/, but its generated proto/ and the __init__ files) is named
 by a test: a test file named after it (test_<module>.py, anywhere under tests/) or a test file that
-imports it by its module name. A new module without a test fails here."""
+imports it by its module name. A new module without a test fails here.
+
+The few modules whose point is the wire (a servicer, the link's engine side, reflection, the
+explain page's HTTP) are tested through a real server and channel rather than imported; they are
+listed in THROUGH_THE_WIRE with the test file that drives them, reviewed like any test."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
-from typing import Set
+from typing import Dict, Set
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVICE = ROOT / "service"
 PACKAGE = "lstm_service.service"
+
+
+THROUGH_THE_WIRE: Dict[str, str] = {
+    "server": "tests/service/test_sessions_api.py",  # the lstm.v1 servicer over a real channel (and most service tests)
+    "kserve.servicer": "tests/service/test_kserve.py",  # KServe v2 over a real channel, tritonclient's calls
+    "kserve.infer": "tests/service/test_kserve.py",
+    "kserve.stream": "tests/service/test_kserve.py",  # ModelStreamInfer sequences
+    "kserve.model": "tests/service/test_kserve.py",  # ModelMetadata / ModelConfig answers
+    "kserve.register": "tests/service/test_kserve.py",  # the same port serving both protocols
+    "reflection": "tests/service/test_kserve.py",  # reflection's pool lists every served service
+    "web.http": "tests/service/test_explain_page.py",  # the page and its JSON over real HTTP
+    "engine_host": "tests/service/test_fronts.py",  # the link's engine side; `make test-fronts` runs every suite across it
+    "keeper": "tests/service/test_lifecycle.py",  # the reaper and the snapshot store beside the engine
+}
 
 
 def service_modules() -> Set[str]:
@@ -38,8 +56,9 @@ def imported_by_tests() -> Set[str]:
 def test_every_service_module_is_named_by_a_test():
     test_files = {path.stem for path in (ROOT / "tests").rglob("test_*.py")}
     imported = imported_by_tests()
+    wire = {f"{PACKAGE}.{name}" for name in THROUGH_THE_WIRE}
     unnamed = sorted(m for m in service_modules()
-                     if m not in imported and f"test_{m.rsplit('.', 1)[1]}" not in test_files)
+                     if m not in imported and f"test_{m.rsplit('.', 1)[1]}" not in test_files and m not in wire)
     assert not unnamed, f"modules no test names (add tests/.../test_<module>.py, or import it in one): {unnamed}"
 
 
@@ -48,3 +67,15 @@ def test_the_walk_sees_the_package():
     modules = service_modules()
     assert f"{PACKAGE}.__main__" in modules and len(modules) > 30
     assert not any(".proto." in m or m.endswith("__init__") for m in modules)
+
+
+def test_the_wire_list_is_current():
+    """Each listed module exists and is not otherwise named (then it leaves the list), and its test file exists."""
+    modules, imported = service_modules(), imported_by_tests()
+    test_files = {path.stem for path in (ROOT / "tests").rglob("test_*.py")}
+    for name, test_file in THROUGH_THE_WIRE.items():
+        module = f"{PACKAGE}.{name}"
+        assert module in modules, f"THROUGH_THE_WIRE lists {name}, which is no longer a module"
+        assert module not in imported and f"test_{name.rsplit('.', 1)[-1]}" not in test_files, (
+            f"{name} is named by a test now: drop it from THROUGH_THE_WIRE")
+        assert (ROOT / test_file).is_file(), f"{name}: {test_file} does not exist"
