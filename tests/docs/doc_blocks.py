@@ -1,4 +1,4 @@
-"""The code blocks of README.md and docs/*.md, and the commands in them.
+"""The code blocks of README.md, docs/*.md and the client package's README, and the commands in them.
 
 A command is one logical line of an ``sh`` block (backslash continuations
 joined, comments dropped), written as its normalised text (whitespace
@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Iterator, List, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "clients" / "python" / "README.md"]
 RUN = {"sh", "python"}  # blocks whose content is checked
 OTHER = {"text", "proto", "js", "yaml"}  # output, diagrams, other languages' examples: read, not run
 FENCE = re.compile(r"^```(\S*)\n(.*?)^```[ \t]*$", re.S | re.M)

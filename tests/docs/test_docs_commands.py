@@ -1,4 +1,4 @@
-"""Every command shown in README.md and docs/*.md, run against the shipped model
+"""Every command shown in README.md, docs/*.md and clients/python/README.md, run against the shipped model
 (models/shakespeare), or listed below with the reason it is not run here.
 
 - ``lstm-client ...`` lines (and ``echo ... | lstm-client ...``) run against a real
