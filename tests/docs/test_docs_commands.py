@@ -6,7 +6,9 @@
   rewritten to it. Optional parts shown as ``[--flag value]`` run included, except
   those with a placeholder such as ``ID``.
 - ``lstm-serve ...`` / ``python -m lstm_service ...`` lines start that server, on a
-  free port, and must reach SERVING; the block's later lines talk to it.
+  free port (and a free --http-port), and must reach SERVING; the block's later lines
+  talk to it. ``python -m lstm_service.<tool>`` lines run from the repository root.
+  Paths in /tmp and docs/img/ go to the test's own directory instead.
 - ``python`` blocks run as written (top-level ``await`` allowed) with their
   ``"localhost"``/``"127.0.0.1:50051"`` address rewritten; where the doc says what
   a snippet prints (``prints ... `LINE```), LINE must be a line of its output.
@@ -31,6 +33,7 @@ from typing import Dict, List
 import pytest
 
 from doc_blocks import OTHER, ROOT, RUN, Block, Command, all_commands, blocks, commands
+from lstm_service.service.web.browser import find_chromium
 
 BIN = Path(sys.executable).parent
 MODEL = ROOT / "models" / "shakespeare"
@@ -43,8 +46,6 @@ _DOCKER = "needs a Docker engine: `make deploy-test` / `make swarm-test` (tests/
 _FUZZ = "a fuzz run of minutes; tests/fuzz/test_fuzz_small.py runs a small one in `make test`"
 _TLS = "needs the certificates `make certs` writes; tests/service/test_tls_newcomer.py serves and calls TLS"
 _TOKENS = "a shell recipe whose lines share $token and a tokens file; tests/service/test_security.py covers tokens"
-_PICTURES = "remakes the committed pictures in docs/img (and a model copy in /tmp); the tool's refusals: " \
-    "tests/service/test_explain_page.py"
 
 NOT_RUNNABLE: Dict[str, str] = {
     "make serve": _SETUP,
@@ -98,14 +99,6 @@ NOT_RUNNABLE: Dict[str, str] = {
     "python -m lstm_service --model models/shakespeare --state-store redis://127.0.0.1:6379/0 --snapshot-every 64 "
     "--snapshot-idle-seconds 2 --session-key-file /run/secrets/session.key":
         "needs the Redis above and a key file in /run/secrets; tests/service/test_durability.py",
-    "python -m lstm_service.export.explain models/shakespeare --out /tmp/shakespeare-explain":
-        "rebuilds the explain graph the shipped model already has (a minute of torch); tests/export/ checks it",
-    "python -m lstm_service --model /tmp/shakespeare-explain --port 50999 --http-port 8799 --device cpu &": _PICTURES,
-    "lstm-client --target 127.0.0.1:50999 explain 'ROMEO:\\nBut, soft! what light through yonder window breaks?"
-    "\\nIt is the east, and \"Juliet is the sun\".\\n' --units 16 --out docs/img/explain-gates.png": _PICTURES,
-    "python -m lstm_service.service.web.screenshot --url http://127.0.0.1:8799/ --layer 1 --channel c --unit 378 "
-    "--text 'ROMEO:\\nBut, soft! what light through yonder window breaks?\\nIt is the east, and Juliet is the sun.' "
-    "--out docs/img/explain-page.png": _PICTURES,
     "make fuzz": _FUZZ,
     "make fuzz FUZZ_CASES=200000": _FUZZ,
     ".venv/bin/python -m tests.fuzz.run --cases 5000 --seed 3 --jobs 1": _FUZZ,
@@ -156,6 +149,8 @@ def runnable_kind(command: Command) -> str:
     segments = [shlex.split(s) for s in command.text.rstrip("&").split(" | ")]
     if len(segments) == 1 and is_server(segments[0]):
         return "server"
+    if len(segments) == 1 and segments[0][:2] == ["python", "-m"] and segments[0][2].startswith("lstm_service."):
+        return "module"
     if segments[-1][:1] == ["lstm-client"] and all(s[:1] == ["echo"] for s in segments[:-1]):
         return "client"
     return ""
@@ -193,6 +188,7 @@ class Servers:
         self.tmp = tmp
         self.procs: List[subprocess.Popen] = []
         self.targets: Dict[int, str] = {}
+        self.pages: Dict[int, int] = {}  # the docs' --http-port -> the one really used
 
     def start(self, argv: List[str], doc_port: int) -> str:
         port = free_port()
@@ -252,12 +248,14 @@ def client_argv(words: List[str], targets: Dict[int, str]) -> List[str]:
     return words
 
 
-def server_argv(words: List[str], targets: Dict[int, str]) -> List[str]:
-    """The doc's server command without its ports (Servers.start adds a free one) and with a free
-    --http-port; the doc's port is returned through the key Servers.start registers."""
+def server_argv(words: List[str], pages: Dict[int, int]) -> List[str]:
+    """The doc's server command without its port (Servers.start adds a free one) and with a free
+    --http-port, remembered in ``pages`` under the doc's."""
     words = list(words)
     if "--http-port" in words:
-        words[words.index("--http-port") + 1] = str(free_port())
+        i = words.index("--http-port") + 1
+        pages[int(words[i])] = free_port()
+        words[i] = str(pages[int(words[i])])
     if words[0] == "lstm-serve":
         words[0] = str(BIN / "lstm-serve")
     else:
@@ -265,20 +263,33 @@ def server_argv(words: List[str], targets: Dict[int, str]) -> List[str]:
     return words
 
 
+def local_paths(text: str, cwd: Path, pages: Dict[int, int]) -> str:
+    """Files the docs put in /tmp or over the committed pictures go to the test's directory instead,
+    and an explain page's URL to the port its server really has."""
+    text = text.replace("/tmp/", f"{cwd}/tmp-").replace("docs/img/", f"{cwd}/img-")
+    return re.sub(r"http://127\.0\.0\.1:(\d+)/", lambda m: f"http://127.0.0.1:{pages[int(m.group(1))]}/", text)
+
+
 def run_shell(command: Command, targets: Dict[int, str], servers: Servers, cwd: Path) -> str:
     kind = runnable_kind(command)
-    text = unwrap_optional(command.text)
+    text = local_paths(unwrap_optional(command.text), cwd, servers.pages)
     if kind == "server":
         words = shlex.split(text.rstrip("& "))
         doc_port = int(words[words.index("--port") + 1]) if "--port" in words else DEFAULT_PORT
         if "--port" in words:
             del words[words.index("--port"):words.index("--port") + 2]
-        targets[doc_port] = servers.start(server_argv(words, targets), doc_port)
+        targets[doc_port] = servers.start(server_argv(words, servers.pages), doc_port)
         return ""
     segments = [shlex.split(s) for s in text.split(" | ")]
-    segments[-1] = client_argv(segments[-1], targets)
+    where = cwd
+    if kind == "module":  # a tool of the package, run where the docs run it (the repository root)
+        if segments[0][2] == "lstm_service.service.web.screenshot" and find_chromium() is None:
+            pytest.skip("Chromium is not installed (make system-deps)")
+        segments[0][:2], where = [sys.executable, "-m"], ROOT
+    else:
+        segments[-1] = client_argv(segments[-1], targets)
     line = " | ".join(shlex.join(s) for s in segments)
-    out = subprocess.run(["bash", "-c", line], cwd=cwd, capture_output=True, text=True, timeout=120,
+    out = subprocess.run(["bash", "-c", line], cwd=where, capture_output=True, text=True, timeout=120,
                          stdin=subprocess.DEVNULL, env=dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}"))
     assert out.returncode == 0, f"{command.where}: `{command.text}` exited {out.returncode}:\n{out.stderr[-2000:]}"
     assert "Traceback" not in out.stderr
