@@ -40,8 +40,10 @@ def children(server: ServerProcess) -> Dict[str, int]:
     return found
 
 
-def health(target: str) -> int:
-    with grpc.insecure_channel(target) as channel:
+def health(target: str, fresh: bool = False) -> int:
+    """The health status one connection gets (``fresh``: a connection of its own, not a shared subchannel)."""
+    options = [("grpc.use_local_subchannel_pool", 1)] if fresh else []
+    with grpc.insecure_channel(target, options=options) as channel:
         try:
             return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status
         except grpc.RpcError:
@@ -58,6 +60,11 @@ def two_fronts(tiny_model_dir):
     with ServerProcess(["--model", str(tiny_model_dir), "--device", "cpu", "--fronts", "2",
                         "--metrics-port", str(metrics_port), "--grace", "2"]) as server:
         server.metrics_port = metrics_port
+        # ServerProcess waits for one SERVING answer, from whichever front its connection reached; the
+        # other may still be connecting its link (calls there: UNAVAILABLE). Wait until fresh
+        # connections, spread over both by the kernel, all find a front that serves.
+        wait_for(lambda: all(health(server.target, fresh=True) == health_pb2.HealthCheckResponse.SERVING
+                             for _ in range(16)), 30, "both fronts SERVING")
         yield server
 
 
