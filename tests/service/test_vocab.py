@@ -6,12 +6,11 @@ import random
 
 import pytest
 
-import own_models
-
 from lstm_service.service.errors import InvalidArgument
 from lstm_service.service.vocab import BytesVocab
 from lstm_service.service.vocab_tokenizer import TokenizerVocab
 from lstm_service.service.vocab_words import WordsVocab
+import own_models
 
 TEXT = ("the clouds are in the sky. Les nuages sont dans le ciel, l'été. "
         "雲は空にある。 Ünïcödé wörds and emoji 🌧️ too.\n") * 4
