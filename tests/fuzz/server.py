@@ -1,5 +1,5 @@
 """A real server for the fuzzer: ``python -m lstm_service`` in its own
-process on a free 127.0.0.1 port (service/process.py), so a crash is a dead
+process on a free 127.0.0.1 port (tools/server_process.py), so a crash is a dead
 process and its log (tracebacks, ERROR lines) can be counted."""
 from __future__ import annotations
 

@@ -15,12 +15,12 @@ from typing import Optional
 
 import grpc
 
-from lstm_service.service.app import App
-from lstm_service.service.config import Config
-from lstm_service.service.engine import Engine
+from lstm_service.service.proc.app import App
+from lstm_service.service.proc.config import Config
+from lstm_service.service.core.engine import Engine
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
-from lstm_service.service.runtime import Runtime
+from lstm_service.service.core.runtime import Runtime
 
 
 class FakeClock:
@@ -112,8 +112,8 @@ class EngineThread:
     test_fronts.py starts the real processes."""
 
     def __init__(self, config: Config, clock, runtime) -> None:
-        from lstm_service.service.engine_main import EngineProcess
-        from lstm_service.service.link import new_address
+        from lstm_service.service.proc.engine_process import EngineProcess
+        from lstm_service.service.link.transport import new_address
 
         self.address = new_address()
         self.process = EngineProcess(config, self.address, clock, runtime)
@@ -137,7 +137,7 @@ async def serving(model_dir: Path, clock=None, runtime=None, **overrides):
     config = Config(model=str(model_dir), port=0, device="cpu", **overrides)
     engine_thread = None
     if fronts_mode():
-        from lstm_service.service.remote_engine import EngineLink, RequestCounts
+        from lstm_service.service.link.remote_engine import EngineLink, RequestCounts
 
         engine_thread = EngineThread(config, clock or time.monotonic, runtime)
         app = App(config, link=EngineLink(engine_thread.address, "front-test", counts=RequestCounts()))

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from lstm_client import Client
-from lstm_service.service.process import ServerProcess
+from tools.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 from lstm_service.model.card import load_card
-from lstm_service.service.config import Config
-from lstm_service.service.engine import CallEnded, Engine
-from lstm_service.service.errors import FailedPrecondition, InvalidArgument, NotFound, SessionBusy
-from lstm_service.service.options import StepOptions
-from lstm_service.service.runtime import Runtime
+from lstm_service.service.proc.config import Config
+from lstm_service.service.core.engine import CallEnded, Engine
+from lstm_service.service.api.errors import FailedPrecondition, InvalidArgument, NotFound, SessionBusy
+from lstm_service.service.api.options import StepOptions
+from lstm_service.service.core.runtime import Runtime
 
 TOL = 1e-4
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
-from lstm_service.service.web.browser import Chromium, find_chromium
+from lstm_service.service.edge.web.browser import Chromium, find_chromium
 from svc_helpers import serving
 
 TEXT = "To be, or not"

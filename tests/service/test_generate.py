@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
-from lstm_service.service.sampling import Sampler, SamplingOptions
+from lstm_service.service.core.sampling import Sampler, SamplingOptions
 from svc_helpers import serving
 
 PROMPT = "ROMEO:"
