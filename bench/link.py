@@ -22,7 +22,7 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
-from lstm_service.service import link
+from lstm_service.service.link import transport as link
 from lstm_service.service.proc.main import event_loop_runner
 
 REPLY = ["sid", 12, 1, np.arange(5), np.ones((1, 5), np.float32), np.ones((1, 5), np.float32), None, [5, False, False]]

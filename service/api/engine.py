@@ -1,91 +1,146 @@
-"""What the gRPC servicers (lstm.v1, KServe, Explain) see of an engine, shared by the
-in-process ``Engine`` and the front processes' ``RemoteEngine`` (service/link/remote_engine.py).
+"""The contract between the edge and the engine, written once: every engine operation
+the servicers (lstm.v1, KServe v2, Explain) use, one method each, and the hold a
+call gets on a session. Values crossing it are in api/values.py and api/options.py;
+failures are api/errors.py's ServiceErrors.
 
-Validation runs where the request is decoded (before anything crosses the link),
-and the calls that commit "if the call is still live" are built here, once, from
-their two-phase halves: the engine runs and holds the result, the caller checks
-liveness where it knows it and settles.
+Two engines keep it: ``core.engine.Engine`` in the single process, and
+``link.remote_engine.RemoteEngine`` in a front process of ``--fronts N`` (each
+operation a message over the link). mypy checks both against it
+(``service/api/conformance.py``); the servicers type their engine as EngineApi.
+
+Words (docs/glossary.md): a *hold* is a call's exclusive use of a session while
+it computes; *commit* makes a computed step's new state the session's state
+(only while the call is live); *release* ends a hold, after a commit or without
+one. A session's *state* is its in-memory recurrent state; a *snapshot record*
+is what the state store keeps of it.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, AsyncIterator, List, Optional, Protocol, Sequence, Tuple, TypeVar
 
 import numpy as np
 
-from lstm_service.model.card import ModelCardError
-
-from . import options as opts
-from .errors import ConfigError
-from ..edge.identity import ANYONE, Caller
-from ..core.hold import CallEnded, Live, StepResult, always
+from .engine_base import CreateCommit
 from .options import GenerateOptions, StepOptions
-from ..core.sessions import SessionInfo
-from ..core.vocab import load_vocab
+from .values import ANYONE, Caller, DeferredCommit, Generated, Live, ServedRuntime, SessionInfo, State, StepResult, \
+    always
+
+if TYPE_CHECKING:  # types only: api/ imports no other room at run time
+    from lstm_service.model.card import ModelCard
+
+    from ..core.vocab import Vocab
+    from ..proc.config import Config
 
 
-class EngineFace:
-    runtime: Any  # what is served (precision, providers, path), for model descriptions
-
-    def __init__(self, config, card) -> None:
-        self.config = config
-        self.card = card
-        try:
-            self.vocab = load_vocab(card)
-        except (ModelCardError, OSError, ValueError) as exc:  # a missing, changed or malformed vocabulary file
-            raise ConfigError(f"model {card.name!r}: its vocabulary cannot be loaded: {exc}") from exc
-
-    # -- validation (before anything runs) -------------------------------------
-    def tokens(self, tokens: Sequence[int], text: str, what: str = "input") -> np.ndarray:
-        return self.vocab.encode(tokens, text, self.config.max_tokens_per_message, what)
-
-    def step_options(self, top_k: Optional[int], all_positions: bool, logprobs: bool) -> StepOptions:
-        return opts.step_options(top_k, all_positions, logprobs, self.vocab.size)
-
-    def generate_options(self, max_tokens: int, temperature: Optional[float], top_k: int, top_p: Optional[float],
-                         seed: Optional[int], stop: Sequence[str]) -> GenerateOptions:
-        return opts.generate_options(max_tokens, temperature, top_k, top_p, seed, stop, self.vocab.size,
-                                     self.config.max_generate_tokens)
+class PendingStep(Protocol):
+    """A step computed under a hold, not committed yet."""
 
     @property
-    def zeros(self) -> Tuple[np.ndarray, ...]:
-        """The zero state, one [L, H] array per part of the card's state."""
-        shape = (self.card.layers, self.card.hidden_size)
-        return tuple(np.zeros(shape, np.float32) for _ in self.card.state_names)
+    def result(self) -> StepResult: ...
 
-    # -- one-shot calls, from their two-phase halves ---------------------------------
+
+P = TypeVar("P", bound=PendingStep)  # each engine's own pending step: a hold commits only what it ran
+
+
+class HoldApi(Protocol[P]):
+    """A call's hold on a session (or a scratch hold: no session, nothing committed)."""
+
+    @property
+    def steps(self) -> int: ...  # the session's steps when the hold was taken
+
+    @property
+    def has_session(self) -> bool: ...
+
+    @property
+    def info(self) -> SessionInfo: ...
+
+    async def run(self, ids: np.ndarray, options: StepOptions, start: bool = False,
+                  expected_steps: Optional[int] = None) -> P: ...
+
+    def commit(self, pending: P, live: Live = always) -> StepResult: ...
+
+    async def step(self, ids: np.ndarray, options: StepOptions, start: bool = False,
+                   expected_steps: Optional[int] = None, live: Live = always) -> StepResult: ...
+
+    async def read_state(self) -> State: ...
+
+    def deferred_commit(self, pending: P) -> DeferredCommit: ...
+
+    def end_session(self, why: str) -> None: ...
+
+    def release(self) -> None: ...
+
+
+class StreamSlotApi(Protocol):
+    """One of a caller's open streams, counted until released."""
+
+    def release(self) -> None: ...
+
+
+class EngineApi(Protocol):
+    config: "Config"
+    card: "ModelCard"
+    vocab: "Vocab"
+
+    @property
+    def runtime(self) -> ServedRuntime: ...
+
+    @property
+    def zeros(self) -> State: ...
+
+    # -- checks where the request is decoded (no engine work) -------------------------
+    def tokens(self, tokens: Sequence[int], text: str, what: str = "input") -> np.ndarray: ...
+
+    def step_options(self, top_k: Optional[int], all_positions: bool, logprobs: bool) -> StepOptions: ...
+
+    def generate_options(self, max_tokens: int, temperature: Optional[float], top_k: int, top_p: Optional[float],
+                         seed: Optional[int], stop: Sequence[str]) -> GenerateOptions: ...
+
+    # -- steps ------------------------------------------------------------------------------
+    async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool,
+                          caller: Caller = ANYONE) -> HoldApi[Any]: ...
+
+    async def hold(self, session_id: str, caller: Caller = ANYONE) -> HoldApi[Any]: ...
+
     async def predict(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
-                      expected_steps: Optional[int] = None, live: Live = always, caller: Caller = ANYONE) -> StepResult:
-        """One step, kept only if ``live()`` still holds once its result is in."""
-        result, settle = await self.predict_deferred(session_id, ids, options, start, expected_steps, caller)
-        keep = live()
-        settle(keep)
-        if not keep:
-            raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
-        return result
+                      expected_steps: Optional[int] = None, live: Live = always,
+                      caller: Caller = ANYONE) -> StepResult: ...
 
+    async def predict_deferred(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
+                               expected_steps: Optional[int] = None,
+                               caller: Caller = ANYONE) -> Tuple[StepResult, DeferredCommit]: ...
+
+    def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
+                 expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]: ...
+
+    # -- quotas of calls that hold no session -------------------------------------------------
+    async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None: ...
+
+    async def stream_slot(self, caller: Caller = ANYONE) -> StreamSlotApi: ...
+
+    # -- sessions ---------------------------------------------------------------------------------
     async def create(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
                      options: StepOptions, live: Live = always,
-                     caller: Caller = ANYONE) -> Tuple[SessionInfo, Optional[StepResult]]:
-        """A new session, prefilled with ``prompt`` if given. Nothing is created unless the
-        whole call succeeds (no orphan whose id the client never learns)."""
-        result, keep = await self.create_deferred(session_id, ttl, prompt, options, caller)
-        if prompt is not None and not live():
-            await keep(False)
-            raise CallEnded("the call ended (cancelled or past its deadline) before the session was created")
-        return await keep(True), result
+                     caller: Caller = ANYONE) -> Tuple[SessionInfo, Optional[StepResult]]: ...
 
-    async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:  # pragma: no cover - each engine
-        """Spend ``n`` of the caller's --tokens-per-second-per-principal for model work outside a lease."""
-        raise NotImplementedError
+    async def create_deferred(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
+                              options: StepOptions,
+                              caller: Caller = ANYONE) -> Tuple[Optional[StepResult], CreateCommit]: ...
 
-    async def stream_slot(self, caller: Caller = ANYONE) -> Any:  # pragma: no cover - each engine
-        """Count a long-lived call without a session as one of the caller's open streams; ``.release()``."""
-        raise NotImplementedError
+    async def get_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo: ...
 
-    async def predict_deferred(self, session_id, ids, options, start=False, expected_steps=None,
-                               caller: Caller = ANYONE):  # pragma: no cover - each engine has its own
-        raise NotImplementedError
+    async def reset_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo: ...
 
-    async def create_deferred(self, session_id, ttl, prompt, options,
-                              caller: Caller = ANYONE):  # pragma: no cover - each engine has its own
-        raise NotImplementedError
+    async def delete_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo: ...
+
+    async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float,
+                           caller: Caller = ANYONE) -> SessionInfo: ...
+
+    async def list_sessions(self, limit: int, caller: Caller = ANYONE) -> Tuple[List[SessionInfo], int]: ...
+
+    async def export_session(self, session_id: str, key: bytes, caller: Caller = ANYONE) -> Tuple[bytes, int]: ...
+
+    async def import_session(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
+                             caller: Caller = ANYONE) -> SessionInfo: ...
+
+    async def read_state(self, session_id: str, caller: Caller = ANYONE) -> Tuple[int, State]: ...

@@ -110,3 +110,10 @@ class Unavailable(ServiceError):
 
 class ConfigError(Exception):
     """Bad configuration or model at startup (not a request error)."""
+
+
+class CallEnded(ServiceError):
+    """The call was cancelled or ran out of time before its result could be committed."""
+
+    code = "CANCELLED"
+    default_reason = "CALL_ENDED"

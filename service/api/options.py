@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from .errors import InvalidArgument
-from ..core.sampling import SamplingOptions
 
 DEFAULT_TOP_K = 5
 DEFAULT_MAX_TOKENS = 64
@@ -20,6 +19,14 @@ MAX_STOPS, MAX_STOP_BYTES = 16, 256
 # StepResult around them.
 PREDICTION_BYTES, CANDIDATE_BYTES, LOGPROB_BYTES, RESULT_BYTES = 16, 32, 4, 512
 BYTE_PIECE = 4  # CANDIDATE_BYTES already counts a piece and a text this long
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    temperature: float = 1.0  # 0: greedy
+    top_k: int = 0  # 0: no cut
+    top_p: float = 1.0  # 1: no cut
+    seed: Optional[int] = None  # None: random
 
 
 @dataclass(frozen=True)

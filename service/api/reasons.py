@@ -50,7 +50,7 @@ REASONS: Dict[str, Tuple[str, str]] = {
                                                "open Stream, Generate or ModelStreamInfer"),
     "SHUTTING_DOWN": ("UNAVAILABLE", "the server is draining for shutdown"),
     "ENGINE_UNAVAILABLE": ("UNAVAILABLE", "`--fronts`: the engine process is not answering (restarting?)"),
-    "ENGINE_RESTARTED": ("UNAVAILABLE", "`--fronts`: the engine restarted or let go of this call's session; retry"),
+    "ENGINE_RESTARTED": ("UNAVAILABLE", "`--fronts`: the engine restarted or released this call's session; retry"),
     "CALL_ENDED": ("CANCELLED", "the call was cancelled or ran out of time before its result was kept "
                                 "(seen as CANCELLED or DEADLINE_EXCEEDED)"),
     "UNIMPLEMENTED": ("UNIMPLEMENTED", "a KServe v2 method this server does not implement"),

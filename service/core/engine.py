@@ -1,8 +1,8 @@
 """The serving core, free of gRPC, and the one owner of session state.
 
-server.py decodes a request into plain values, calls one method here and
-encodes what comes back; it never sees the session store, only
-SessionInfo records and results. Inside, the store holds each session's
+The edge (service/edge/) decodes a request into plain values, calls one
+operation of the contract (api/engine.py) and encodes what comes back; it
+never sees the session store, only SessionInfo records and results. Inside, the store holds each session's
 state, the scheduler batches steps across sessions, and the batch runner
 runs them through onnxruntime.
 
@@ -13,6 +13,9 @@ session exactly as it was. A stream step and each generated token are
 committed as their reply is handed to the transport, so a client never receives a
 result its session does not hold; a unary step is committed once its reply went out
 before the deadline (``predict_deferred``).
+
+A call's hold on a session (core/hold.py) asks this engine for everything it
+touches, through the public methods under "for holds" below.
 """
 from __future__ import annotations
 
@@ -20,31 +23,35 @@ import contextlib
 import dataclasses
 import logging
 import time
-from typing import AsyncGenerator, AsyncIterator, Callable, List, Optional, Tuple
+from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, List, Optional, Tuple
 
 import numpy as np
 
-from .batch_runner import BatchRunner, StepRequest
-from ..persist.durability import Durability, snapshot_of
-from ..api.engine import EngineFace
+from ..api import options as opts
+from ..api.engine_base import CreateCommit, EngineBase
 from ..api.errors import FailedPrecondition
-from ..edge.identity import ANYONE, Caller
-from .hold import CallEnded, Generated, Lease, Pending, StepResult
 from ..api.options import GenerateOptions, StepOptions
+from ..api.values import ANYONE, Caller, DeferredCommit, Generated, Scores, SessionInfo, State, StepResult
+from ..persist.durability import Durability, record_of
+from .batch_runner import BatchRunner, StepOutput, StepRequest
+from .generation import sample_tokens
+from .hold import Hold
+from .prefill import run_chunked
 from .quotas import Quotas, StreamSlot
-from .sampling import Sampler
 from .scheduler import Scheduler
 from .session_ids import SessionName, address, is_valid
-from .sessions import Session, SessionInfo, SessionStore, State, check_session_id
+from .sessions import Session, SessionStore, check_session_id
+from .vocab import served_vocab
 
-__all__ = ["CallEnded", "Engine", "Generated", "Lease", "Pending", "StepResult"]
+if TYPE_CHECKING:
+    from ..persist.snapshots import SnapshotStore
 
 log = logging.getLogger("service.engine")
 
 
-class Engine(EngineFace):
+class Engine(EngineBase):
     def __init__(self, config, card, runtime, metrics=None, clock=time.monotonic, on_event=None) -> None:
-        super().__init__(config, card)
+        super().__init__(config, card, served_vocab(card))
         self.runtime = runtime  # what is served (precision, providers), for model descriptions
         self.metrics = metrics
         self._on_event = on_event
@@ -69,26 +76,27 @@ class Engine(EngineFace):
         if self._on_event is not None:
             self._on_event(kind, session, why)
 
-    def attach_snapshots(self, snapshots) -> None:
-        """Write sessions to ``snapshots`` (a service.snapshots.SnapshotStore) and resume from it."""
+    # -- the snapshot store (with --state-store): held by Durability alone -----------------
+    def attach_snapshots(self, snapshots: "SnapshotStore") -> None:
+        """Write sessions' snapshot records to ``snapshots`` and resume from them."""
         c = self.config
         self.durability = Durability(self.store, snapshots, self.model_sha256, c.snapshot_every,
                                      c.snapshot_idle_seconds)
 
     @property
+    def store_healthy(self) -> Optional[bool]:
+        """The snapshot store's health; None without one."""
+        return None if self.durability is None else self.durability.healthy
+
+    @property
     def zeros(self) -> State:
         return self.store.zeros
-
-    def committed(self, session: Session) -> None:
-        """Called by a lease after each commit."""
-        if self.durability is not None:
-            self.durability.committed(session)
 
     def active(self) -> int:
         """Callers that may be sending steps now: held sessions and stateless calls."""
         return self.store.busy + self.scratch_active
 
-    # -- naming sessions: each principal's own namespace (service/core/session_ids.py) --------------
+    # -- naming sessions: each principal's own namespace (core/session_ids.py) --------------
     @staticmethod
     def session_name(session_id: str, caller: Caller = ANYONE, field: str = "session_id") -> SessionName:
         """The session ``session_id`` names for ``caller``: in its own namespace, or (an admin's
@@ -101,10 +109,63 @@ class Engine(EngineFace):
         shown = session.name.shown_to(caller.principal)
         return info if shown == info.id else dataclasses.replace(info, id=shown)
 
+    def _session(self, session_id: str, caller: Caller) -> Session:
+        name = self.session_name(session_id, caller)
+        return self.store.get(name.id, name.owner)
+
+    # -- for holds (core/hold.py): what a hold may ask of the engine ---------------------------
+    def require_live(self, session: Session) -> None:
+        self.store.require_live(session)
+
+    def check_reply(self, tokens: int, options: StepOptions) -> None:
+        """InvalidArgument, before anything runs, when the reply could exceed --max-reply-bytes."""
+        opts.check_reply(tokens, options, self.vocab.size, self.config.max_reply_bytes, self.vocab.max_piece_bytes)
+
+    def take_tokens(self, caller: Caller, n: int) -> None:
+        """Spend ``n`` of the caller's --tokens-per-second-per-principal (ResourceExhausted if over)."""
+        self.quotas.take_tokens(caller.principal, n)
+
+    async def compute(self, ids: np.ndarray, state: State, options: StepOptions) -> Tuple[Scores, State]:
+        """Run ``ids`` from ``state`` (in --prefill-chunk chunks, batched with other sessions' steps)."""
+        began = time.perf_counter()
+        scores, state = await run_chunked(self.scheduler.submit, ids, state, options, self.config.prefill_chunk)
+        if self.metrics:
+            self.metrics.step(time.perf_counter() - began)
+        return scores, state
+
+    def commit_state(self, session: Session, state: State, logprobs: np.ndarray, consumed: int,
+                     start: bool = False) -> None:
+        """Make ``state`` the session's state (counted from the zero state with ``start``), and
+        write its snapshot record when due: the only place a step's result becomes a session's."""
+        self.store.require_live(session)
+        if start:
+            self.store.clear(session)
+        self.store.commit(session, state, logprobs, consumed)
+        self._committed(session)
+
+    def _committed(self, session: Session) -> None:
+        if self.durability is not None:
+            self.durability.committed(session)
+
+    def end_session(self, session: Session, why: str) -> None:
+        self.store.close(session, why)
+
+    def release_hold(self, hold: Hold) -> None:
+        """Give back what ``hold`` took: its open stream, the session (ended if it was to end with it)."""
+        if hold.stream:
+            self.quotas.close_stream(hold.caller.principal)
+            hold.stream = False
+        if hold.session is None:
+            self.scratch_active -= 1
+            return
+        self.store.release(hold.session)
+        if hold.end_on_release:
+            self.store.close(hold.session, "ended with its stream")
+
     # -- holding sessions --------------------------------------------------------
     async def resolve(self, session_id: str, caller: Caller = ANYONE) -> None:
-        """Before a call that names a session: load it from its snapshot if this replica does
-        not hold it (another replica's, or this one's before a restart). No-op without a store."""
+        """Before a call that names a session: load it from its snapshot record if this replica
+        does not hold it (another replica's, or this one's before a restart). No-op without a store."""
         if self.durability is None or not session_id:
             return
         name = self.session_name(session_id, caller)
@@ -113,18 +174,18 @@ class Engine(EngineFace):
         if self.store.peek(name.id, name.owner) is None:
             await self.durability.restore(name)
 
-    async def hold_resolved(self, session_id: str, end_on_release: bool = False, caller: Caller = ANYONE) -> Lease:
-        """``hold``, after ``resolve``."""
+    async def hold(self, session_id: str, caller: Caller = ANYONE, end_on_release: bool = False) -> Hold:
+        """A hold on the session, loaded from its snapshot record first if need be (SessionBusy if
+        another call holds it); empty id: a scratch hold."""
         await self.resolve(session_id, caller)
-        return self.hold(session_id, end_on_release, caller)
+        return self._hold(session_id, end_on_release, caller)
 
-    def hold(self, session_id: str, end_on_release: bool = False, caller: Caller = ANYONE) -> Lease:
-        """A lease on the session (SessionBusy if another writer has it); empty id: a scratch lease."""
+    def _hold(self, session_id: str, end_on_release: bool, caller: Caller) -> Hold:
         if not session_id:
             self.scratch_active += 1
-            return Lease(self, None, caller=caller)
+            return Hold(self, None, caller=caller)
         name = self.session_name(session_id, caller)
-        return Lease(self, self.store.acquire(name.id, name.owner), end_on_release, caller)
+        return Hold(self, self.store.acquire(name.id, name.owner), end_on_release, caller)
 
     def _new_session(self, session_id: Optional[str], ttl: float, caller: Caller) -> Session:
         name = self.session_name(session_id or "", caller)
@@ -132,26 +193,26 @@ class Engine(EngineFace):
         return self.store.create(name.id or None, ttl, owner=name.owner)
 
     async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool,
-                          caller: Caller = ANYONE) -> Lease:
+                          caller: Caller = ANYONE) -> Hold:
         """Attach a stream to a session, creating it first when asked. Counts against the
         caller's open streams until released."""
         self.quotas.open_stream(caller.principal)
         try:
             if create:
                 session = self._new_session(session_id, ttl, caller)
-                lease = Lease(self, self.store.acquire(session.id, session.owner), end_with_stream, caller)
+                hold = Hold(self, self.store.acquire(session.id, session.owner), end_with_stream, caller)
             else:
-                lease = await self.hold_resolved(session_id, end_with_stream, caller)
+                hold = await self.hold(session_id, caller, end_with_stream)
         except BaseException:
             self.quotas.close_stream(caller.principal)
             raise
-        lease.stream = True
-        return lease
+        hold.stream = True
+        return hold
 
     async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
         """Spend ``n`` of the caller's tokens (--tokens-per-second-per-principal) for model work
-        that runs outside a lease (Explain without commit); ResourceExhausted, nothing spent, if over."""
-        self.quotas.take_tokens(caller.principal, n)
+        that runs outside a hold (Explain without commit); ResourceExhausted, nothing spent, if over."""
+        self.take_tokens(caller, n)
 
     async def stream_slot(self, caller: Caller = ANYONE) -> StreamSlot:
         """Count a long-lived call that holds no session (ModelStreamInfer) as one of the caller's
@@ -161,43 +222,25 @@ class Engine(EngineFace):
     # -- one-shot calls ------------------------------------------------------------
     async def predict_deferred(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
                                expected_steps: Optional[int] = None,
-                               caller: Caller = ANYONE) -> Tuple[StepResult, Callable[[bool], None]]:
-        """Run a step and hand back its result and ``settle(keep)``: the caller encodes the
-        reply, then settles (keeping the step only if the call is still live) before it
-        returns, with no await in between, so nothing else sees the session meanwhile."""
-        lease = await self.hold_resolved(session_id, caller=caller)
+                               caller: Caller = ANYONE) -> Tuple[StepResult, DeferredCommit]:
+        """Run a step and hand back its result and ``commit(wanted)``: the caller encodes the
+        reply, then commits (only if the call is still live) or not before it returns, with
+        no await in between, so nothing else sees the session meanwhile."""
+        hold = await self.hold(session_id, caller)
         try:
-            pending = await lease.run(ids, options, start, expected_steps)
+            pending = await hold.run(ids, options, start, expected_steps)
         except BaseException:
-            lease.release()
+            hold.release()
             raise
-        return pending.result, self.defer(lease, pending)
-
-    @staticmethod
-    def defer(lease: Lease, pending: Pending) -> Callable[[bool], None]:
-        """``settle(keep)``: commit ``pending`` if ``keep`` (and the session still lives), then
-        let the lease go."""
-        session = lease.session
-        if session is None:  # stateless: nothing to keep
-            lease.release()
-            return lambda keep: None
-
-        def settle(keep: bool) -> None:
-            try:
-                if keep and session.alive:
-                    lease.commit(pending)
-            finally:
-                lease.release()
-
-        return settle
+        return pending.result, hold.deferred_commit(pending)
 
     async def create_deferred(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
                               options: StepOptions,
-                              caller: Caller = ANYONE) -> Tuple[Optional[StepResult], Callable]:
-        """The prompt's result (None without one) and ``keep(wanted)``: with True it creates the
+                              caller: Caller = ANYONE) -> Tuple[Optional[StepResult], CreateCommit]:
+        """The prompt's result (None without one) and ``commit(wanted)``: with True it creates the
         session (with the prompt's state) and returns its record, with False it lets the result
         go; call it with True only if the call is still live. Nothing is created before
-        ``keep(True)`` (no orphan whose id the client never learns)."""
+        ``commit(True)`` (no orphan whose id the client never learns)."""
         store = self.store
         if prompt is None:
             async def create(wanted: bool = True) -> Optional[SessionInfo]:
@@ -209,22 +252,21 @@ class Engine(EngineFace):
         if session_id:
             store.check_new_id(name.id, name.owner)
         self.quotas.check_sessions(name.owner, store.owned[name.owner])
-        scratch = self.hold("", caller=caller)
+        scratch = self._hold("", False, caller)
         try:
             pending = await scratch.run(prompt, options)
         finally:
             scratch.release()
 
-        async def keep(wanted: bool = True) -> Optional[SessionInfo]:
+        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
             if not wanted:
                 return None
-            session = self._new_session(session_id, ttl, caller)  # raises before anything is kept
-            store.commit(session, pending.state, pending.result.scores.last, len(prompt))
-            self.committed(session)
+            session = self._new_session(session_id, ttl, caller)  # raises before anything is committed
+            self.commit_state(session, pending.state, pending.result.scores.last, len(prompt))
             pending.result.session_id = session.id
             return self.info(session, caller)
 
-        return pending.result, keep
+        return pending.result, commit
 
     async def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
                        expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]:
@@ -246,173 +288,115 @@ class Engine(EngineFace):
 
     async def _generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
                         expected_steps: Optional[int], caller: Caller) -> AsyncGenerator[Generated, None]:
-        lease = await self.hold_resolved(session_id, caller=caller)
+        hold = await self.hold(session_id, caller)
         try:
-            lease.check_expected(expected_steps)
-            logprobs = lease.session.last_logprobs if lease.session else None
+            hold.check_expected(expected_steps)
+            logprobs = hold.session.last_logprobs if hold.session else None
             if prompt is None and logprobs is None:
                 raise FailedPrecondition(
                     "nothing to continue from: the session has consumed no token yet; send a prompt"
                     if session_id else "a prompt is required when generating without a session",
                     reason="NO_CONTEXT", field="prompt",
                 )
-            pending = await lease.run(prompt, StepOptions(top_k=0)) if prompt is not None else None
+            pending = await hold.run(prompt, StepOptions(top_k=0)) if prompt is not None else None
             after = int(prompt[-1]) if prompt is not None and len(prompt) else None
-            async for item in self._sample(lease, pending, logprobs, options, after):
+            async for item in sample_tokens(self, hold, pending, logprobs, options, after):
                 yield item
         finally:
-            lease.release()
+            hold.release()
 
-    async def _sample(self, lease: Lease, pending: Optional[Pending], logprobs, options: GenerateOptions,
-                      after: Optional[int] = None):
-        sampler, decoder = Sampler(options.sampling), self.vocab.decoder(after)
-        # Stop sequences match the generated text (whatever the vocabulary): ``tail`` keeps just
-        # enough of it that a stop sequence straddling two pieces is still seen.
-        tail, keep = "", max((len(s) for s in options.stop), default=0)
-        state = pending.state if pending else lease.state
-        steps = pending.result.steps if pending else lease.steps
-        logprobs = pending.result.scores.last if pending else logprobs
-        unsent = pending.result.consumed if pending else 0  # prompt tokens to commit with the first token
-        one = StepOptions(top_k=0)
-        for i in range(options.max_tokens):
-            token = sampler.sample(logprobs)
-            ids = np.array([token], dtype=np.int64)
-            self.quotas.take_tokens(lease.caller.principal, 1)
-            out = await self.scheduler.submit(StepRequest(ids, state, False, 0))
-            text = decoder.feed(token)
-            finish = "length" if i + 1 == options.max_tokens else None
-            if keep and text:
-                seen = tail + text
-                if any(s in seen for s in options.stop):
-                    finish = "stop"
-                tail = seen[-(keep - 1):] if keep > 1 else ""
-            if finish:
-                text += decoder.flush()  # the last piece carries whatever the decoder still held
-            # Keep the token (and the prompt, the first time) as it is handed out to be written:
-            # a client never receives a token its session does not hold.
-            lease.commit(Pending(StepResult("", steps + 1, unsent + 1, out.scores, one), out.state, start=False))
-            yield Generated(token, self.vocab.pieces[token], text, float(logprobs[token]), steps + 1, finish)
-            state, steps, logprobs, unsent = out.state, steps + 1, out.scores.last, 0
-            if finish:
-                return
+    async def sample_step(self, token: int, state: State) -> StepOutput:
+        """One generated token through the model (batched with other sessions' steps), no top-k."""
+        return await self.scheduler.submit(StepRequest(np.array([token], dtype=np.int64), state, False, 0))
 
-    # -- session records -------------------------------------------------------------
-    # (Call ``resolve`` first where the session may live only in the snapshot store.)
-    def session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        name = self.session_name(session_id, caller)
-        return self.info(self.store.get(name.id, name.owner), caller)
+    # -- session records (each resolved from the snapshot store first, where there is one) -------
+    async def get_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+        await self.resolve(session_id, caller)
+        return self.info(self._session(session_id, caller), caller)
 
-    def reset(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+    async def reset_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+        await self.resolve(session_id, caller)
         name = self.session_name(session_id, caller)
         return self.info(self.store.reset(name.id, name.owner), caller)
 
-    def delete(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+    async def delete_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+        await self.resolve(session_id, caller)
         name = self.session_name(session_id, caller)
         return self.info(self.store.delete(name.id, name.owner), caller)
 
-    def fork(self, session_id: str, new_id: Optional[str], ttl: float, caller: Caller = ANYONE) -> SessionInfo:
+    async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float,
+                           caller: Caller = ANYONE) -> SessionInfo:
         """A copy of the session in its own namespace (an admin's fork of PRINCIPAL/ID is PRINCIPAL's)."""
-        name = self.session_name(session_id, caller)
-        if new_id:  # before the lookup: a malformed new id is refused whether or not the source exists
+        if new_id:  # before any lookup, here or in the snapshot store
             check_session_id(new_id, "new_session_id")
+        await self.resolve(session_id, caller)
+        name = self.session_name(session_id, caller)
         source = self.store.get(name.id, name.owner)
         self.quotas.check_sessions(source.owner, self.store.owned[source.owner])
         return self.info(self.store.fork(name.id, new_id, ttl, name.owner), caller)
 
-    def sessions(self, limit: int, caller: Caller = ANYONE) -> Tuple[List[SessionInfo], int]:
+    async def list_sessions(self, limit: int, caller: Caller = ANYONE) -> Tuple[List[SessionInfo], int]:
         """The caller's sessions (an admin's: everyone's, others' as PRINCIPAL/ID), most recently
         used first, and how many."""
         owner = caller.owner
         total = len(self.store) if owner is None else self.store.owned[owner]
         return [self.info(s, caller) for s in self.store.list(limit, owner)], total
 
-    def export_session(self, session_id: str, key: bytes, caller: Caller = ANYONE) -> Tuple[bytes, int]:
-        """A signed, owner-free blob of the session's state, and its steps (service/persist/blob.py)."""
+    async def export_session(self, session_id: str, key: bytes, caller: Caller = ANYONE) -> Tuple[bytes, int]:
+        """A signed, owner-free blob of the session's state, and its steps (persist/blob.py)."""
         from ..persist.blob import encode_blob
 
-        name = self.session_name(session_id, caller)
-        session = self.store.get(name.id, name.owner)
-        return encode_blob(snapshot_of(session, self.model_sha256), key), session.steps
+        await self.resolve(session_id, caller)
+        session = self._session(session_id, caller)
+        return encode_blob(record_of(session, self.model_sha256), key), session.steps
 
-    def import_session(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
-                       caller: Caller = ANYONE) -> SessionInfo:
+    async def import_session(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
+                             caller: Caller = ANYONE) -> SessionInfo:
         """A new session, owned by the caller, from an exported blob."""
         from ..persist.blob import decode_blob
 
         name = self.session_name(session_id or "", caller)
         if session_id:  # before the blob: a malformed id is refused whatever the blob holds
             check_session_id(name.id)
-        snap = decode_blob(blob, key, self.model_sha256)  # refuses forged blobs and other models
+        record = decode_blob(blob, key, self.model_sha256)  # refuses forged blobs and other models
         self.quotas.check_sessions(name.owner, self.store.owned[name.owner])
         if session_id:
             self.store.check_new_id(name.id, name.owner)
-        ttl = self.store.check_ttl(ttl) if ttl else snap.ttl
-        session = self.store.restore(name.id, name.owner, snap.state, snap.steps, snap.last_logprobs, ttl)
-        self.committed(session)
+        ttl = self.store.check_ttl(ttl) if ttl else record.ttl
+        session = self.store.restore(name.id, name.owner, record.state, record.steps, record.last_logprobs, ttl)
+        self._committed(session)
         return self.info(session, caller)
 
-    def snapshot(self, session_id: str, caller: Caller = ANYONE) -> Tuple[int, State, Optional[np.ndarray]]:
-        """(steps, state, log-probs after the last token) of a session, read-only; it is not held
-        and this is no use of it (for explain, and tests that compare states bitwise)."""
-        name = self.session_name(session_id, caller)
-        session = self.store.get(name.id, name.owner)
-        return session.steps, session.state, session.last_logprobs
-
-    # -- the records API of the servicers: async, resolving first (the same calls cross the
-    #    link in front processes, service/link/remote_engine.py) ----------------------------------
-    async def get_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        await self.resolve(session_id, caller)
-        return self.session(session_id, caller)
-
-    async def reset_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        await self.resolve(session_id, caller)
-        return self.reset(session_id, caller)
-
-    async def delete_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        await self.resolve(session_id, caller)
-        return self.delete(session_id, caller)
-
-    async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float,
-                           caller: Caller = ANYONE) -> SessionInfo:
-        if new_id:  # before any lookup, here or in the snapshot store
-            check_session_id(new_id, "new_session_id")
-        await self.resolve(session_id, caller)
-        return self.fork(session_id, new_id, ttl, caller)
-
-    async def list_sessions(self, limit: int, caller: Caller = ANYONE) -> Tuple[List[SessionInfo], int]:
-        return self.sessions(limit, caller)
-
-    async def export_blob(self, session_id: str, key: bytes, caller: Caller = ANYONE) -> Tuple[bytes, int]:
-        await self.resolve(session_id, caller)
-        return self.export_session(session_id, key, caller)
-
-    async def import_blob(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
-                          caller: Caller = ANYONE) -> SessionInfo:
-        return self.import_session(blob, key, session_id, ttl, caller)
-
     async def read_state(self, session_id: str, caller: Caller = ANYONE) -> Tuple[int, State]:
-        """(steps, state) of the caller's session, read-only, loaded from its snapshot if need be."""
+        """(steps, state) of the caller's session, read-only (not held, not touched), loaded from
+        its snapshot record if need be: for Explain, and tests that compare states bitwise."""
         await self.resolve(session_id, caller)
-        steps, state, _ = self.snapshot(session_id, caller)
-        return steps, state
+        session = self._session(session_id, caller)
+        return session.steps, session.state
 
+    # -- upkeep ---------------------------------------------------------------------------
     def session_count(self) -> int:
         return len(self.store)
 
     def reap(self) -> int:
-        """End expired sessions, and snapshot those idle long enough with unsaved steps."""
+        """End expired sessions, and write snapshot records of those idle long enough with unsaved steps."""
         ended = self.store.reap()
         if self.durability is not None:
             self.durability.save_idle()
         return ended
 
     async def drain(self, timeout: float) -> None:
-        """On graceful shutdown: snapshot every session with unsaved steps and wait for the writes."""
+        """On graceful shutdown: write every session with unsaved steps and wait for the writes."""
         if self.durability is not None:
             saved = self.durability.save_all()
-            await self.durability.snapshots.flush(timeout)
+            await self.durability.flush(timeout)
             if saved:
                 log.info("drained: %d sessions snapshotted", saved)
+
+    async def close_snapshots(self) -> None:
+        """Close the snapshot store (after ``drain``)."""
+        if self.durability is not None:
+            await self.durability.close()
 
     def close(self) -> None:
         self.scheduler.close()

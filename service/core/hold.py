@@ -1,56 +1,27 @@
-"""A session held by one writer (a stream, a unary step, a generation), and the
-results a step produces before and after its commit.
+"""A call's hold on a session: its exclusive use while it computes (a stream, a
+unary step, a generation, Explain with commit), and the step computed under it
+before its commit.
 
-``Lease.run`` computes a step without keeping anything: a long input runs in
-chunks of at most ``--prefill-chunk`` tokens, each its own model call, so
-other sessions' steps are batched in between instead of queueing behind one
-huge call. ``Lease.commit`` keeps the result: one synchronous swap, only
-while the session is alive and the call still wanted.
+``Hold.run`` computes a step without keeping anything. ``Hold.commit`` makes
+its new state the session's state: one synchronous swap, only while the
+session is alive and the call still live. ``Hold.release`` ends the hold,
+after a commit or without one. The engine owns everything a hold touches
+(store, quotas, scheduler): a hold only asks it, through its public methods.
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, List, Optional
+from typing import TYPE_CHECKING, Optional
 
 import numpy as np
 
-from ..api import options as opts
-from .batch_runner import StepRequest
-from ..api.errors import FailedPrecondition, ServiceError
-from ..edge.identity import ANYONE, Caller
+from ..api.errors import CallEnded, FailedPrecondition
 from ..api.options import StepOptions
-from .scoring import Scores
-from .sessions import Session, SessionInfo, State
+from ..api.values import ANYONE, Caller, DeferredCommit, Live, SessionInfo, State, StepResult, always
+from .sessions import Session
 
 if TYPE_CHECKING:
     from .engine import Engine
-
-Live = Callable[[], bool]  # is the call still wanted? (not cancelled, deadline not passed)
-
-
-def always() -> bool:
-    return True
-
-
-class CallEnded(ServiceError):
-    """The call was cancelled or ran out of time before its result could be committed."""
-
-    code = "CANCELLED"
-    default_reason = "CALL_ENDED"
-
-
-@dataclass
-class StepResult:
-    session_id: str
-    steps: int  # the session's steps after this one
-    consumed: int
-    scores: Scores
-    options: StepOptions
-
-    @property
-    def first_position(self) -> int:
-        return self.consumed - len(self.scores.top_ids)
 
 
 @dataclass
@@ -62,19 +33,9 @@ class Pending:
     start: bool
 
 
-@dataclass
-class Generated:
-    token: int
-    piece: bytes
-    text: str
-    logprob: float
-    steps: int
-    finish: Optional[str]  # None until the last: "length" | "stop"
-
-
-class Lease:
-    """A session held by one writer: a stream, a unary step or a generation.
-    A scratch lease (no session) scores from the zero state and keeps nothing."""
+class Hold:
+    """A session held by one call. A scratch hold (no session) scores from the zero state
+    and commits nothing."""
 
     def __init__(self, engine: "Engine", session: Optional[Session], end_on_release: bool = False,
                  caller: Caller = ANYONE, stream: bool = False) -> None:
@@ -83,8 +44,13 @@ class Lease:
         self.end_on_release = end_on_release
         self.caller = caller
         self.stream = stream  # counts against the caller's open streams until released
-        self.state: State = session.state if session else engine.store.zeros
+        self.state: State = session.state if session else engine.zeros
         self.steps = session.steps if session else 0
+        self.released = False
+
+    @property
+    def has_session(self) -> bool:
+        return self.session is not None
 
     @property
     def info(self) -> SessionInfo:
@@ -94,48 +60,22 @@ class Lease:
 
     async def run(self, ids: np.ndarray, options: StepOptions, start: bool = False,
                   expected_steps: Optional[int] = None) -> Pending:
-        """Run one step from the session's state (zero state with ``start``); nothing is kept yet."""
+        """Run one step from the session's state (zero state with ``start``); nothing is committed yet."""
         engine, session = self.engine, self.session
         if session is not None:
-            engine.store.require_live(session)
+            engine.require_live(session)
             self.check_expected(expected_steps)
-        opts.check_reply(len(ids), options, engine.vocab.size, engine.config.max_reply_bytes,
-                        engine.vocab.max_piece_bytes)
-        engine.quotas.take_tokens(self.caller.principal, len(ids))
-        state = engine.store.zeros if start or session is None else session.state
-        base = 0 if start or session is None else session.steps
-        began = time.perf_counter()
-        scores, state = await self._chunks(ids, state, options)
-        if engine.metrics:
-            engine.metrics.step(time.perf_counter() - began)
+        engine.check_reply(len(ids), options)
+        engine.take_tokens(self.caller, len(ids))
+        fresh = start or session is None
+        scores, state = await engine.compute(ids, engine.zeros if fresh or session is None else session.state,
+                                             options)
         n = len(ids)
-        result = StepResult(session.id if session else "", base + n, n, scores, options)
-        return Pending(result, state, start)
-
-    async def _chunks(self, ids: np.ndarray, state: State, options: StepOptions):
-        """Run ``ids`` in chunks of at most --prefill-chunk tokens, carrying the state; the
-        scores of every position (all_positions) or of the last chunk's last position."""
-        chunk = self.engine.config.prefill_chunk or len(ids)
-        submit = self.engine.scheduler.submit
-        if len(ids) <= chunk:
-            out = await submit(StepRequest(ids, state, options.all_positions, options.top_k))
-            return out.scores, out.state
-        parts: List[Scores] = []
-        for begin in range(0, len(ids), chunk):
-            last = begin + chunk >= len(ids)
-            wanted = options.all_positions or last  # earlier chunks only carry the state on
-            out = await submit(StepRequest(ids[begin:begin + chunk], state, options.all_positions,
-                                           options.top_k if wanted else 0))
-            state = out.state
-            if wanted:
-                parts.append(out.scores)
-        if len(parts) == 1:
-            return parts[0], state
-        join = lambda field: np.concatenate([getattr(p, field) for p in parts])  # noqa: E731
-        return Scores(join("logprobs"), parts[-1].last, join("top_ids"), join("top_logprobs"), join("top_probs")), state
+        base = 0 if fresh or session is None else session.steps
+        return Pending(StepResult(session.id if session else "", base + n, n, scores, options), state, start)
 
     async def read_state(self) -> State:
-        """The session's state as this lease found it (the same call across the engine link)."""
+        """The session's state as this hold found it (the same call across the engine link)."""
         return self.state
 
     def check_expected(self, expected_steps: Optional[int]) -> None:
@@ -148,35 +88,44 @@ class Lease:
             )
 
     def commit(self, pending: Pending, live: Live = always) -> StepResult:
-        """Keep the step's state, if the call is still live; CallEnded (nothing kept) if not."""
+        """Make the step's state the session's state, if the call is still live; CallEnded
+        (nothing committed) if not."""
         if not live():
             raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
-        session = self.session
-        if session is not None:
-            store = self.engine.store
-            store.require_live(session)
-            if pending.start:
-                store.clear(session)
-            store.commit(session, pending.state, pending.result.scores.last, pending.result.consumed)
-            self.engine.committed(session)
+        if self.session is not None:
+            self.engine.commit_state(self.session, pending.state, pending.result.scores.last,
+                                     pending.result.consumed, pending.start)
         return pending.result
 
     async def step(self, ids: np.ndarray, options: StepOptions, start: bool = False,
                    expected_steps: Optional[int] = None, live: Live = always) -> StepResult:
         return self.commit(await self.run(ids, options, start, expected_steps), live)
 
-    def end(self, why: str) -> None:
+    def deferred_commit(self, pending: Pending) -> DeferredCommit:
+        """``commit(wanted)``: commit ``pending`` if ``wanted`` (and the session still lives), then
+        release the hold; for a call that encodes its reply between the step and the commit."""
+        session = self.session
+        if session is None:  # stateless: nothing to commit
+            self.release()
+            return lambda wanted: None
+
+        def commit(wanted: bool) -> None:
+            try:
+                if wanted and session.alive:
+                    self.commit(pending)
+            finally:
+                self.release()
+
+        return commit
+
+    def end_session(self, why: str) -> None:
+        """End the held session (it is gone once the hold is released)."""
         if self.session is not None:
-            self.engine.store.close(self.session, why)
+            self.engine.end_session(self.session, why)
 
     def release(self) -> None:
-        engine = self.engine
-        if self.stream:
-            engine.quotas.close_stream(self.caller.principal)
-            self.stream = False
-        if self.session is None:
-            engine.scratch_active -= 1
+        """End the hold (once; again is a no-op)."""
+        if self.released:
             return
-        engine.store.release(self.session)
-        if self.end_on_release:
-            engine.store.close(self.session, "ended with its stream")
+        self.released = True
+        self.engine.release_hold(self)

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import secrets
-from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Tuple
 
 import numpy as np
+
+from ..api.options import SamplingOptions
 
 
 def log_softmax(logits: np.ndarray) -> np.ndarray:
@@ -33,14 +34,6 @@ def top_k(logprobs: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     values = logprobs[rows, part]
     order = np.argsort(-values, axis=-1, kind="stable")
     return part[rows, order], values[rows, order]
-
-
-@dataclass(frozen=True)
-class SamplingOptions:
-    temperature: float = 1.0  # 0: greedy
-    top_k: int = 0  # 0: no cut
-    top_p: float = 1.0  # 1: no cut
-    seed: Optional[int] = None  # None: random
 
 
 class Sampler:

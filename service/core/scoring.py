@@ -4,21 +4,14 @@ call each instead of one per step).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import List
 
 import numpy as np
 
+from ..api.values import Scores
 from .sampling import log_softmax, top_k
 
-
-@dataclass(eq=False)
-class Scores:
-    logprobs: np.ndarray  # [P, V]: P = T with all_positions, else 1
-    last: np.ndarray  # [V] log-probs after the last token (own copy, kept by the session)
-    top_ids: np.ndarray  # [P, k], most likely first
-    top_logprobs: np.ndarray  # [P, k]
-    top_probs: np.ndarray  # [P, k]: exp(top_logprobs)
+__all__ = ["Scores", "score"]
 
 
 def score(logits: np.ndarray, all_positions: List[bool], ks: List[int]) -> List[Scores]:

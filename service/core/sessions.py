@@ -23,17 +23,16 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from collections import Counter
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional
 
 import numpy as np
 
 from ..api.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted,
                           SessionBusy, quote)
+from ..api.values import ANONYMOUS, SessionInfo, State
 from .session_ids import ID_RULE, SessionName, fork_id, is_valid, new_session_id
 
 TOMBSTONES = 4096  # remembered ids of ended sessions, for clearer NOT_FOUND messages
-ANONYMOUS = "anonymous"  # the one principal when no authentication is configured
-State = Tuple[np.ndarray, ...]
 
 
 def check_session_id(session_id: str, field: str = "session_id") -> str:
@@ -61,7 +60,7 @@ class Session:
     steps: int = 0
     last_logprobs: Optional[np.ndarray] = None  # [V]: prediction after the last token, if any
     owner: str = ANONYMOUS
-    snapshot_steps: int = -1  # steps at the last durable snapshot (-1: none yet)
+    saved_steps: int = -1  # steps in its last snapshot record (-1: none written yet)
     busy: bool = False
     alive: bool = True
 
@@ -71,19 +70,6 @@ class Session:
 
     def expires_in(self, now: float) -> float:
         return self.ttl if self.busy else self.ttl - (now - self.last_used)
-
-
-@dataclass(frozen=True)
-class SessionInfo:
-    """What a client may see of a session, copied out (the edge never holds a live Session)."""
-
-    id: str
-    steps: int
-    age_seconds: float
-    idle_seconds: float
-    ttl_seconds: float
-    expires_in_seconds: float
-    busy: bool
 
 
 class SessionStore:
@@ -301,12 +287,17 @@ class SessionStore:
 
     def restore(self, session_id: str, owner: str, state: State, steps: int,
                 last_logprobs: Optional[np.ndarray], ttl: float) -> Session:
-        """A session brought back from a snapshot or an imported blob."""
+        """A session brought back from a snapshot record or an imported blob."""
         session = self.create(session_id, ttl, why=f"was restored at step {steps}", owner=owner)
         session.state = tuple(frozen(np.array(part, np.float32)) for part in state)
         session.last_logprobs = frozen(np.array(last_logprobs, np.float32)) if last_logprobs is not None else None
-        session.steps = session.snapshot_steps = steps
+        session.steps = session.saved_steps = steps
         return session
+
+    @staticmethod
+    def mark_saved(session: Session) -> None:
+        """A snapshot record of ``session`` at its present step was written (durability)."""
+        session.saved_steps = session.steps
 
     def require_live(self, session: Session) -> None:
         if not session.alive:

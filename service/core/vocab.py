@@ -112,6 +112,18 @@ class _Utf8Decoder(TextDecoder):
         return self.utf8.decode(b"", final=True)
 
 
+def served_vocab(card) -> Vocab:
+    """``load_vocab``, failing as a ConfigError (one line, exit 2) when the vocabulary cannot be loaded."""
+    from lstm_service.model.card import ModelCardError
+
+    from ..api.errors import ConfigError
+
+    try:
+        return load_vocab(card)
+    except (ModelCardError, OSError, ValueError) as exc:  # a missing, changed or malformed vocabulary file
+        raise ConfigError(f"model {card.name!r}: its vocabulary cannot be loaded: {exc}") from exc
+
+
 def load_vocab(card) -> Vocab:
     """The vocabulary a model card describes (its file checked against the card's sha256)."""
     kind = card.vocab_kind

@@ -27,14 +27,16 @@ class Admission:
         self._idle_ended: set = set()  # tasks ended for idling
         self._drainer: Optional[asyncio.Task] = None
 
-    def _admit(self) -> bool:
+    def admit(self) -> bool:
+        """Count a new call in (Unavailable while draining)."""
         if self.draining:
             raise Unavailable("server is shutting down; retry, the next attempt may reach another replica",
                               retry_after_ms=100)
         self.in_flight += 1
         return True
 
-    def _finish(self, name: str, code: str, admitted: bool) -> None:
+    def finish(self, name: str, code: str, admitted: bool) -> None:
+        """Count a call out, with its status."""
         if admitted:
             self.in_flight -= 1
         if self.metrics:
@@ -74,7 +76,7 @@ class Admission:
             self._drainer.cancel()
         return not self.in_flight
 
-    async def _next_request(self, requests):
+    async def next_request(self, requests):
         """The next stream request, None at the end; Unavailable if the server drains meanwhile."""
         task = asyncio.current_task()
         self._idle_streams[task] = asyncio.get_running_loop().time()

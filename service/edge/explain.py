@@ -5,11 +5,13 @@ down to what was asked (layers, channels, units) plus per-token summaries.
 The explain graph gets its own onnxruntime session, loaded on first use and
 run in its own single worker thread, so the step path (scheduler, batch
 runner, their ORT session) never waits for it. A session's state is read as
-a snapshot (its arrays are never changed in place, see sessions.py); only
+it is (its arrays are never changed in place, see core/sessions.py); only
 ``commit`` advances the session, through the engine's ordinary step and its
-deferred commit (kept once the reply went out), exactly as Predict does.
+deferred commit (committed once the reply went out), exactly as Predict does.
 
-No gRPC here: plain values in, ExplainResult or ServiceError out.
+It uses the engine only through the contract (api/engine.py), so it runs the
+same in a front process. No gRPC here: plain values in, ExplainResult or
+ServiceError out.
 """
 from __future__ import annotations
 
@@ -17,14 +19,15 @@ import asyncio
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from lstm_service.model.card import ModelCardError
 
 from ..api.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, quote, summary
-from .identity import ANYONE, Caller
+from ..api.engine import EngineApi
+from ..api.values import ANYONE, Caller, DeferredCommit
 from ..api.options import StepOptions
 
 MAX_EXPLAIN_TOKENS = 512
@@ -83,7 +86,7 @@ class ExplainResult:
 class Explainer:
     """One per engine (``for_engine``): the explain graph's session and the Explain call."""
 
-    def __init__(self, engine) -> None:
+    def __init__(self, engine: EngineApi) -> None:
         # A weak reference: for_engine's table is keyed weakly by the engine, and a value
         # holding its key strongly would keep every engine (and its ORT sessions) alive.
         self._engine = weakref.ref(engine)
@@ -186,11 +189,11 @@ class Explainer:
             self.waiting -= 1
 
     async def explain(self, session_id: str, ids: np.ndarray, selection: Selection, commit: bool = False,
-                      caller: Caller = ANYONE) -> Tuple[ExplainResult, Callable[[bool], None]]:
-        """From the session's state (zero state without one), and ``settle(delivered)``.
+                      caller: Caller = ANYONE) -> Tuple[ExplainResult, DeferredCommit]:
+        """From the session's state (zero state without one), and ``commit(wanted)``.
 
-        Without ``commit`` nothing changes and ``settle`` does nothing. With it, the tokens
-        are stepped like a unary Predict and kept when the caller calls ``settle(True)``
+        Without ``commit`` nothing changes and ``commit(wanted)`` does nothing. With it, the tokens
+        are stepped like a unary Predict and committed when the caller calls ``commit(True)``
         (its reply is encoded and the call still live), as with engine.predict_deferred. Only the
         caller's own sessions can be explained (another principal's do not exist for it).
         """
@@ -198,25 +201,25 @@ class Explainer:
         if commit and not session_id:
             raise InvalidArgument("commit needs a session: name one (session_id or x-session-id)", field="commit")
         if not commit:
-            state, steps = await self._snapshot(session_id, len(ids), caller)
+            state, steps = await self._read_state(session_id, len(ids), caller)
             await engine.charge_tokens(len(ids), caller)  # the model runs them as a step would (with
             logits, trace = await self.run(ids, state)     # commit, the step below charges them, once)
             return self._result(session_id, steps, False, ids, logits, trace, state, selection), _nothing
-        # One writer: the explain and the step see one state.
-        lease = await engine.hold_resolved(session_id, caller=caller)
+        # One hold: the explain and the step see one state.
+        hold = await engine.hold(session_id, caller)
         try:
-            state = await lease.read_state()
+            state = await hold.read_state()
             logits, trace = await self.run(ids, state)
-            pending = await lease.run(ids, StepOptions(top_k=0))
+            pending = await hold.run(ids, StepOptions(top_k=0))
         except BaseException:
-            lease.release()
+            hold.release()
             raise
         result = self._result(session_id, pending.result.steps, True, ids, logits, trace, state, selection)
-        return result, engine.defer(lease, pending)
+        return result, hold.deferred_commit(pending)
 
-    async def _snapshot(self, session_id: str, n_tokens: int, caller: Caller) -> Tuple[Tuple[np.ndarray, ...], int]:
-        """(state, steps) of the caller's session, read-only (no lease, no touch), loaded from
-        its snapshot if this replica lacks it; the zero state without a session."""
+    async def _read_state(self, session_id: str, n_tokens: int, caller: Caller) -> Tuple[Tuple[np.ndarray, ...], int]:
+        """(state, steps) of the caller's session, read-only (no hold, no touch), loaded from
+        its snapshot record if this replica lacks it; the zero state without a session."""
         if not session_id:
             return self.engine.zeros, n_tokens
         steps, state = await self.engine.read_state(session_id, caller)
@@ -280,13 +283,13 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
 
 
 def _nothing(delivered: bool) -> None:
-    """settle() of a call that keeps nothing."""
+    """commit(wanted) of a call that commits nothing."""
 
 
 _EXPLAINERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
-def for_engine(engine) -> Explainer:
+def for_engine(engine: EngineApi) -> Explainer:
     """The engine's one Explainer (made on first use; its ORT session loads on the first call)."""
     explainer = _EXPLAINERS.get(engine)
     if explainer is None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional, Tuple
 
@@ -25,7 +24,7 @@ import grpc
 
 from ..api.errors import ConfigError, ServiceError
 from .revocation import OpenCall, OpenCalls
-from ..core.sessions import ANONYMOUS
+from ..api.values import ANYONE, Caller
 from .error_status import for_service_error
 
 log = logging.getLogger("service.identity")
@@ -37,22 +36,6 @@ REFLECTION = ("/grpc.reflection.v1alpha.ServerReflection/", "/grpc.reflection.v1
 class Unauthenticated(ServiceError):
     code = "UNAUTHENTICATED"
     default_reason = "UNAUTHENTICATED"
-
-
-@dataclass(frozen=True)
-class Caller:
-    """The principal a call acts as. An admin sees every principal's sessions."""
-
-    principal: str = ANONYMOUS
-    admin: bool = False
-
-    @property
-    def owner(self) -> Optional[str]:
-        """The owner to filter sessions by: None for an admin (no filter)."""
-        return None if self.admin else self.principal
-
-
-ANYONE = Caller()
 
 
 def token_digest(token: str) -> str:

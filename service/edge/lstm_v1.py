@@ -1,120 +1,29 @@
-"""The gRPC edge of lstm.v1: decode and validate requests, call the engine,
-encode answers. Status mapping lives in status.py, request decoding in
-handlers.py; no model or session state is touched here (the engine owns it).
+"""The lstm.v1 servicer: decode and validate requests, call the engine through the
+contract (api/engine.py), encode answers (edge/lstm_v1_codec.py). Handlers run in
+edge/rpc.py's plumbing (admission, status mapping); no model or session state is
+touched here (the engine owns it).
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import functools
-import inspect
 from typing import Optional
 
-import grpc
-
-from . import lstm_v1_codec as codec, revocation, error_status as status
-from .admission import Admission
-from ..api.engine import EngineFace
+from ..api.engine import EngineApi
 from ..api.errors import FailedPrecondition, InvalidArgument, NotFound, quote
-from .safe_decoding import check_decoded
-from ..core.hold import CallEnded
-from .identity import Authenticator, Caller
 from ..api.options import StepOptions
+from ..api.values import Caller
 from ..proto.lstm.v1 import lstm_pb2 as pb
 from ..proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+from . import lstm_v1_codec as codec
+from .admission import Admission
+from .identity import Authenticator
+from .rpc import commit_if_live, live_check, rpc_handler
 
 SESSION_HEADER = "x-session-id"
-DEADLINE_MARGIN = 0.002  # seconds: closer to its deadline than this, a call commits nothing
-
-
-def live_check(context):
-    """A callable telling whether the call is still wanted: not cancelled, not (nearly) past its deadline."""
-
-    def live() -> bool:
-        if context.done():
-            return False
-        remaining = context.time_remaining()
-        return remaining is None or remaining > DEADLINE_MARGIN
-
-    return live
-
-
-def keep_if_live(context, settle) -> None:
-    """Commit a unary step whose reply is encoded and about to be returned, if the call is
-    still live; else keep nothing and end the call (DEADLINE_EXCEEDED or CANCELLED).
-
-    An OK reply always means the step was kept. The reverse has a window no server can
-    close: a reply sent with DEADLINE_MARGIN to spare can still reach the client after
-    its own deadline, which runs a little ahead of the server's (the request's
-    transit). expected_steps is the client's tool for that window."""
-    if not live_check(context)():
-        settle(False)
-        raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
-    settle(True)
-
-
-def _rpc(method):
-    """Wrap a handler (coroutine or async generator): refuse while draining, turn
-    exceptions into their status (status.py), count every outcome."""
-    name = method.__name__
-
-    if inspect.isasyncgenfunction(method):
-
-        @functools.wraps(method)
-        async def stream_handler(self: "LstmServicer", request, context):
-            code, admitted, call = "OK", False, None
-            try:
-                admitted = self._admit()
-                call = self.auth.track(context)  # a long-lived call: a revoked token ends it (revocation.py)
-                async with contextlib.aclosing(method(self, check_decoded(request), context)) as responses:
-                    while (response := await revocation.next_response(responses, call)) is not revocation.END:
-                        yield response
-            except BaseException as raised:
-                exc = revocation.as_status(call, raised)
-                code, abort = status.for_exception(name, context, exc)
-                if abort is None:
-                    raise
-                await _abort(context, abort)
-            finally:
-                self.auth.open_calls.discard(call)
-                self._finish(name, code, admitted)
-
-        return stream_handler
-
-    @functools.wraps(method)
-    async def handler(self: "LstmServicer", request, context):
-        code, admitted = "OK", False
-        try:
-            admitted = self._admit()
-            return await method(self, check_decoded(request), context)
-        except BaseException as exc:
-            code, abort = status.for_exception(name, context, exc)
-            if abort is None:
-                raise
-            await _abort(context, abort)
-        finally:
-            self._finish(name, code, admitted)
-
-    return handler
-
-
-async def _abort(context, abort) -> None:
-    """End the call with its status; if the call is already over (the client cancelled, or its
-    deadline passed while the error was being made) there is nobody to tell, and grpc refuses
-    to send a status on a finished call (ExecuteBatchError, logged as an ERROR by grpc): end
-    the handler as cancelled instead."""
-    if context.done():
-        raise asyncio.CancelledError()
-    try:
-        await context.abort(*abort)
-    except grpc.aio.AbortError:
-        raise  # the normal way out: the status is on its way
-    except Exception:  # noqa: BLE001 - grpc's ExecuteBatchError: the call ended while aborting
-        raise asyncio.CancelledError() from None
 
 
 class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
-    def __init__(self, engine: EngineFace, metrics=None, auth: Optional[Authenticator] = None,
+    def __init__(self, engine: EngineApi, metrics=None, auth: Optional[Authenticator] = None,
                  session_key: bytes = b"") -> None:
         super().__init__(metrics, engine.config.stream_idle_timeout)
         self.engine = engine
@@ -157,10 +66,10 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         return message.expected_steps
 
     # -- steps ----------------------------------------------------------
-    @_rpc
+    @rpc_handler
     async def Stream(self, request_iterator, context):
         requests = request_iterator.__aiter__()
-        first = await self._next_request(requests)
+        first = await self.next_request(requests)
         if first is None:
             return
         if first.WhichOneof("kind") != "open":
@@ -169,46 +78,46 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         defaults = self._options(o) or self.engine.step_options(None, False, False)
         session_id = self._session_id(o.session_id, context)
         end_with_stream = o.end_with_stream if o.HasField("end_with_stream") else (o.create and not session_id)
-        lease = await self.engine.open_stream(session_id, o.create, o.ttl_seconds, end_with_stream,
+        hold = await self.engine.open_stream(session_id, o.create, o.ttl_seconds, end_with_stream,
                                               self._caller(context))
         engine, vocab = self.engine, self.engine.vocab
         try:
-            yield pb.StreamResponse(opened=codec.session(lease.info, engine.card.name))
-            while (request := await self._next_request(requests)) is not None:
+            yield pb.StreamResponse(opened=codec.session(hold.info, engine.card.name))
+            while (request := await self.next_request(requests)) is not None:
                 if request.WhichOneof("kind") != "step":
                     raise InvalidArgument("`open` may only be the first message; send `step` messages after it")
                 step = request.step
                 options = self._options(step) or defaults
                 ids = engine.tokens(step.input.tokens, step.input.text)
                 expected = step.expected_steps if step.HasField("expected_steps") else None
-                pending = await lease.run(ids, options, step.start, expected)
+                pending = await hold.run(ids, options, step.start, expected)
                 response = pb.StreamResponse()
                 codec.step_result(response.result, pending.result, vocab, step.tag)
-                lease.commit(pending)  # kept as the reply goes out: a client never sees an unapplied step
+                hold.commit(pending)  # committed as the reply goes out: a client never sees an uncommitted step
                 if step.end:
-                    lease.end("was ended by its stream (step.end)")
+                    hold.end_session("was ended by its stream (step.end)")
                 yield response
         finally:
-            lease.release()
+            hold.release()
 
-    @_rpc
+    @rpc_handler
     async def Predict(self, request, context):
         session_id = self._session_id(request.session_id, context)
         options = self._options(request) or self.engine.step_options(None, False, False)
         ids = self.engine.tokens(request.input.tokens, request.input.text)
         expected = self._expected(request, session_id)
-        result, settle = await self.engine.predict_deferred(session_id, ids, options, request.start, expected,
+        result, commit = await self.engine.predict_deferred(session_id, ids, options, request.start, expected,
                                                             self._caller(context))
         try:
             response = pb.PredictResponse()
             codec.step_result(response.result, result, self.engine.vocab)
         except BaseException:
-            settle(False)
+            commit(False)
             raise
-        keep_if_live(context, settle)
+        commit_if_live(context, commit)
         return response
 
-    @_rpc
+    @rpc_handler
     async def Generate(self, request, context):
         session_id = self._session_id(request.session_id, context)
         prompt = self._prompt(request.prompt)
@@ -228,7 +137,7 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
                 yield codec.generated(g, session_id)
 
     # -- sessions -------------------------------------------------------
-    @_rpc
+    @rpc_handler
     async def CreateSession(self, request, context):
         session_id = self._session_id(request.session_id, context)
         prompt = self._prompt(request.prompt)
@@ -240,22 +149,22 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
             codec.step_result(response.result, result, self.engine.vocab)
         return response
 
-    @_rpc
+    @rpc_handler
     async def GetSession(self, request, context):
         info = await self.engine.get_session(self._session_id(request.session_id, context), self._caller(context))
         return pb.GetSessionResponse(session=codec.session(info, self.engine.card.name))
 
-    @_rpc
+    @rpc_handler
     async def ResetSession(self, request, context):
         info = await self.engine.reset_session(self._session_id(request.session_id, context), self._caller(context))
         return pb.ResetSessionResponse(session=codec.session(info, self.engine.card.name))
 
-    @_rpc
+    @rpc_handler
     async def DeleteSession(self, request, context):
         info = await self.engine.delete_session(self._session_id(request.session_id, context), self._caller(context))
         return pb.DeleteSessionResponse(steps=info.steps)
 
-    @_rpc
+    @rpc_handler
     async def ForkSession(self, request, context):
         source = self._session_id(request.session_id, context)
         info = await self.engine.fork_session(source, request.new_session_id or None, request.ttl_seconds,
@@ -268,20 +177,20 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
                                      reason="NO_SESSION_KEY")
         return self.session_key
 
-    @_rpc
+    @rpc_handler
     async def ExportSession(self, request, context):
         session_id = self._session_id(request.session_id, context)
-        blob, steps = await self.engine.export_blob(session_id, self._key(), self._caller(context))
+        blob, steps = await self.engine.export_session(session_id, self._key(), self._caller(context))
         return pb.ExportSessionResponse(blob=blob, steps=steps)
 
-    @_rpc
+    @rpc_handler
     async def ImportSession(self, request, context):
         session_id = self._session_id(request.session_id, context)
-        info = await self.engine.import_blob(request.blob, self._key(), session_id or None, request.ttl_seconds,
+        info = await self.engine.import_session(request.blob, self._key(), session_id or None, request.ttl_seconds,
                                              self._caller(context))
         return pb.ImportSessionResponse(session=codec.session(info, self.engine.card.name))
 
-    @_rpc
+    @rpc_handler
     async def ListSessions(self, request, context):
         if request.limit > 1000:
             raise InvalidArgument(f"limit {request.limit} is out of range: allowed 0 (100) to 1000", field="limit")
@@ -296,11 +205,11 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         e = self.engine
         return codec.model(e.card, e.runtime, e.config)
 
-    @_rpc
+    @rpc_handler
     async def ListModels(self, request, context):
         return pb.ListModelsResponse(models=[self._model()])
 
-    @_rpc
+    @rpc_handler
     async def GetModel(self, request, context):
         if request.name and request.name != self.engine.card.name:
             raise NotFound(f"model {quote(request.name)} is not served here; this server serves "
@@ -308,7 +217,7 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         return pb.GetModelResponse(model=self._model())
 
     # -- inside the cell (docs/explain.md) ------------------------------
-    @_rpc
+    @rpc_handler
     async def Explain(self, request, context):
         from . import explain, explain_codec
 
@@ -316,11 +225,11 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         ids = self.engine.tokens(request.input.tokens, request.input.text)
         explainer = explain.for_engine(self.engine)
         selection = explainer.selection(n_tokens=len(ids), **explain_codec.selection_fields(request))
-        result, settle = await explainer.explain(session_id, ids, selection, request.commit, caller)
+        result, commit = await explainer.explain(session_id, ids, selection, request.commit, caller)
         try:
             response = explain_codec.response(result, self.engine.vocab)
         except BaseException:
-            settle(False)
+            commit(False)
             raise
-        keep_if_live(context, settle)  # with commit: kept as the reply goes out
+        commit_if_live(context, commit)  # with commit: committed as the reply goes out
         return response

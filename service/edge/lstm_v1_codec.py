@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import math
 
-from ..core.engine import Generated, StepResult
 from ..proto.lstm.v1 import lstm_pb2 as pb
-from ..core.sessions import SessionInfo
+from ..api.values import Generated, SessionInfo, StepResult
 
 FINISH = {None: pb.FINISH_REASON_UNSPECIFIED, "length": pb.FINISH_REASON_LENGTH, "stop": pb.FINISH_REASON_STOP}
 

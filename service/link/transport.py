@@ -2,9 +2,10 @@
 
 One UNIX stream socket per front, in the abstract namespace (no file to clean
 up, nothing on a read-only root; private to the machine's network namespace),
-carrying msgpack: a request is ``[op, rid, args]``, a reply ``[rid, ok, body]``
-where ``ok`` is False for an error and ``body`` then describes a service error
-(``error_body``). rid 0 means "no reply wanted" (commit, release, ...). msgpack
+carrying msgpack: a request is ``[op, rid, body]``, a reply ``[rid, ok, body]``
+where ``ok`` is False for an error and ``body`` then describes a service error.
+rid 0 means "no reply wanted" (commit, release, ...). What the ops and bodies
+are is link/messages.py's business; this module only moves frames. msgpack
 is self-delimiting, so its streaming Unpacker is the framing: no length
 prefixes or protocol of our own. numpy arrays travel as a msgpack extension
 (dtype, shape and the raw bytes, no pickle).
@@ -29,12 +30,11 @@ import asyncio
 import os
 import secrets
 import socket
-from typing import Any, Callable, Dict, List, Optional, Type
+from typing import Any, Callable, List, Optional
 
 import msgpack
 import numpy as np
 
-from ..api import errors
 
 _NDARRAY = 1  # msgpack extension code for numpy arrays
 ABSTRACT = "unix-abstract:"  # address prefix: a name in Linux's abstract socket namespace
@@ -68,55 +68,6 @@ def pack(message: Any) -> bytes:
 
 def unpack(frame: bytes) -> Any:
     return msgpack.unpackb(frame, ext_hook=_ext_hook, raw=False, strict_map_key=False)
-
-
-# -- the hot path's arrays as plain bytes --------------------------------------------------
-# Token ids and a step's top-k travel as raw bytes with a known dtype: the generic numpy
-# extension costs a Python call and a nested pack per array (about 4 us each on a 2-core VM),
-# which at thousands of steps per second is a real share of the engine's one loop.
-def ids_out(ids: Optional[np.ndarray]) -> Optional[bytes]:
-    return None if ids is None else np.ascontiguousarray(ids, np.int64).tobytes()
-
-
-def ids_in(raw: bytes) -> np.ndarray:
-    return np.frombuffer(raw, np.int64)
-
-
-def prompt_in(raw: Optional[bytes]) -> Optional[np.ndarray]:
-    """``ids_in`` for an optional prompt (None: no prompt)."""
-    return None if raw is None else ids_in(raw)
-
-
-def raw(array: np.ndarray, dtype) -> bytes:
-    return np.ascontiguousarray(array, dtype).tobytes()
-
-
-def rows(data: bytes, dtype, count: int) -> np.ndarray:
-    """Bytes from ``raw`` back to a [count, ...] array (read-only: a view of the message)."""
-    return np.frombuffer(data, dtype).reshape(count, -1) if count else np.empty((0, 0), dtype)
-
-
-# -- service errors across the link ---------------------------------------------------
-_ERRORS: Dict[str, Type[errors.ServiceError]] = {cls.__name__: cls for cls in (
-    errors.ServiceError, errors.InvalidArgument, errors.NotFound, errors.AlreadyExists, errors.SessionBusy,
-    errors.FailedPrecondition, errors.ResourceExhausted, errors.Unavailable,
-)}
-
-
-def register_error(cls: Type[errors.ServiceError]) -> Type[errors.ServiceError]:
-    """Let ``cls`` (a ServiceError subclass defined elsewhere, e.g. CallEnded) cross the link as itself."""
-    _ERRORS[cls.__name__] = cls
-    return cls
-
-
-def error_body(exc: errors.ServiceError) -> list:
-    name = type(exc).__name__ if type(exc).__name__ in _ERRORS else "ServiceError"
-    return [name, exc.message, exc.retry_after_ms, exc.reason, exc.field, exc.metadata]
-
-
-def error_from(body: list) -> errors.ServiceError:
-    name, message, retry_after_ms, reason, field, metadata = body
-    return _ERRORS.get(name, errors.ServiceError)(message, retry_after_ms, reason, field, metadata)
 
 
 class Connection(asyncio.Protocol):

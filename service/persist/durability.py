@@ -21,8 +21,8 @@ from ..core.sessions import Session, SessionStore
 log = logging.getLogger("service.durability")
 
 
-def snapshot_of(session: Session, model_sha256: str):
-    """The session as a service.snapshots.Snapshot (what Redis and export blobs hold)."""
+def record_of(session: Session, model_sha256: str):
+    """The session as a snapshot record (persist.snapshot_format.Snapshot: what Redis and export blobs hold)."""
     from .snapshots import Snapshot
 
     return Snapshot(session.id, session.owner, session.steps, session.state, session.last_logprobs,
@@ -30,6 +30,8 @@ def snapshot_of(session: Session, model_sha256: str):
 
 
 class Durability:
+    """The one holder of the snapshot store (persist/snapshots.py), once the engine attached it."""
+
     def __init__(self, store: SessionStore, snapshots, model_sha256: str, every: int, idle_seconds: float) -> None:
         self.store = store
         self.snapshots = snapshots  # a service.snapshots.SnapshotStore
@@ -37,16 +39,26 @@ class Durability:
         self.every = every
         self.idle_seconds = idle_seconds
 
+    @property
+    def healthy(self) -> bool:
+        return bool(self.snapshots.healthy)
+
+    async def flush(self, timeout: float) -> None:
+        await self.snapshots.flush(timeout)
+
+    async def close(self) -> None:
+        await self.snapshots.close()
+
     def save(self, session: Session) -> None:
-        self.snapshots.save(snapshot_of(session, self.model_sha256))
-        session.snapshot_steps = session.steps
+        self.snapshots.save(record_of(session, self.model_sha256))
+        self.store.mark_saved(session)
 
     def committed(self, session: Session) -> None:
-        if self.every and session.steps - max(session.snapshot_steps, 0) >= self.every:
+        if self.every and session.steps - max(session.saved_steps, 0) >= self.every:
             self.save(session)
 
     def on_event(self, kind: str, session: Session) -> None:
-        if kind == "evict" and session.steps != session.snapshot_steps:
+        if kind == "evict" and session.steps != session.saved_steps:
             self.save(session)
         elif kind == "close":
             self.snapshots.delete(session.name)
@@ -55,14 +67,14 @@ class Durability:
         """Snapshot sessions idle long enough with unsaved steps; how many."""
         now = self.store.clock()
         due = [s for s in self.store.list(len(self.store))
-               if not s.busy and s.steps != s.snapshot_steps and now - s.last_used >= self.idle_seconds]
+               if not s.busy and s.steps != s.saved_steps and now - s.last_used >= self.idle_seconds]
         for session in due:
             self.save(session)
         return len(due)
 
     def save_all(self) -> int:
         """Snapshot every session with unsaved steps (graceful drain)."""
-        due = [s for s in self.store.list(len(self.store)) if s.steps != s.snapshot_steps]
+        due = [s for s in self.store.list(len(self.store)) if s.steps != s.saved_steps]
         for session in due:
             self.save(session)
         return len(due)

@@ -24,8 +24,11 @@ from grpc_health.v1._async import HealthServicer
 from ..edge import reflection
 from ..persist.blob import read_session_key
 from .config import Config
-from .engine_life import StateKeeper, card_of, owning_engine
-from ..link.remote_engine import EngineLink, RemoteEngine, RequestCounts
+from .engine_life import EngineLifecycle, card_of, build_engine
+from ..api.engine import EngineApi
+from ..core.vocab import served_vocab
+from ..link.engine_link import EngineLink, RequestCounts
+from ..link.remote_engine import RemoteEngine
 from ..api.errors import ConfigError
 from ..edge.identity import AuthInterceptor, Authenticator, server_credentials
 from .logs import event
@@ -50,14 +53,14 @@ class App:
         self.config = config
         self.card = card_of(config)
         self.link = link
-        self.keeper: Optional[StateKeeper] = None
+        self.lifecycle: Optional[EngineLifecycle] = None
         if link is None:
-            self.keeper = owning_engine(config, self.card, clock, runtime, self._store_health)
-            self.metrics: Any = self.keeper.metrics
-            self.engine: Any = self.keeper.engine
+            self.lifecycle = build_engine(config, self.card, clock, runtime, self._store_health)
+            self.metrics: Any = self.lifecycle.metrics
+            self.engine: EngineApi = self.lifecycle.engine
         else:
             self.metrics = link.counts or RequestCounts()
-            self.engine = RemoteEngine(config, self.card, link)
+            self.engine = RemoteEngine(config, self.card, served_vocab(self.card), link)
             link.on_health = self._engine_health
         self.auth = Authenticator(config.tokens_file, bool(config.tls_client_ca), config.open_reflection)
         key = read_session_key(config.session_key_file) if config.session_key_file else b""
@@ -93,8 +96,8 @@ class App:
                 f"cannot listen on {self.config.address}: the port is in use (another server?) or the address "
                 "is not on this machine; pick another with --port or LSTM_PORT (0 picks a free one), or --host"
             ) from exc
-        if self.keeper is not None:
-            await self.keeper.open()
+        if self.lifecycle is not None:
+            await self.lifecycle.open()
         else:
             await self._set_health(False)  # grpc's health servicer starts "" at SERVING; not before the engine answers
         await server.start()
@@ -181,13 +184,13 @@ class App:
         # meanwhile reach our handlers and get UNAVAILABLE (retryable, with a
         # message); once grpc's own stop has begun, racing calls see CANCELLED.
         await self.servicer.wait_idle(grace)
-        if self.keeper is not None:
+        if self.lifecycle is not None:
             left = max(0.0, grace - (asyncio.get_running_loop().time() - began))
-            await self.keeper.drain(min(left, 5.0))  # snapshot what is unsaved (with --state-store)
+            await self.lifecycle.drain(min(left, 5.0))  # snapshot what is unsaved (with --state-store)
         left = max(0.0, grace - (asyncio.get_running_loop().time() - began))
         await self.server.stop(left)
-        if self.keeper is not None:
-            await self.keeper.close()
+        if self.lifecycle is not None:
+            await self.lifecycle.close()
         if self.link is not None:
             self.link.close()
         self.metrics.close()

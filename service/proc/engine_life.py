@@ -1,15 +1,17 @@
-"""The engine that owns the sessions, and what keeps them beyond their calls:
-the snapshot store (with --state-store) and the reaper that ends expired
-sessions and snapshots idle ones. ``owning_engine`` builds it for both owners
-of state: the single-process server (app.py) and the engine process of
-``--fronts N`` (engine_main.py).
+"""The engine that owns the sessions, built and run for as long as its process
+lives: ``build_engine`` makes it (onnxruntime session, metrics, session events
+logged and counted) for both owners of state, the single-process server
+(proc/app.py) and the engine process of ``--fronts N`` (proc/engine_process.py);
+``EngineLifecycle`` opens the snapshot store (with --state-store) and hands it to
+the engine, which alone holds it, runs the reaper that ends expired sessions and
+writes idle ones, drains and closes.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, Optional
+from typing import Awaitable, Callable, Optional
 
 from lstm_service.model.card import ModelCardError, load_card
 
@@ -31,10 +33,10 @@ def card_of(config: Config):
         raise ConfigError(str(exc)) from exc
 
 
-def owning_engine(config: Config, card, clock: Callable[[], float] = time.monotonic, runtime=None,
-                  on_store_health: Optional[Callable[[bool], Awaitable[None]]] = None) -> "StateKeeper":
+def build_engine(config: Config, card, clock: Callable[[], float] = time.monotonic, runtime=None,
+                 on_store_health: Optional[Callable[[bool], Awaitable[None]]] = None) -> "EngineLifecycle":
     """The onnxruntime session, the metrics and the Engine that owns every session (each
-    session's start and end logged and counted), with its keeper."""
+    session's start and end logged and counted), in its lifecycle."""
     metrics = Metrics()
 
     def session_event(kind: str, session, why: str) -> None:
@@ -43,30 +45,28 @@ def owning_engine(config: Config, card, clock: Callable[[], float] = time.monoto
 
     engine = Engine(config, card, runtime or Runtime.from_config(card, config), metrics, clock, session_event)
     metrics.track_sessions(engine.session_count)
-    return StateKeeper(engine, config, metrics, on_store_health)
+    return EngineLifecycle(engine, config, metrics, on_store_health)
 
 
-class StateKeeper:
-    def __init__(self, engine, config, metrics,
+class EngineLifecycle:
+    def __init__(self, engine: Engine, config, metrics,
                  on_store_health: Optional[Callable[[bool], Awaitable[None]]] = None) -> None:
         self.engine = engine
         self.config = config
         self.metrics = metrics
         self.on_store_health = on_store_health  # the store's health as its own grpc.health service
-        self.snapshots: Optional[Any] = None  # a snapshots.SnapshotStore with --state-store
         self._reaper: Optional[asyncio.Task] = None
 
     @property
     def store_healthy(self) -> Optional[bool]:
         """None without a store."""
-        return None if self.snapshots is None else bool(self.snapshots.healthy)
+        return self.engine.store_healthy
 
     async def open(self) -> None:
         if self.config.state_store:
             from ..persist.snapshots import open_store
 
-            self.snapshots = await open_store(self.config.state_store, self.metrics)
-            self.engine.attach_snapshots(self.snapshots)
+            self.engine.attach_snapshots(await open_store(self.config.state_store, self.metrics))
             await self._report_store()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
 
@@ -77,16 +77,16 @@ class StateKeeper:
             await self._report_store()
 
     async def _report_store(self) -> None:
-        if self.snapshots is not None and self.on_store_health is not None:
-            await self.on_store_health(bool(self.snapshots.healthy))
+        healthy = self.engine.store_healthy
+        if healthy is not None and self.on_store_health is not None:
+            await self.on_store_health(healthy)
 
     async def drain(self, timeout: float) -> None:
         """Snapshot what is unsaved (with --state-store) and wait up to ``timeout`` s for the writes."""
         await self.engine.drain(timeout)
 
     async def close(self) -> None:
-        if self.snapshots is not None:
-            await self.snapshots.close()
         if self._reaper:
             self._reaper.cancel()
+        await self.engine.close_snapshots()
         self.engine.close()

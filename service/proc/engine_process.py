@@ -16,7 +16,7 @@ from typing import Optional
 from .config import Config
 from ..link.engine_host import EngineHost
 from ..api.errors import ConfigError
-from .engine_life import card_of, owning_engine
+from .engine_life import card_of, build_engine
 from .logs import event
 from .supervisor import STOP_SIGNAL
 
@@ -27,13 +27,13 @@ class EngineProcess:
     def __init__(self, config: Config, address: str, clock=time.monotonic, runtime=None) -> None:
         self.config = config
         self.card = card_of(config)
-        self.keeper = owning_engine(config, self.card, clock, runtime)  # the store's health goes out with each pong
-        self.engine, self.metrics = self.keeper.engine, self.keeper.metrics
+        self.lifecycle = build_engine(config, self.card, clock, runtime)  # the store's health goes out with each pong
+        self.engine, self.metrics = self.lifecycle.engine, self.lifecycle.metrics
         self.host = EngineHost(self.engine, address, self._status)
         self.host.on_requests = self._count_requests
 
     def _status(self) -> dict:
-        return {"store": self.keeper.store_healthy}
+        return {"store": self.lifecycle.store_healthy}
 
     def _count_requests(self, front: str, counts: list) -> None:
         for method, code, n in counts:
@@ -41,7 +41,7 @@ class EngineProcess:
             self.metrics.front_requests.labels(front).inc(n)
 
     async def start(self) -> None:
-        await self.keeper.open()
+        await self.lifecycle.open()
         await self.host.start()
         metrics_port = self.metrics.serve(self.config.metrics_port, self.config.host)
         c, rt = self.config, self.engine.runtime
@@ -50,9 +50,9 @@ class EngineProcess:
               ort_threads=c.ort_threads, metrics_port=metrics_port or "off")
 
     async def stop(self, timeout: float = 5.0) -> None:
-        await self.keeper.drain(timeout)
+        await self.lifecycle.drain(timeout)
         self.host.close()
-        await self.keeper.close()
+        await self.lifecycle.close()
         self.metrics.close()
         event(log, "engine_stopped", sessions=self.engine.session_count())
 

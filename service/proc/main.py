@@ -45,7 +45,7 @@ async def serve(config: Config, role: str = "", claim: Optional[port_claim.PortC
 
     try:
         if role == "front":
-            from ..link.remote_engine import EngineLink, RequestCounts
+            from ..link.engine_link import EngineLink, RequestCounts
 
             index = os.environ.get(supervisor.INDEX_ENV, "0")
             link = EngineLink(os.environ[supervisor.LINK_ENV], f"front-{index}", counts=RequestCounts())

@@ -15,7 +15,7 @@ port's claim (service/proc/port_claim.py) for the server's whole life.
 A child that dies is started again (after 0.5 s, doubling up to 5 s while it
 keeps dying): a dead engine takes the fronts to NOT_SERVING until the new
 one answers (sessions come back from their snapshots with --state-store);
-what a dead front held is let go by the engine. A child that exits with
+what a dead front held is released by the engine. A child that exits with
 status 2 (bad configuration, e.g. no model) stops the whole server with 2.
 
 SIGTERM/SIGINT: the fronts drain (NOT_SERVING, refuse new calls, finish

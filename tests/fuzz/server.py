@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import List, Sequence
 
-from lstm_service.service import process
+from tools import server_process as process
 
 GRPC_SEND_AFTER_LEFT = "ExecuteBatchError raised in core by servicer method"
 

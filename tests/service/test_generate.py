@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
-from lstm_service.service.core.sampling import Sampler, SamplingOptions
+from lstm_service.service.api.options import SamplingOptions
+from lstm_service.service.core.sampling import Sampler
 from svc_helpers import serving
 
 PROMPT = "ROMEO:"
@@ -89,16 +90,16 @@ async def test_cancel_stops_generation_and_frees_the_session(tiny_model_dir):
         sid = (await s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text=PROMPT)))).session.id
         call = s.stub.Generate(pb.GenerateRequest(session_id=sid, sampling=pb.SamplingParams(max_tokens=4096)))
         received = [await call.read() for _ in range(5)]
-        assert s.engine.session(sid).busy
+        assert s.session(sid).busy
         call.cancel()
         for _ in range(100):
-            if not s.engine.session(sid).busy:
+            if not s.session(sid).busy:
                 break
             await asyncio.sleep(0.01)
-        steps = s.engine.session(sid).steps
-        assert not s.engine.session(sid).busy
+        steps = s.session(sid).steps
+        assert not s.session(sid).busy
         await asyncio.sleep(0.1)
-        assert s.engine.session(sid).steps == steps < len(PROMPT) + 4096, "generation went on after cancel"
+        assert s.session(sid).steps == steps < len(PROMPT) + 4096, "generation went on after cancel"
         assert steps >= len(PROMPT) + len(received)
         assert await s.requests_counted("Generate", "CANCELLED", 1) == 1
 
@@ -113,12 +114,12 @@ async def test_deadline_exceeded_stops_generation(tiny_model_dir):
                 pass
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         for _ in range(100):
-            if not s.engine.session(sid).busy:
+            if not s.session(sid).busy:
                 break
             await asyncio.sleep(0.01)
-        steps = s.engine.session(sid).steps
+        steps = s.session(sid).steps
         await asyncio.sleep(0.1)
-        assert s.engine.session(sid).steps == steps < len(PROMPT) + 4096
+        assert s.session(sid).steps == steps < len(PROMPT) + 4096
         # the session is usable again
         await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="x")))
 

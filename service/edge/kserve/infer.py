@@ -20,9 +20,8 @@ from typing import Sequence as Seq
 
 import numpy as np
 
-from ...core.hold import always
 from ...api.errors import AlreadyExists, NotFound
-from ..identity import ANYONE
+from ...api.values import ANYONE, always
 from . import sequence as sq
 from . import tensors
 
@@ -76,7 +75,7 @@ async def run(engine, r: Request, live=always, caller=ANYONE):
 async def _continue(engine, r: Request, start: bool, live, caller) -> object:
     seq = r.sequence
     try:
-        lease = await engine.hold_resolved(seq.session_id, caller=caller)
+        hold = await engine.hold(seq.session_id, caller)
     except NotFound as exc:
         if start:
             raise
@@ -85,9 +84,9 @@ async def _continue(engine, r: Request, start: bool, live, caller) -> object:
             reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata={"session_id": seq.session_id},
         ) from None
     try:
-        result = await lease.step(r.ids, r.options, start, live=live)
+        result = await hold.step(r.ids, r.options, start, live=live)
         if seq.end:
-            lease.end(ENDED)
+            hold.end_session(ENDED)
         return result
     finally:
-        lease.release()
+        hold.release()

@@ -1,6 +1,6 @@
 """inference.GRPCInferenceService (KServe v2 / Triton) over the same engine as lstm.v1.
 
-Errors go through server.py's ``_rpc`` (status.py builds the status), and
+Errors go through edge/rpc.py's ``rpc_handler`` (status.py builds the status), and
 admission is lstm.v1's: one draining switch and one in-flight count for both
 services. On ModelStreamInfer a failed request does not end the stream: its
 reply carries ``error_message`` ("CODE: message") and the request's id, as
@@ -14,9 +14,8 @@ from importlib import metadata as dist
 from ...api.errors import ServiceError
 from ...proto.inference import grpc_service_pb2 as pb
 from ...proto.inference import grpc_service_pb2_grpc as pb_grpc
-from ...core.hold import always
-from ..identity import ANYONE
-from ..lstm_v1 import _rpc, live_check
+from ...api.values import ANYONE, always
+from ..rpc import live_check, rpc_handler
 from . import infer, model, tensors
 from .stream import serve_stream
 
@@ -54,11 +53,11 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         """lstm.v1's: one tokens file, one set of open calls a reload can end."""
         return self.edge.auth
 
-    def _admit(self) -> bool:
-        return self.edge._admit()
+    def admit(self) -> bool:
+        return self.edge.admit()
 
-    def _finish(self, name: str, code: str, admitted: bool) -> None:
-        self.edge._finish(name, code, admitted)
+    def finish(self, name: str, code: str, admitted: bool) -> None:
+        self.edge.finish(name, code, admitted)
 
     # -- health: never refused, they answer "not ready" while draining --------
     async def ServerLive(self, request, context):
@@ -72,22 +71,22 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=known and not self.edge.draining)
 
     # -- descriptions -----------------------------------------------------
-    @_rpc
+    @rpc_handler
     async def ServerMetadata(self, request, context):
         return pb.ServerMetadataResponse(name="lstm-service", version=self.version, extensions=EXTENSIONS)
 
-    @_rpc
+    @rpc_handler
     async def ModelMetadata(self, request, context):
         model.check_model(self.card, request.name, request.version)
         return model.metadata(self.card)
 
-    @_rpc
+    @rpc_handler
     async def ModelConfig(self, request, context):
         model.check_model(self.card, request.name, request.version)
         providers = getattr(self.engine.runtime, "providers", ())
         return pb.ModelConfigResponse(config=model.config(self.card, self.engine.config, providers))
 
-    @_rpc
+    @rpc_handler
     async def ModelStatistics(self, request, context):
         if request.name:
             model.check_model(self.card, request.name, request.version)
@@ -108,11 +107,11 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         finally:
             self.stats.record(ok, began)
 
-    @_rpc
+    @rpc_handler
     async def ModelInfer(self, request, context):
         return await self.infer(request, live_check(context), self.auth.caller(context))
 
-    @_rpc
+    @rpc_handler
     async def ModelStreamInfer(self, request_iterator, context):
         caller = self.auth.caller(context)
         slot = await self.engine.stream_slot(caller)  # a long-lived call: one of the caller's open streams
@@ -131,7 +130,7 @@ def _unimplemented(name: str):
         )
 
     method.__name__ = name
-    return _rpc(method)
+    return rpc_handler(method)
 
 
 for _method in SERVICE.methods:

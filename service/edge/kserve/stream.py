@@ -60,7 +60,7 @@ async def _read(servicer, requests, replies: asyncio.Queue, live, caller) -> Non
     try:
         while True:
             try:
-                request = await servicer.edge._next_request(requests)  # None at the end
+                request = await servicer.edge.next_request(requests)  # None at the end
             except ServiceError as exc:
                 if exc.code != "INVALID_ARGUMENT":  # draining or idle: answer what is in flight, then end
                     ending = exc
