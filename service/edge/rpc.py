@@ -33,9 +33,9 @@ def live_check(context):
 
 def commit_if_live(context, commit: DeferredCommit) -> None:
     """Commit a unary step whose reply is encoded and about to be returned, if the call is
-    still live; else keep nothing and end the call (DEADLINE_EXCEEDED or CANCELLED).
+    still live; else commit nothing and end the call (DEADLINE_EXCEEDED or CANCELLED).
 
-    An OK reply always means the step was kept. The reverse has a window no server can
+    An OK reply always means the step was committed. The reverse has a window no server can
     close: a reply sent with DEADLINE_MARGIN to spare can still reach the client after
     its own deadline, which runs a little ahead of the server's (the request's
     transit). expected_steps is the client's tool for that window."""

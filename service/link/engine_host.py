@@ -195,7 +195,7 @@ class EngineHost:
         assert hold is not None, "not a hold"
         return hold
 
-    def _keep(self, held: Held) -> int:
+    def _new_key(self, held: Held) -> int:
         """A new key for ``held``."""
         key = next(self._ids)
         self.held[key] = held
@@ -253,11 +253,11 @@ class EngineHost:
     # -- holds: streams, unary steps, Explain with commit ---------------------------------
     async def open_stream(self, peer, r: m.OpenStream) -> Tuple[int, SessionInfo]:
         hold = await self.engine.open_stream(r.session_id, r.create, r.ttl, r.end_with_stream, r.caller)
-        return self._keep(Held(peer, hold)), hold.info
+        return self._new_key(Held(peer, hold)), hold.info
 
     async def hold(self, peer, r: m.Hold) -> Tuple[int, int]:
         hold = await self.engine.hold(r.session_id, r.caller)
-        return self._keep(Held(peer, hold)), hold.steps
+        return self._new_key(Held(peer, hold)), hold.steps
 
     async def run(self, peer, r: m.Run) -> StepResult:
         held, hold = self.held[r.key], self._hold_of(r.key)
@@ -296,19 +296,19 @@ class EngineHost:
         except BaseException:
             hold.release()
             raise
-        return self._keep(Held(peer, hold, pending)), pending.result
+        return self._new_key(Held(peer, hold, pending)), pending.result
 
     # -- quotas of calls that hold no session ---------------------------------------------------
     def charge(self, peer, r: m.Charge) -> None:
         self.engine.take_tokens(r.caller, r.n)
 
     def slot(self, peer, r: m.Slot) -> int:
-        return self._keep(Held(peer, slot=self.engine.quotas.stream_slot(r.caller.principal)))
+        return self._new_key(Held(peer, slot=self.engine.quotas.stream_slot(r.caller.principal)))
 
     # -- creating sessions -------------------------------------------------------------------
     async def create(self, peer, r: m.Create) -> Tuple[int, Optional[StepResult]]:
         result, commit = await self.engine.create_deferred(r.session_id, r.ttl, r.prompt, r.options, r.caller)
-        return self._keep(Held(peer, create_commit=commit)), result
+        return self._new_key(Held(peer, create_commit=commit)), result
 
     async def create_commit(self, peer, r: m.CreateCommit) -> SessionInfo:
         commit = self.held.pop(r.key).create_commit
@@ -322,7 +322,7 @@ class EngineHost:
         def start():
             return self.engine.generate(r.session_id, r.prompt, r.options, r.expected_steps, r.caller)
 
-        return self._keep(Held(peer, start_generation=start))
+        return self._new_key(Held(peer, start_generation=start))
 
     async def gen_next(self, peer, r: m.GenNext) -> Optional[Generated]:
         held = self.held[r.key]

@@ -7,7 +7,7 @@ Sequence semantics, as Triton's sequence batcher:
     end           the session is freed after this step's answer was computed
     start + end   a one-request sequence: scored from the zero state, and a live
                   session of that id is freed
-    no sequence   a stateless step from the zero state; nothing is kept
+    no sequence   a stateless step from the zero state; nothing is committed
 A request that fails leaves the sequence as it was (a failed start creates nothing),
 and a step is committed only while the call is live (not cancelled, not past
 its deadline). Sequence ids are per principal, as session ids are (service/core/session_ids.py):
