@@ -16,7 +16,7 @@ is what the state store keeps of it.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, AsyncIterator, List, Optional, Protocol, Sequence, Tuple, TypeVar
+from typing import Any, AsyncIterator, List, Optional, Protocol, Sequence, TYPE_CHECKING, Tuple, TypeVar, Union
 
 import numpy as np
 
@@ -89,7 +89,7 @@ class EngineApi(Protocol):
     def zeros(self) -> State: ...
 
     # -- checks where the request is decoded (no engine work) -------------------------
-    def tokens(self, tokens: Sequence[int], text: str, what: str = "input") -> np.ndarray: ...
+    def tokens(self, tokens: Union[Sequence[int], np.ndarray], text: str, what: str = "input") -> np.ndarray: ...
 
     def step_options(self, top_k: Optional[int], all_positions: bool, logprobs: bool) -> StepOptions: ...
 

@@ -9,7 +9,7 @@ front's view of the engine process) both derive from it; mypy checks both agains
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Awaitable, Callable, Optional, Sequence, Tuple
+from typing import Awaitable, Callable, Optional, Sequence, TYPE_CHECKING, Tuple, Union
 
 import numpy as np
 
@@ -34,7 +34,7 @@ class EngineBase:
         self.vocab = vocab
 
     # -- checks (before anything runs) ------------------------------------------------
-    def tokens(self, tokens: Sequence[int], text: str, what: str = "input") -> np.ndarray:
+    def tokens(self, tokens: Union[Sequence[int], np.ndarray], text: str, what: str = "input") -> np.ndarray:
         return self.vocab.encode(tokens, text, self.config.max_tokens_per_message, what)
 
     def step_options(self, top_k: Optional[int], all_positions: bool, logprobs: bool) -> StepOptions:

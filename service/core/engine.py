@@ -19,28 +19,27 @@ touches, through the public methods under "for holds" below.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, AsyncIterator, Optional, Tuple
 
 import numpy as np
 
 from ..api import options as opts
 from ..api.engine_base import CreateCommit, EngineBase
-from ..api.errors import FailedPrecondition
 from ..api.options import GenerateOptions, StepOptions
 from ..api.values import ANYONE, Caller, DeferredCommit, Generated, Scores, SessionInfo, State, StepResult
-from ..persist.durability import Durability, record_of
+from ..persist.durability import Durability
 from .batch_runner import BatchRunner, StepOutput, StepRequest
-from .generation import sample_tokens
+from .generation import generate
 from .hold import Hold
 from .prefill import run_chunked
 from .quotas import Quotas, StreamSlot
 from .scheduler import Scheduler
 from .session_ids import SessionName, address, is_valid
-from .sessions import Session, SessionStore, check_session_id
+from .session_records import SessionRecords
+from .sessions import Session, SessionStore
 from .vocab import served_vocab
 
 if TYPE_CHECKING:
@@ -49,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("service.engine")
 
 
-class Engine(EngineBase):
+class Engine(EngineBase, SessionRecords):
     def __init__(self, config, card, runtime, metrics=None, clock=time.monotonic, on_event=None) -> None:
         super().__init__(config, card, served_vocab(card))
         self.runtime = runtime  # what is served (precision, providers), for model descriptions
@@ -109,7 +108,7 @@ class Engine(EngineBase):
         shown = session.name.shown_to(caller.principal)
         return info if shown == info.id else dataclasses.replace(info, id=shown)
 
-    def _session(self, session_id: str, caller: Caller) -> Session:
+    def session_of(self, session_id: str, caller: Caller) -> Session:
         name = self.session_name(session_id, caller)
         return self.store.get(name.id, name.owner)
 
@@ -141,9 +140,10 @@ class Engine(EngineBase):
         if start:
             self.store.clear(session)
         self.store.commit(session, state, logprobs, consumed)
-        self._committed(session)
+        self.record_if_due(session)
 
-    def _committed(self, session: Session) -> None:
+    def record_if_due(self, session: Session) -> None:
+        """Write the session's snapshot record if --snapshot-every says it is due."""
         if self.durability is not None:
             self.durability.committed(session)
 
@@ -268,111 +268,15 @@ class Engine(EngineBase):
 
         return pending.result, commit
 
-    async def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
-                       expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]:
-        """Sample tokens one at a time. Each token is committed (with the prompt, for the
-        first) as it is handed to the consumer, and sampling stops as soon as the consumer
-        does: the session holds the tokens handed out, so every token a client receives
-        is in it; a token whose write was cut off by a cancel may be in it too.
-
-        Use with ``contextlib.aclosing`` so the session is released on cancel.
-        """
-        self.quotas.open_stream(caller.principal)  # a long-lived call: it counts as a stream while it runs
-        try:
-            async with contextlib.aclosing(self._generate(session_id, prompt, options, expected_steps,
-                                                          caller)) as tokens:
-                async for item in tokens:
-                    yield item
-        finally:
-            self.quotas.close_stream(caller.principal)
-
-    async def _generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
-                        expected_steps: Optional[int], caller: Caller) -> AsyncGenerator[Generated, None]:
-        hold = await self.hold(session_id, caller)
-        try:
-            hold.check_expected(expected_steps)
-            logprobs = hold.session.last_logprobs if hold.session else None
-            if prompt is None and logprobs is None:
-                raise FailedPrecondition(
-                    "nothing to continue from: the session has consumed no token yet; send a prompt"
-                    if session_id else "a prompt is required when generating without a session",
-                    reason="NO_CONTEXT", field="prompt",
-                )
-            pending = await hold.run(prompt, StepOptions(top_k=0)) if prompt is not None else None
-            after = int(prompt[-1]) if prompt is not None and len(prompt) else None
-            async for item in sample_tokens(self, hold, pending, logprobs, options, after):
-                yield item
-        finally:
-            hold.release()
+    def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
+                 expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]:
+        """Sample tokens one at a time, each committed as it is handed to the consumer
+        (core/generation.py). Use with ``contextlib.aclosing`` so the session is released on cancel."""
+        return generate(self, session_id, prompt, options, expected_steps, caller)
 
     async def sample_step(self, token: int, state: State) -> StepOutput:
         """One generated token through the model (batched with other sessions' steps), no top-k."""
         return await self.scheduler.submit(StepRequest(np.array([token], dtype=np.int64), state, False, 0))
-
-    # -- session records (each resolved from the snapshot store first, where there is one) -------
-    async def get_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        await self.resolve(session_id, caller)
-        return self.info(self._session(session_id, caller), caller)
-
-    async def reset_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        await self.resolve(session_id, caller)
-        name = self.session_name(session_id, caller)
-        return self.info(self.store.reset(name.id, name.owner), caller)
-
-    async def delete_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        await self.resolve(session_id, caller)
-        name = self.session_name(session_id, caller)
-        return self.info(self.store.delete(name.id, name.owner), caller)
-
-    async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float,
-                           caller: Caller = ANYONE) -> SessionInfo:
-        """A copy of the session in its own namespace (an admin's fork of PRINCIPAL/ID is PRINCIPAL's)."""
-        if new_id:  # before any lookup, here or in the snapshot store
-            check_session_id(new_id, "new_session_id")
-        await self.resolve(session_id, caller)
-        name = self.session_name(session_id, caller)
-        source = self.store.get(name.id, name.owner)
-        self.quotas.check_sessions(source.owner, self.store.owned[source.owner])
-        return self.info(self.store.fork(name.id, new_id, ttl, name.owner), caller)
-
-    async def list_sessions(self, limit: int, caller: Caller = ANYONE) -> Tuple[List[SessionInfo], int]:
-        """The caller's sessions (an admin's: everyone's, others' as PRINCIPAL/ID), most recently
-        used first, and how many."""
-        owner = caller.owner
-        total = len(self.store) if owner is None else self.store.owned[owner]
-        return [self.info(s, caller) for s in self.store.list(limit, owner)], total
-
-    async def export_session(self, session_id: str, key: bytes, caller: Caller = ANYONE) -> Tuple[bytes, int]:
-        """A signed, owner-free blob of the session's state, and its steps (persist/blob.py)."""
-        from ..persist.blob import encode_blob
-
-        await self.resolve(session_id, caller)
-        session = self._session(session_id, caller)
-        return encode_blob(record_of(session, self.model_sha256), key), session.steps
-
-    async def import_session(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
-                             caller: Caller = ANYONE) -> SessionInfo:
-        """A new session, owned by the caller, from an exported blob."""
-        from ..persist.blob import decode_blob
-
-        name = self.session_name(session_id or "", caller)
-        if session_id:  # before the blob: a malformed id is refused whatever the blob holds
-            check_session_id(name.id)
-        record = decode_blob(blob, key, self.model_sha256)  # refuses forged blobs and other models
-        self.quotas.check_sessions(name.owner, self.store.owned[name.owner])
-        if session_id:
-            self.store.check_new_id(name.id, name.owner)
-        ttl = self.store.check_ttl(ttl) if ttl else record.ttl
-        session = self.store.restore(name.id, name.owner, record.state, record.steps, record.last_logprobs, ttl)
-        self._committed(session)
-        return self.info(session, caller)
-
-    async def read_state(self, session_id: str, caller: Caller = ANYONE) -> Tuple[int, State]:
-        """(steps, state) of the caller's session, read-only (not held, not touched), loaded from
-        its snapshot record if need be: for Explain, and tests that compare states bitwise."""
-        await self.resolve(session_id, caller)
-        session = self._session(session_id, caller)
-        return session.steps, session.state
 
     # -- upkeep ---------------------------------------------------------------------------
     def session_count(self) -> int:

@@ -7,17 +7,57 @@ generated text, whatever the vocabulary.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, AsyncIterator, Optional
+import contextlib
+from typing import TYPE_CHECKING, AsyncGenerator, AsyncIterator, Optional
 
 import numpy as np
 
 from ..api.options import GenerateOptions, StepOptions
-from ..api.values import Generated, StepResult
+from ..api.errors import FailedPrecondition
+from ..api.values import Caller, Generated, StepResult
 from .hold import Hold, Pending
 from .sampling import Sampler
 
 if TYPE_CHECKING:
     from .engine import Engine
+
+
+async def generate(engine: "Engine", session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
+               expected_steps: Optional[int], caller: Caller) -> AsyncIterator[Generated]:
+    """Sample tokens one at a time. Each token is committed (with the prompt, for the
+    first) as it is handed to the consumer, and sampling stops as soon as the consumer
+    does: the session holds the tokens handed out, so every token a client receives
+    is in it; a token whose write was cut off by a cancel may be in it too.
+
+    Use with ``contextlib.aclosing`` so the session is released on cancel.
+    """
+    engine.quotas.open_stream(caller.principal)  # a long-lived call: it counts as a stream while it runs
+    try:
+        async with contextlib.aclosing(_generate(engine, session_id, prompt, options, expected_steps,
+                                                      caller)) as tokens:
+            async for item in tokens:
+                yield item
+    finally:
+        engine.quotas.close_stream(caller.principal)
+
+async def _generate(engine: "Engine", session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
+                expected_steps: Optional[int], caller: Caller) -> AsyncGenerator[Generated, None]:
+    hold = await engine.hold(session_id, caller)
+    try:
+        hold.check_expected(expected_steps)
+        logprobs = hold.session.last_logprobs if hold.session else None
+        if prompt is None and logprobs is None:
+            raise FailedPrecondition(
+                "nothing to continue from: the session has consumed no token yet; send a prompt"
+                if session_id else "a prompt is required when generating without a session",
+                reason="NO_CONTEXT", field="prompt",
+            )
+        pending = await hold.run(prompt, StepOptions(top_k=0)) if prompt is not None else None
+        after = int(prompt[-1]) if prompt is not None and len(prompt) else None
+        async for item in sample_tokens(engine, hold, pending, logprobs, options, after):
+            yield item
+    finally:
+        hold.release()
 
 
 async def sample_tokens(engine: "Engine", hold: Hold, pending: Optional[Pending], logprobs: Optional[np.ndarray],

@@ -53,7 +53,8 @@ class Vocab:
         """A decoder for tokens that follow token ``after`` (the prompt's last, when known)."""
         raise NotImplementedError
 
-    def encode(self, tokens: Sequence[int], text: str, max_tokens: int, what: str = "input") -> np.ndarray:
+    def encode(self, tokens: Union[Sequence[int], np.ndarray], text: str, max_tokens: int,
+               what: str = "input") -> np.ndarray:
         """Validated token ids [T] int64 from either a list of ids or text."""
         if len(tokens) == 1 and not text and 0 <= tokens[0] < self.size:  # the common single-token step
             return np.array([tokens[0]], dtype=np.int64)

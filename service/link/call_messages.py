@@ -181,7 +181,6 @@ class Slot(Message):
     caller: Caller
 
     op: ClassVar[Op] = Op.SLOT
-    in_order: ClassVar[bool] = True
     makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:

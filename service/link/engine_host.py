@@ -11,40 +11,21 @@ mid-call leaves every session as its last committed step left it.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 import secrets
-from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Dict, Optional, Set, Tuple, Type
 
-from ..api.engine_base import CreateCommit
 from ..api.errors import ServiceError, SessionBusy, Unavailable
 from ..api.values import Generated, SessionInfo, State, StepResult
 from ..core.engine import Engine
-from ..core.hold import Hold, Pending
 from . import messages as m
+from .held_keys import Held, HeldKeys
 from . import transport
 from .wire_values import encode_error
 
 log = logging.getLogger("service.engine_host")
 
-REMEMBERED = 4096  # per front: recent requests whose held key a CANCEL can still name
 BUSY_GRACE, BUSY_POLL = 0.05, 0.001  # seconds a call waits for a session another front is releasing
-
-
-@dataclass
-class Held:
-    """Something a front holds here between messages, under a key."""
-
-    peer: transport.Connection
-    hold: Optional[Hold] = None
-    pending: Optional[Pending] = None  # a step run under the hold, not committed yet
-    task: Optional[asyncio.Task] = None  # the step or token being computed for it now
-    create_commit: Optional[CreateCommit] = None  # a CREATE's commit(wanted)
-    generation: Any = None  # an Engine.generate async iterator, made at its first token
-    start_generation: Optional[Callable[[], Any]] = None
-    slot: Any = None  # a quotas.StreamSlot: a stream that holds no session (ModelStreamInfer)
 
 
 class EngineHost:
@@ -53,15 +34,13 @@ class EngineHost:
         self.address = address
         self.status = status  # extra fields for every pong (the snapshot store's health)
         self.instance = secrets.token_hex(4)  # a restarted engine has another: fronts forget what they held
-        self.held: Dict[int, Held] = {}
+        self.keys = HeldKeys()  # what fronts hold here between messages
         self.on_requests: Optional[Callable[[str, list], None]] = None  # a front's request counts (metrics)
-        self._ids = itertools.count(1)
         self._server: Optional[asyncio.AbstractServer] = None
         self._fronts: Set[transport.Connection] = set()
-        # For a front's CANCEL rid: its requests still running, and the recent ones that made
-        # something it holds (rid -> key), so a cancelled call's hold is released at once.
+        # For a front's CANCEL rid: its requests still running (the keys remember what finished
+        # ones made), so a cancelled call's hold is released at once.
         self._running: Dict[Tuple[transport.Connection, int], asyncio.Task] = {}
-        self._made: Dict[transport.Connection, "OrderedDict[int, int]"] = {}
         # The one dispatch table: each op's message type and its handler here.
         self._handlers: Dict[int, Tuple[Type[m.Message], Callable[..., Any]]] = {
             cls.op: (cls, handler) for cls, handler in (
@@ -84,8 +63,7 @@ class EngineHost:
         log.info("engine link listening on %s (instance %s)", self.address, self.instance)
 
     def close(self) -> None:
-        for key in list(self.held):
-            self._release_held(key)
+        self.keys.release_all()
         if self._server is not None:
             self._server.close()
         for front in list(self._fronts):
@@ -116,8 +94,8 @@ class EngineHost:
         task = asyncio.get_running_loop().create_task(self._answer(peer, rid, cls, handler, request))
         if rid:
             self._running[(peer, rid)] = task
-        if cls.runs_under_key and request.key in self.held:  # a release or close may cancel it
-            self.held[request.key].task = task
+        if cls.runs_under_key and request.key in self.keys:  # a release or close may cancel it
+            self.keys[request.key].task = task
 
     async def _answer(self, peer: transport.Connection, rid: int, cls: Type[m.Message],
                       handler: Callable[..., Awaitable[Any]], request: Any) -> None:
@@ -134,7 +112,7 @@ class EngineHost:
     def _reply_ok(self, peer: transport.Connection, rid: int, cls: Type[m.Message], value: Any) -> None:
         body = cls.encode_reply(value)  # type: ignore[attr-defined]
         if cls.makes_key:
-            self._made_by(peer, rid, cls.key_of(body))  # type: ignore[attr-defined]
+            self.keys.remember(peer, rid, cls.key_of(body))  # type: ignore[attr-defined]
         if rid:
             peer.send([rid, True, body])
 
@@ -158,13 +136,6 @@ class EngineHost:
                     raise
                 await asyncio.sleep(BUSY_POLL)
 
-    def _made_by(self, peer: transport.Connection, rid: int, key: int) -> None:
-        """Remember what request ``rid`` made for its front to hold, for a CANCEL racing its reply."""
-        made = self._made.setdefault(peer, OrderedDict())
-        made[rid] = key
-        if len(made) > REMEMBERED:
-            made.popitem(last=False)
-
     def cancel(self, peer: transport.Connection, request: m.Cancel) -> None:
         """The front's caller of request ``rid`` went away (cancelled, past its deadline): stop it,
         or release what it made, now, not when the front reads the reply, so the caller's
@@ -173,9 +144,9 @@ class EngineHost:
         if task is not None and not task.done():
             task.cancel()  # each step's own cleanup releases what it took
             return
-        made = self._made.get(peer)
-        if made is not None and request.rid in made:
-            self._release_held(made.pop(request.rid), unused=True)
+        key = self.keys.take_remembered(peer, request.rid)
+        if key is not None:
+            self.keys.release(key, unused=True)
 
     def _fail(self, peer: transport.Connection, rid: int, op: int, exc: BaseException) -> None:
         if not isinstance(exc, ServiceError):
@@ -189,20 +160,6 @@ class EngineHost:
         if rid:
             peer.send([rid, False, encode_error(exc)])
 
-    def _hold_of(self, key: int) -> Hold:
-        """The hold a front has under ``key`` (KeyError: this engine never gave it out)."""
-        hold = self.held[key].hold
-        assert hold is not None, "not a hold"
-        return hold
-
-    def _new_key(self, held: Held) -> int:
-        """A new key for ``held``."""
-        key = next(self._ids)
-        self.held[key] = held
-        if held.peer.closed:  # its front went away while this was being made: nobody will ever name it
-            self._release_held(key)
-        return key
-
     # -- liveness ------------------------------------------------------------------------
     def ping(self, peer: transport.Connection, request: m.Ping) -> dict:
         if request.requests and self.on_requests is not None:
@@ -214,78 +171,48 @@ class EngineHost:
     def _on_lost(self, peer: transport.Connection) -> None:
         """A front's connection closed: release everything it held, committing nothing more."""
         self._fronts.discard(peer)
-        self._made.pop(peer, None)
         for front, rid in [k for k in self._running if k[0] is peer]:
             self._running.pop((front, rid)).cancel()
-        gone = [key for key, held in self.held.items() if held.peer is peer]
-        for key in gone:
-            self._release_held(key)
+        gone = self.keys.release_front(peer)
         if gone:
-            log.warning("a front disconnected holding %d calls: released them, nothing uncommitted was kept",
-                        len(gone))
-
-    def _release_held(self, key: int, unused: bool = False) -> None:
-        """End what a front held under ``key``, committing nothing it had not committed.
-        ``unused``: its caller never saw it (cancelled before the reply), so a stream that was
-        to end its session with it never opened, as far as the client knows: the session stays."""
-        held = self.held.pop(key, None)
-        if held is None:
-            return
-        if held.task is not None and not held.task.done():
-            held.task.cancel()
-        if held.hold is not None:
-            if unused:
-                held.hold.end_on_release = False
-            held.hold.release()
-        if held.generation is not None:
-            self._close_generation(held)
-        if held.slot is not None:
-            held.slot.release()
-
-    def _close_generation(self, held: Held) -> None:
-        async def close() -> None:
-            if held.task is not None:
-                await asyncio.gather(held.task, return_exceptions=True)  # aclose needs it stopped
-            await held.generation.aclose()  # releases its hold
-
-        asyncio.get_running_loop().create_task(close())
+            log.warning("a front disconnected holding %d calls: released them, nothing uncommitted was kept", gone)
 
     # -- holds: streams, unary steps, Explain with commit ---------------------------------
     async def open_stream(self, peer, r: m.OpenStream) -> Tuple[int, SessionInfo]:
         hold = await self.engine.open_stream(r.session_id, r.create, r.ttl, r.end_with_stream, r.caller)
-        return self._new_key(Held(peer, hold)), hold.info
+        return self.keys.add(Held(peer, hold)), hold.info
 
     async def hold(self, peer, r: m.Hold) -> Tuple[int, int]:
         hold = await self.engine.hold(r.session_id, r.caller)
-        return self._new_key(Held(peer, hold)), hold.steps
+        return self.keys.add(Held(peer, hold)), hold.steps
 
     async def run(self, peer, r: m.Run) -> StepResult:
-        held, hold = self.held[r.key], self._hold_of(r.key)
+        held, hold = self.keys[r.key], self.keys.hold_of(r.key)
         pending = held.pending = await hold.run(r.ids, r.options, r.start, r.expected_steps)
         held.task = None
         return pending.result
 
     async def read_held_state(self, peer, r: m.ReadHeldState) -> State:
-        return await self._hold_of(r.key).read_state()
+        return await self.keys.hold_of(r.key).read_state()
 
     def commit(self, peer, r: m.Commit) -> None:
-        held, hold = self.held[r.key], self._hold_of(r.key)
+        held, hold = self.keys[r.key], self.keys.hold_of(r.key)
         pending, held.pending = held.pending, None
         assert pending is not None, "commit without a step"
         hold.commit(pending)
 
     def end_session(self, peer, r: m.EndSession) -> None:
-        self._hold_of(r.key).end_session(r.why)
+        self.keys.hold_of(r.key).end_session(r.why)
 
     def release(self, peer, r: m.Release) -> None:
-        self._release_held(r.key)
+        self.keys.release(r.key)
 
     def release_unused(self, peer, r: m.ReleaseUnused) -> None:
-        self._release_held(r.key, unused=True)
+        self.keys.release(r.key, unused=True)
 
     def deferred_commit(self, peer, r: m.DeferredCommit) -> None:
         """Commit a held step (if wanted and the session lives) and release the hold."""
-        hold, pending = self._hold_of(r.key), self.held.pop(r.key).pending
+        hold, pending = self.keys.hold_of(r.key), self.keys.pop(r.key).pending
         assert pending is not None, "deferred commit without a step"
         hold.deferred_commit(pending)(r.wanted)
 
@@ -296,22 +223,22 @@ class EngineHost:
         except BaseException:
             hold.release()
             raise
-        return self._new_key(Held(peer, hold, pending)), pending.result
+        return self.keys.add(Held(peer, hold, pending)), pending.result
 
     # -- quotas of calls that hold no session ---------------------------------------------------
     def charge(self, peer, r: m.Charge) -> None:
         self.engine.take_tokens(r.caller, r.n)
 
-    def slot(self, peer, r: m.Slot) -> int:
-        return self._new_key(Held(peer, slot=self.engine.quotas.stream_slot(r.caller.principal)))
+    async def slot(self, peer, r: m.Slot) -> int:
+        return self.keys.add(Held(peer, slot=await self.engine.stream_slot(r.caller)))
 
     # -- creating sessions -------------------------------------------------------------------
     async def create(self, peer, r: m.Create) -> Tuple[int, Optional[StepResult]]:
         result, commit = await self.engine.create_deferred(r.session_id, r.ttl, r.prompt, r.options, r.caller)
-        return self._new_key(Held(peer, create_commit=commit)), result
+        return self.keys.add(Held(peer, create_commit=commit)), result
 
     async def create_commit(self, peer, r: m.CreateCommit) -> SessionInfo:
-        commit = self.held.pop(r.key).create_commit
+        commit = self.keys.pop(r.key).create_commit
         assert commit is not None, "not a create"
         info = await commit(True)
         assert info is not None
@@ -322,10 +249,10 @@ class EngineHost:
         def start():
             return self.engine.generate(r.session_id, r.prompt, r.options, r.expected_steps, r.caller)
 
-        return self._new_key(Held(peer, start_generation=start))
+        return self.keys.add(Held(peer, start_generation=start))
 
     async def gen_next(self, peer, r: m.GenNext) -> Optional[Generated]:
-        held = self.held[r.key]
+        held = self.keys[r.key]
         first = held.generation is None
         if first:  # the session is held (and the prompt run) at the first token
             assert held.start_generation is not None, "not a generation"

@@ -21,7 +21,9 @@ from typing import Sequence as Seq
 import numpy as np
 
 from ...api.errors import AlreadyExists, NotFound
-from ...api.values import ANYONE, always
+from ...api.engine import EngineApi
+from ...api.options import StepOptions
+from ...api.values import ANYONE, Caller, Live, StepResult, always
 from . import sequence as sq
 from . import tensors
 
@@ -31,12 +33,12 @@ ENDED = "was ended by its KServe sequence (sequence_end)"
 @dataclass(frozen=True)
 class Request:
     ids: np.ndarray  # [T] validated token ids
-    options: object  # the engine's StepOptions
+    options: StepOptions
     sequence: sq.Sequence
     outputs: Seq[str]
 
 
-def decode(engine, request) -> Request:
+def decode(engine: EngineApi, request) -> Request:
     """Validate everything before anything runs (INVALID_ARGUMENT with a message)."""
     p = request.parameters
     seq = sq.sequence_of(p)
@@ -48,7 +50,7 @@ def decode(engine, request) -> Request:
     return Request(tokens, options, seq, outputs)
 
 
-async def run(engine, r: Request, live=always, caller=ANYONE):
+async def run(engine: EngineApi, r: Request, live: Live = always, caller: Caller = ANYONE) -> StepResult:
     """The step's StepResult, with the sequence's session created, continued or freed."""
     seq = r.sequence
     if not seq.session_id:
@@ -62,17 +64,17 @@ async def run(engine, r: Request, live=always, caller=ANYONE):
         return result
     if seq.start:
         try:
-            return (await engine.create(seq.session_id, 0, r.ids, r.options, live, caller))[1]
+            return _prompted(await engine.create(seq.session_id, 0, r.ids, r.options, live, caller))
         except AlreadyExists:  # a live sequence of this caller's restarted: reset it with these tokens
             pass
         try:
             return await _continue(engine, r, True, live, caller)
         except NotFound:  # it ended between the two (expired, deleted): begin it afresh
-            return (await engine.create(seq.session_id, 0, r.ids, r.options, live, caller))[1]
+            return _prompted(await engine.create(seq.session_id, 0, r.ids, r.options, live, caller))
     return await _continue(engine, r, False, live, caller)
 
 
-async def _continue(engine, r: Request, start: bool, live, caller) -> object:
+async def _continue(engine: EngineApi, r: Request, start: bool, live: Live, caller: Caller) -> StepResult:
     seq = r.sequence
     try:
         hold = await engine.hold(seq.session_id, caller)
@@ -90,3 +92,10 @@ async def _continue(engine, r: Request, start: bool, live, caller) -> object:
         return result
     finally:
         hold.release()
+
+
+def _prompted(created) -> StepResult:
+    """The prompt's result of a create that had one (a KServe step always has its tokens)."""
+    result = created[1]
+    assert result is not None
+    return result

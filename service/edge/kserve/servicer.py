@@ -15,6 +15,8 @@ from ...api.errors import ServiceError
 from ...proto.inference import grpc_service_pb2 as pb
 from ...proto.inference import grpc_service_pb2_grpc as pb_grpc
 from ...api.values import ANYONE, always
+from ...api.engine import EngineApi
+from ..lstm_v1 import LstmServicer
 from ..rpc import live_check, rpc_handler
 from . import infer, model, tensors
 from .stream import serve_stream
@@ -41,7 +43,7 @@ def _version() -> str:
 class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     """``edge`` is the lstm.v1 servicer: its admission, draining and request metrics apply here too."""
 
-    def __init__(self, engine, edge) -> None:
+    def __init__(self, engine: EngineApi, edge: LstmServicer) -> None:
         self.engine = engine
         self.edge = edge
         self.card = engine.card
@@ -83,7 +85,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
     @rpc_handler
     async def ModelConfig(self, request, context):
         model.check_model(self.card, request.name, request.version)
-        providers = getattr(self.engine.runtime, "providers", ())
+        providers = self.engine.runtime.providers
         return pb.ModelConfigResponse(config=model.config(self.card, self.engine.config, providers))
 
     @rpc_handler
