@@ -39,7 +39,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 FORMAT = "lstm-service-model/1"
 CARD_FILE = "model.json"
@@ -116,14 +116,7 @@ class ModelCard:
 
     def verify(self, precision: str = "fp32") -> Path:
         """The ONNX path for ``precision``, after checking it exists and its sha256 matches."""
-        path = self.onnx_path(precision)
-        if not path.is_file():
-            raise ModelCardError(f"{path} is named in {CARD_FILE} but does not exist")
-        expected = self.precisions[precision].get("sha256")
-        actual = sha256_of(path)
-        if expected != actual:
-            raise ModelCardError(f"{path} has sha256 {actual}, but {CARD_FILE} says {expected}")
-        return path
+        return _checked_file(self.onnx_path(precision), self.precisions[precision].get("sha256"))
 
     @property
     def vocab(self) -> Dict[str, Any]:
@@ -135,12 +128,7 @@ class ModelCard:
         entry = self.vocab
         if not entry.get("file"):
             raise ModelCardError(f"model {self.name!r}: a {self.vocab_kind!r} vocabulary needs a file in {CARD_FILE}")
-        path = self.directory / entry["file"]
-        if not path.is_file():
-            raise ModelCardError(f"{path} is named in {CARD_FILE} but does not exist")
-        if sha256_of(path) != entry.get("sha256"):
-            raise ModelCardError(f"{path} has sha256 {sha256_of(path)}, but {CARD_FILE} says {entry.get('sha256')}")
-        return path
+        return _checked_file(self.directory / entry["file"], entry.get("sha256"))
 
     @property
     def explain(self) -> Dict[str, Any]:
@@ -152,12 +140,17 @@ class ModelCard:
         entry = self.explain
         if not entry.get("file"):
             raise ModelCardError(f"model {self.name!r} has no explain graph: re-export it (docs/explain.md)")
-        path = self.directory / entry["file"]
-        if not path.is_file():
-            raise ModelCardError(f"{path} is named in {CARD_FILE} but does not exist")
-        if sha256_of(path) != entry.get("sha256"):
-            raise ModelCardError(f"{path} has sha256 {sha256_of(path)}, but {CARD_FILE} says {entry.get('sha256')}")
-        return path
+        return _checked_file(self.directory / entry["file"], entry.get("sha256"))
+
+
+def _checked_file(path: Path, expected_sha256: Optional[str]) -> Path:
+    """``path``, after checking it exists and its sha256 is the one the card records."""
+    if not path.is_file():
+        raise ModelCardError(f"{path} is named in {CARD_FILE} but does not exist")
+    actual = sha256_of(path)
+    if actual != expected_sha256:
+        raise ModelCardError(f"{path} has sha256 {actual}, but {CARD_FILE} says {expected_sha256}")
+    return path
 
 
 def load_card(directory: Path) -> ModelCard:

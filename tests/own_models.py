@@ -97,17 +97,24 @@ def write_foreign_onnx(path: Path, module) -> None:
                                         "h_in": {1: "B"}, "c_in": {1: "B"}, "h_out": {1: "B"}, "c_out": {1: "B"}})
 
 
-def bpe_tokenizer_file(path: Path, vocab_size: int = 300) -> Path:
-    """A byte-level BPE tokenizer.json trained here on a small text (no download)."""
+BPE_TEXT = ("the clouds are in the sky. Les nuages sont dans le ciel, l'été. 雲は空にある。 "
+            "Ünïcödé wörds 🌧️ and more words.\n") * 8
+
+
+def bpe_tokenizer(text: str = BPE_TEXT, vocab_size: int = 300):
+    """A byte-level BPE tokenizer trained here on ``text``, one line a sample (no download)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-    text = ("the clouds are in the sky. Les nuages sont dans le ciel, l'été. 雲は空にある。 "
-            "Ünïcödé wörds 🌧️ and more words.\n") * 8
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<eos>"],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(text.splitlines(), trainer)
-    tokenizer.save(str(path))
+    return tokenizer
+
+
+def bpe_tokenizer_file(path: Path, vocab_size: int = 300) -> Path:
+    """bpe_tokenizer() saved as a tokenizer.json at ``path``."""
+    bpe_tokenizer(vocab_size=vocab_size).save(str(path))
     return path

@@ -172,6 +172,7 @@ def run_limits(runner, op) -> None:
         if message is not None:
             runner.book.strays |= _named(message)
     label, extra = f"{item.method}@limits", set(ANSWERS)
+    received: list = []  # a Stream's replies as they come, kept when its step then fails
     if item.method == "ModelInfer":
         stub = kpb_grpc.GRPCInferenceServiceStub(runner.channel)
         code, reply = runner.caller.call(label, lambda: stub.ModelInfer(item.request, timeout=TIMEOUT))
@@ -179,18 +180,27 @@ def run_limits(runner, op) -> None:
         code, reply = runner.caller.call(label, lambda: _generate(runner.stub, item.request))
         extra.add(C.CANCELLED)
     elif item.method == "Stream":
-        opening = pb.StreamRequest(open=item.opening)
-        step = pb.StreamRequest(step=item.request)
-        code, reply = runner.caller.call(label, lambda: list(runner.stub.Stream(iter([opening, step]),
-                                                                                timeout=TIMEOUT)))
+        code, reply = runner.caller.call(label, lambda: _stream(runner.stub, item, received))
     else:
         code, reply = runner.caller.call(label, lambda: getattr(runner.stub, item.method)(item.request,
                                                                                            timeout=TIMEOUT))
     runner.caller.judge(label, code, reply, extra, repr(op)[:300])
     for answer in reply if isinstance(reply, list) else [reply]:
-        session = getattr(answer, "session", None) or getattr(answer, "opened", None)
+        session = getattr(answer, "session", None)
         if code == C.OK and getattr(session, "id", ""):
             runner.book.strays.add(session.id)
+    for answer in received:  # opened is the session's, whatever the step after it came to
+        if answer.HasField("opened") and answer.opened.id:
+            runner.book.strays.add(answer.opened.id)
+
+
+def _stream(stub, item: AtLimits, received: list) -> list:
+    """The opening then the step; every reply is appended to ``received`` as it arrives, so a
+    session the opening created under a server-chosen id is known even when the step fails."""
+    requests = iter([pb.StreamRequest(open=item.opening), pb.StreamRequest(step=item.request)])
+    for reply in stub.Stream(requests, timeout=TIMEOUT):
+        received.append(reply)
+    return received
 
 
 def _generate(stub, request) -> list:

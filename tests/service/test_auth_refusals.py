@@ -4,7 +4,6 @@ and a call with two ``authorization`` headers is refused as ambiguous, whichever
 tokens they hold."""
 from __future__ import annotations
 
-import hashlib
 
 import grpc
 import pytest
@@ -13,20 +12,13 @@ from google.rpc import error_details_pb2, status_pb2
 from lstm_service.service.proto.inference import grpc_service_pb2 as kpb
 from lstm_service.service.proto.inference import grpc_service_pb2_grpc as kpb_grpc
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+from principals import bearer, tokens_file
 from svc_helpers import serving
-
-TOKENS = {"alice": "alice-token-0001", "bob": "bob-token-0002"}
 
 
 @pytest.fixture
 def tokens(tmp_path):
-    path = tmp_path / "tokens"
-    path.write_text("".join(f"{p}: {hashlib.sha256(t.encode()).hexdigest()}\n" for p, t in TOKENS.items()))
-    return str(path)
-
-
-def bearer(who: str):
-    return ("authorization", f"Bearer {TOKENS[who]}")
+    return str(tokens_file(tmp_path))
 
 
 async def unauthenticated(awaitable) -> tuple:

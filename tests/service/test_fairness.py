@@ -5,27 +5,19 @@ idle stream cannot pin its session forever."""
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import grpc
 import numpy as np
 import pytest
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+from principals import as_, tokens_file
 from svc_helpers import open_stream, serving, stream_step
-
-TOKENS = {"alice": "alice-token-0001", "bob": "bob-token-0002"}
 
 
 @pytest.fixture
 def tokens(tmp_path):
-    path = tmp_path / "tokens"
-    path.write_text("".join(f"{p}: {hashlib.sha256(t.encode()).hexdigest()}\n" for p, t in TOKENS.items()))
-    return str(path)
-
-
-def as_(who: str):
-    return (("authorization", f"Bearer {TOKENS[who]}"),)
+    return str(tokens_file(tmp_path))
 
 
 async def refused(awaitable, *fragments):

@@ -23,7 +23,8 @@ from lstm_service.service.persist.snapshots import KEY_PREFIX, STORE_MAGIC
 from lstm_service.service.persist.store_metrics import LOAD_KINDS
 from redis_helpers import NEEDS_REDIS, running_redis
 from svc_helpers import serving
-from test_security import as_, key, tokens_file
+from principals import as_, tokens_file
+from test_security import key
 
 SHARED = "shared-session-name-0001"
 

@@ -6,7 +6,6 @@ makes the model process counts once against --tokens-per-second-per-principal
 from __future__ import annotations
 
 import asyncio
-import hashlib
 
 import grpc
 import pytest
@@ -14,20 +13,13 @@ import pytest
 from lstm_service.service.proto.inference import grpc_service_pb2 as kpb
 from lstm_service.service.proto.inference import grpc_service_pb2_grpc as kpb_grpc
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+from principals import as_, tokens_file
 from svc_helpers import open_stream, serving
-
-TOKENS = {"alice": "alice-token-0001", "bob": "bob-token-0002"}
 
 
 @pytest.fixture
 def tokens(tmp_path):
-    path = tmp_path / "tokens"
-    path.write_text("".join(f"{p}: {hashlib.sha256(t.encode()).hexdigest()}\n" for p, t in TOKENS.items()))
-    return str(path)
-
-
-def as_(who: str):
-    return (("authorization", f"Bearer {TOKENS[who]}"),)
+    return str(tokens_file(tmp_path))
 
 
 async def refused(awaitable, reason_fragment: str) -> None:

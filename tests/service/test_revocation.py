@@ -4,12 +4,10 @@ it to the fronts), has its open Stream, Generate and KServe ModelStreamInfer cal
 ended UNAUTHENTICATED within a second; another principal's stream goes on."""
 from __future__ import annotations
 
-import hashlib
 import os
 import queue
 import signal
 import time
-from pathlib import Path
 
 import grpc
 import pytest
@@ -19,17 +17,9 @@ from lstm_service.service.proto.inference import grpc_service_pb2 as kpb
 from lstm_service.service.proto.inference import grpc_service_pb2_grpc as kpb_grpc
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+from principals import as_, tokens_file
 
-TOKENS = {"alice": "alice-token-0001", "bob": "bob-token-0002"}
 MODES = {"default": ["--fronts", "1"], "single": ["--fronts", "0"]}
-
-
-def write_tokens(path: Path, *principals: str) -> None:
-    path.write_text("".join(f"{p}: {hashlib.sha256(TOKENS[p].encode()).hexdigest()}\n" for p in principals))
-
-
-def as_(who: str):
-    return (("authorization", f"Bearer {TOKENS[who]}"),)
 
 
 class OpenStream:
@@ -66,8 +56,7 @@ def infer_request(model: str) -> kpb.ModelInferRequest:
 
 @pytest.mark.parametrize("mode", sorted(MODES))
 def test_revoked_tokens_end_their_open_streams_within_a_second(tiny_model_dir, tmp_path, mode):
-    tokens = tmp_path / "tokens"
-    write_tokens(tokens, "alice", "bob")
+    tokens = tokens_file(tmp_path, "alice", "bob")
     with ServerProcess(["--model", str(tiny_model_dir), "--device", "cpu", "--tokens-file", str(tokens),
                         "--max-generate-tokens", "1000000", *MODES[mode]]) as server, \
             grpc.insecure_channel(server.target) as channel:
@@ -85,7 +74,7 @@ def test_revoked_tokens_end_their_open_streams_within_a_second(tiny_model_dir, t
         bobs_stream = OpenStream(stub.Stream, as_("bob"))
         bobs_stream.ask(pb.StreamRequest(open=pb.OpenStream(create=True)))
 
-        write_tokens(tokens, "bob")  # alice is revoked
+        tokens_file(tmp_path, "bob")  # alice is revoked
         reloaded = time.monotonic()
         os.kill(server.pid, signal.SIGHUP)
         for name, responses in (("Stream", alices_stream.responses), ("Generate", generating),

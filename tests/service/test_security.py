@@ -3,7 +3,6 @@ and mutual TLS with certificates made by openssl, and the real client package.
 Another principal's session does not exist for the caller, on every call."""
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 from pathlib import Path
@@ -14,22 +13,8 @@ import pytest
 from lstm_client import AsyncClient
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+from principals import TOKENS, as_, tokens_file
 from svc_helpers import serving
-
-TOKENS = {"alice": "alice-secret-token", "bob": "bob-secret-token", "ops": "ops-secret-token"}
-
-
-def tokens_file(tmp_path: Path) -> Path:
-    path = tmp_path / "tokens"
-    lines = [f"{who}: {hashlib.sha256(t.encode()).hexdigest()}{' admin' if who == 'ops' else ''}"
-             for who, t in TOKENS.items()]
-    path.write_text("# principal: sha256(token) [admin]\n" + "\n".join(lines) + "\n")
-    return path
-
-
-def as_(who: str):
-    return (("authorization", f"Bearer {TOKENS[who]}"),)
-
 
 async def code_of(awaitable) -> grpc.StatusCode:
     try:

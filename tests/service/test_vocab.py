@@ -10,22 +10,14 @@ from lstm_service.service.api.errors import InvalidArgument
 from lstm_service.service.core.vocab import BytesVocab
 from lstm_service.service.core.vocab_tokenizer import TokenizerVocab
 from lstm_service.service.core.vocab_words import WordsVocab
+import own_models
 
 TEXT = ("the clouds are in the sky. Les nuages sont dans le ciel, l'été. "
         "雲は空にある。 Ünïcödé wörds and emoji 🌧️ too.\n") * 4
 
 
 def bpe_tokenizer(vocab_size: int = 320):
-    """A byte-level BPE tokenizer trained here on TEXT (no download)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<eos>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tokenizer.train_from_iterator(TEXT.splitlines(), trainer)
-    return tokenizer
+    return own_models.bpe_tokenizer(TEXT, vocab_size)
 
 
 def decode_all(vocab, ids):
