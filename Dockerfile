@@ -55,7 +55,7 @@ WORKDIR /app
 # device id under $HOME (read-only here) and prints an ANSI-coloured warning
 # among the JSON logs (issue 15, point 8).
 # Defaults for a container; compose overrides the model path with its
-# read-only mount. Every LSTM_* variable is a `lstm-serve` flag (service/config.py).
+# read-only mount. Every LSTM_* variable is a `lstm-serve` flag (service/proc/config.py).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

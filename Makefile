@@ -40,7 +40,7 @@ serve: $(VENV)/.serve-installed
 # lstm-client --tls-ca certs/ca.pem. CERT_ARGS=--client carol adds a client certificate (mutual TLS).
 .PHONY: certs
 certs: $(VENV)/.serve-installed
-	$(BIN)/python -m lstm_service.service.certs certs $(CERT_ARGS)
+	$(BIN)/python -m lstm_service.service.proc.certs certs $(CERT_ARGS)
 
 test: $(VENV)/.dev-installed $(PERF_ANALYZER) system-deps
 	$(BIN)/python -m pytest -q
@@ -103,14 +103,14 @@ export-words: $(VENV)/.dev-installed
 
 # Generated protobuf code is built from protos/ (committed; a test fails if it is stale).
 proto: $(VENV)/.dev-installed
-	$(BIN)/python -m lstm_service.service.build_proto
+	$(BIN)/python -m tools.build_proto
 
 proto-check: $(VENV)/.dev-installed
-	$(BIN)/python -m lstm_service.service.build_proto --check
+	$(BIN)/python -m tools.build_proto --check
 
 # Single-stream step latency over gRPC vs the same step in process.
 latency: $(VENV)/.serve-installed
-	$(BIN)/python -m lstm_service.service.latency_probe --model $(MODEL)
+	$(BIN)/python -m tools.latency_probe --model $(MODEL)
 
 # Full sweep (1/16/64/256 streams x 1/8 tokens per message) for fp32 and int8, with the
 # in-process onnxruntime ceiling and a bare gRPC echo floor measured in the same run.

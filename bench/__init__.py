@@ -8,7 +8,7 @@ ceiling at the same batch sizes; then prints the ratios and the targets.
 
 def aio_run(coro):
     """Run ``coro`` on the loop the service runs on (uvloop where installed)."""
-    from lstm_service.service.loops import event_loop_runner
+    from lstm_service.service.proc.main import event_loop_runner
 
     runner, _ = event_loop_runner()
     with runner:

@@ -43,8 +43,8 @@ def _server_args(args, precision: str) -> List[str]:
 
 def _config(parser, server_args: List[str]):
     """The service's own parse of ``server_args``: the ceiling runs what the server runs."""
-    from lstm_service.service.config import load_config
-    from lstm_service.service.errors import ConfigError
+    from lstm_service.service.proc.config import load_config
+    from lstm_service.service.api.errors import ConfigError
 
     try:
         return load_config(server_args)

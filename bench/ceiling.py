@@ -25,7 +25,7 @@ from .load import TEXT
 def load_runtime(config):
     """A Runtime built exactly as ``python -m lstm_service`` builds it from ``config``."""
     from lstm_service.model.card import load_card
-    from lstm_service.service.runtime import Runtime
+    from lstm_service.service.core.runtime import Runtime
 
     return Runtime.from_config(load_card(config.model), config)
 

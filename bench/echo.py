@@ -58,7 +58,7 @@ def _result(session: pb.Session, step: pb.StreamStep, default: pb.OutputOptions)
 
 
 async def stream(requests, context: grpc.aio.ServicerContext):
-    # An async generator over the request iterator, as service/server.py's Stream
+    # An async generator over the request iterator, as service/edge/lstm_v1.py's Stream
     # is (A/B runs here: the same server CPU per message as context.read()/write(),
     # within noise).
     requests = requests.__aiter__()

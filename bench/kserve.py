@@ -183,8 +183,8 @@ def main(args, parser, precisions: List[str]) -> int:
     import shlex
     import sys
 
-    from lstm_service.service.config import load_config
-    from lstm_service.service.errors import ConfigError
+    from lstm_service.service.proc.config import load_config
+    from lstm_service.service.api.errors import ConfigError
 
     if len(precisions) != 1 or args.target:
         parser.error("--kserve runs one --precision against a server it starts (no --target)")

@@ -1,9 +1,9 @@
 """``python -m bench.link``: what one message costs on the front <-> engine link,
-and what it would cost over ZeroMQ instead (why service/link.py is a UNIX socket).
+and what it would cost over ZeroMQ instead (why service/link/transport.py is a UNIX socket).
 
 A server process answers every request with a typical step reply (top-5 of one
 position) and a client process sends N requests, 1 or 64 in flight; both
-sides use uvloop and the service's own msgpack framing (service/link.py's
+sides use uvloop and the service's own msgpack framing (service/link/transport.py's
 pack/unpack). Printed: microseconds per round trip (1 in flight: the latency
 a lone stream pays) and per message (64 in flight: the cost under load).
 
@@ -22,8 +22,8 @@ from typing import Awaitable, Callable
 
 import numpy as np
 
-from lstm_service.service import link
-from lstm_service.service.loops import event_loop_runner
+from lstm_service.service.link import transport as link
+from lstm_service.service.proc.main import event_loop_runner
 
 REPLY = ["sid", 12, 1, np.arange(5), np.ones((1, 5), np.float32), np.ones((1, 5), np.float32), None, [5, False, False]]
 REQUEST_ARGS = [1, np.arange(1), [5, False, False], False, None]

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from lstm_service.service.process import ChildProcess, ServerProcess, free_port
+from tools.server_process import ChildProcess, ServerProcess, free_port
 
 TICKS = os.sysconf("SC_CLK_TCK")
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +75,7 @@ def tree(pid: int) -> List[int]:
 
 def role(pid: int) -> Optional[str]:
     """A server child's role, from the environment its supervisor started it with:
-    "engine" or "front-<i>" (service/supervisor.py); None for any other process."""
+    "engine" or "front-<i>" (service/proc/supervisor.py); None for any other process."""
     try:
         with open(f"/proc/{pid}/environ", "rb") as f:
             env = dict(kv.partition(b"=")[::2] for kv in f.read().split(b"\0") if kv)
@@ -205,7 +205,7 @@ class Subprocess(ChildProcess):
 
 
 class ServiceProcess(ServerProcess):
-    """``python -m lstm_service`` on a free 127.0.0.1 port, with its metrics port (service/process.py)."""
+    """``python -m lstm_service`` on a free 127.0.0.1 port, with its metrics port (tools/server_process.py)."""
 
     peak_rss_kb = Subprocess.peak_rss_kb
 

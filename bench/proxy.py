@@ -59,7 +59,7 @@ class HAProxy:
         self.pid = self.proc.pid
 
     def wait_serving(self, timeout: float = 20.0) -> None:
-        from lstm_service.service.healthcheck import check
+        from lstm_service.service.proc.healthcheck import check
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -78,9 +78,9 @@ def finish_model_dir(
 
 def _load_as_served(out: Path) -> None:
     """The server's own checks: the card, each file's sha256, the graph's signature, the vocabulary."""
-    from lstm_service.service.errors import ConfigError
-    from lstm_service.service.runtime import Runtime
-    from lstm_service.service.vocab import load_vocab
+    from lstm_service.service.api.errors import ConfigError
+    from lstm_service.service.core.runtime import Runtime
+    from lstm_service.service.core.vocab import load_vocab
 
     try:
         card = load_card(out)

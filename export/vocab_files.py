@@ -16,8 +16,8 @@ import numpy as np
 
 from lstm_service.model.card import sha256_of
 from lstm_service.model.data import VALIDATION_FRACTION
-from lstm_service.service.vocab import BytesVocab, Vocab
-from lstm_service.service.vocab_words import SPLITS, WordsVocab, read_vocab_file
+from lstm_service.service.core.vocab import BytesVocab, Vocab
+from lstm_service.service.core.vocab_words import SPLITS, WordsVocab, read_vocab_file
 
 from .onnx import ExportError
 
@@ -55,7 +55,7 @@ def prepare(choice: VocabChoice, out: Path) -> "tuple[dict, Vocab]":
     if choice.tokenizer:
         from tokenizers import Tokenizer
 
-        from lstm_service.service.vocab_tokenizer import TokenizerVocab
+        from lstm_service.service.core.vocab_tokenizer import TokenizerVocab
 
         try:
             vocab = TokenizerVocab(Tokenizer.from_file(str(choice.tokenizer)))

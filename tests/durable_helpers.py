@@ -20,11 +20,11 @@ from typing import List, Optional, Sequence, Tuple
 import grpc
 import numpy as np
 
-from lstm_service.service.healthcheck import check
+from lstm_service.service.proc.healthcheck import check
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
-from lstm_service.service.snapshot_format import decode_snapshot
-from lstm_service.service.snapshots import KEY_PREFIX, STORE_MAGIC
+from lstm_service.service.persist.snapshot_format import decode_snapshot
+from lstm_service.service.persist.snapshots import KEY_PREFIX, STORE_MAGIC
 from redis_helpers import RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]

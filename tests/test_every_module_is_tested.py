@@ -2,9 +2,10 @@
 by a test: a test file named after it (test_<module>.py, anywhere under tests/) or a test file that
 imports it by its module name. A new module without a test fails here.
 
-The few modules whose point is the wire (a servicer, the link's engine side, reflection, the
-explain page's HTTP) are tested through a real server and channel rather than imported; they are
-listed in THROUGH_THE_WIRE with the test file that drives them, reviewed like any test."""
+The modules whose point is the wire (the servicers, the link's two sides, reflection, the
+explain page's HTTP) are tested through a real server and channel rather than imported, and a
+few are driven through another module's test; they are listed in THROUGH_THE_WIRE with the test
+file (or make target) that drives them, reviewed like any test."""
 from __future__ import annotations
 
 import ast
@@ -17,16 +18,28 @@ PACKAGE = "lstm_service.service"
 
 
 THROUGH_THE_WIRE: Dict[str, str] = {
-    "server": "tests/service/test_sessions_api.py",  # the lstm.v1 servicer over a real channel (and most service tests)
-    "kserve.servicer": "tests/service/test_kserve.py",  # KServe v2 over a real channel, tritonclient's calls
-    "kserve.infer": "tests/service/test_kserve.py",
-    "kserve.stream": "tests/service/test_kserve.py",  # ModelStreamInfer sequences
-    "kserve.model": "tests/service/test_kserve.py",  # ModelMetadata / ModelConfig answers
-    "kserve.register": "tests/service/test_kserve.py",  # the same port serving both protocols
-    "reflection": "tests/service/test_kserve.py",  # reflection's pool lists every served service
-    "web.http": "tests/service/test_explain_page.py",  # the page and its JSON over real HTTP
-    "engine_host": "tests/service/test_fronts.py",  # the link's engine side; `make test-fronts` runs every suite across it
-    "keeper": "tests/service/test_lifecycle.py",  # the reaper and the snapshot store beside the engine
+    "__main__": "tests/service/test_cli.py",  # `python -m lstm_service` as a user runs it (a shim to proc/main.py)
+    "api.conformance": "Makefile",  # never imported: `make lint`'s mypy checks both engines against the contract
+    "core.generation": "tests/service/test_generate.py",  # Generate, its sampling and commits, over a real channel
+    "core.prefill": "tests/service/core/test_hold.py",  # prefill chunks give what one call gives
+    "core.session_records": "tests/service/test_sessions_api.py",  # get/reset/delete/fork/list over a channel
+    "edge.lstm_v1": "tests/service/test_sessions_api.py",  # the lstm.v1 servicer (and most service tests)
+    "edge.rpc": "tests/service/test_errors.py",  # each error's status and details as a client receives them
+    "edge.kserve.servicer": "tests/service/test_kserve.py",  # KServe v2 over a real channel, tritonclient's calls
+    "edge.kserve.infer": "tests/service/test_kserve.py",
+    "edge.kserve.stream": "tests/service/test_kserve.py",  # ModelStreamInfer sequences
+    "edge.kserve.model": "tests/service/test_kserve.py",  # ModelMetadata / ModelConfig answers
+    "edge.kserve.register": "tests/service/test_kserve.py",  # the same port serving both protocols
+    "edge.reflection": "tests/service/test_kserve.py",  # reflection's pool lists every served service
+    "edge.web.http": "tests/service/test_explain_page.py",  # the page and its JSON over real HTTP
+    "link.engine_host": "tests/service/test_fronts.py",  # the link's engine side; `make test-fronts` runs every suite
+    "link.remote_engine": "tests/service/test_link_cancel.py",  # the front's engine; `make test-fronts` as above
+    "link.held_keys": "tests/service/test_link_cancel.py",  # what a cut-off call held is let go at once
+    "link.ops": "tests/service/test_link_messages.py",  # every op's message round-trips
+    "link.call_messages": "tests/service/test_link_messages.py",
+    "link.hold_messages": "tests/service/test_link_messages.py",
+    "link.record_messages": "tests/service/test_link_messages.py",
+    "proc.engine_life": "tests/service/test_lifecycle.py",  # the reaper and the snapshot store beside the engine
 }
 
 

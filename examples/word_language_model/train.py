@@ -2,7 +2,7 @@
 
     python examples/word_language_model/train.py --data ../shared/data/tinyshakespeare.txt --out runs/words
 
-Words are read the way the served model's vocabulary reads them (service/vocab_words.py:
+Words are read the way the served model's vocabulary reads them (service/core/vocab_words.py:
 lowercased, words and punctuation marks, one ``<eos>`` per newline), so the served text
 input gives the model the tokens it was trained on. The vocabulary is the training
 split's words seen at least --min-count times, plus ``<unk>`` (id 0) and ``<eos>`` (id 1).
@@ -28,7 +28,7 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from model import RNNModel  # noqa: E402
 
-from lstm_service.service.vocab_words import WordsVocab, split_words  # noqa: E402
+from lstm_service.service.core.vocab_words import WordsVocab, split_words  # noqa: E402
 
 SPLIT, LOWERCASE = "punctuation", True
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from relay import Relay
 
-from lstm_service.service.process import ServerProcess
+from tools.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from lstm_service.service.process import ServerProcess
+from tools.server_process import ServerProcess
 
 
 def cli(target: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess:

@@ -4,11 +4,11 @@ import shutil
 import subprocess
 import sys
 
-from lstm_service.service.build_proto import CLIENT_DEST, ROOT, generate_client, stale_files
+from tools.build_proto import CLIENT_DEST, ROOT, generate_client, stale_files
 
 
 def test_the_client_copy_is_current_and_self_contained():
-    assert stale_files(CLIENT_DEST, generate_client) == [], "run: python -m lstm_service.service.build_proto"
+    assert stale_files(CLIENT_DEST, generate_client) == [], "run: python -m tools.build_proto"
     stub = (CLIENT_DEST / "lstm" / "v1" / "lstm_pb2_grpc.py").read_text()
     assert "from lstm_client.proto.lstm.v1 import lstm_pb2" in stub and "lstm_service" not in stub
 
@@ -18,6 +18,6 @@ def test_check_reports_a_stale_client_copy(tmp_path):
     shutil.copytree(CLIENT_DEST, copy, ignore=shutil.ignore_patterns("__pycache__"))
     (copy / "lstm" / "v1" / "lstm_pb2.py").write_text("# edited by hand\n")
     assert stale_files(copy, generate_client) == ["lstm/v1/lstm_pb2.py"]
-    checked = subprocess.run([sys.executable, "-m", "lstm_service.service.build_proto", "--check"], cwd=ROOT,
+    checked = subprocess.run([sys.executable, "-m", "tools.build_proto", "--check"], cwd=ROOT,
                              capture_output=True, text=True, timeout=120)
     assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from lstm_client import Client
-from lstm_service.service.process import ServerProcess
-from lstm_service.service.vocab_words import split_words
+from tools.server_process import ServerProcess
+from lstm_service.service.core.vocab_words import split_words
 
 WORDS_MODEL = Path(__file__).resolve().parents[2] / "models" / "shakespeare-words"
 

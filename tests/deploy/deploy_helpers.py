@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from dns_stub import DnsStub
-from lstm_service.service.healthcheck import check
+from lstm_service.service.proc.healthcheck import check
 
 ROOT = Path(__file__).resolve().parents[2]
 HAPROXY_CFG = ROOT / "deploy" / "haproxy.cfg"

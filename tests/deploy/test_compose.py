@@ -15,7 +15,7 @@ from packaging.requirements import Requirement
 
 from deploy_helpers import HAPROXY_CFG, PROXY_DOCKERFILE, ROOT, clean_env, find_haproxy, proxy_image_env
 from docker_tools import compose_v2, tool
-from lstm_service.service.config import Config, env_name
+from lstm_service.service.proc.config import Config, env_name
 
 COMPOSE = ROOT / "docker-compose.yml"
 OVERLAYS = {name: ROOT / "deploy" / f"compose.{name}.yml" for name in ("gpu", "metrics", "train")}

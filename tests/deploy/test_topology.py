@@ -127,9 +127,9 @@ def test_50_sessions_keep_their_state_and_replica_through_haproxy(cluster, refer
 
 
 def test_the_container_healthcheck_probe(cluster):
-    """`python -m lstm_service.service.healthcheck`, the Dockerfile/compose HEALTHCHECK: 0 only when SERVING."""
+    """`python -m lstm_service.service.proc.healthcheck`, the Dockerfile/compose HEALTHCHECK: 0 only when SERVING."""
     replicas, proxy, _dns, _ = cluster
-    probe = [sys.executable, "-m", "lstm_service.service.healthcheck", "--timeout", "5"]
+    probe = [sys.executable, "-m", "lstm_service.service.proc.healthcheck", "--timeout", "5"]
     env = {**clean_env(), "LSTM_PORT": str(replicas[0].port)}  # the default target follows LSTM_PORT
     assert subprocess.run(probe + ["--target", replicas[0].target], env=env, capture_output=True,
                           timeout=30).returncode == 0

@@ -33,7 +33,7 @@ from typing import Dict, List
 import pytest
 
 from doc_blocks import OTHER, ROOT, RUN, Block, Command, all_commands, blocks, commands
-from lstm_service.service.web.browser import find_chromium
+from lstm_service.service.edge.web.browser import find_chromium
 
 BIN = Path(sys.executable).parent
 MODEL = ROOT / "models" / "shakespeare"
@@ -283,7 +283,7 @@ def run_shell(command: Command, targets: Dict[int, str], servers: Servers, cwd: 
     segments = [shlex.split(s) for s in text.split(" | ")]
     where = cwd
     if kind == "module":  # a tool of the package, run where the docs run it (the repository root)
-        if segments[0][2] == "lstm_service.service.web.screenshot" and find_chromium() is None:
+        if segments[0][2] == "lstm_service.service.edge.web.screenshot" and find_chromium() is None:
             pytest.skip("Chromium is not installed (make system-deps)")
         segments[0][:2], where = [sys.executable, "-m"], ROOT
     else:

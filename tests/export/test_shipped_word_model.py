@@ -5,7 +5,7 @@ from pathlib import Path
 import onnx
 
 from lstm_service.model.card import load_card
-from lstm_service.service.vocab import load_vocab
+from lstm_service.service.core.vocab import load_vocab
 
 SHIPPED = Path(__file__).resolve().parents[2] / "models" / "shakespeare-words"
 

@@ -1,12 +1,12 @@
 """A real server for the fuzzer: ``python -m lstm_service`` in its own
-process on a free 127.0.0.1 port (service/process.py), so a crash is a dead
+process on a free 127.0.0.1 port (tools/server_process.py), so a crash is a dead
 process and its log (tracebacks, ERROR lines) can be counted."""
 from __future__ import annotations
 
 from pathlib import Path
 from typing import List, Sequence
 
-from lstm_service.service import process
+from tools import server_process as process
 
 GRPC_SEND_AFTER_LEFT = "ExecuteBatchError raised in core by servicer method"
 

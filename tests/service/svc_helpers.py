@@ -15,12 +15,13 @@ from typing import Optional
 
 import grpc
 
-from lstm_service.service.app import App
-from lstm_service.service.config import Config
-from lstm_service.service.engine import Engine
+from lstm_service.service.proc.app import App
+from lstm_service.service.proc.config import Config
+from lstm_service.service.core.engine import Engine
+from lstm_service.service.link.messages import Ping
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
-from lstm_service.service.runtime import Runtime
+from lstm_service.service.core.runtime import Runtime
 
 
 class FakeClock:
@@ -82,15 +83,21 @@ class Served:
     metrics: object = None  # the registry /metrics serves (in fronts mode: the engine's, with the fronts' counts)
 
     def state(self, session_id: str):
-        """(steps, state, last_logprobs) as the server holds them."""
-        return self.engine.snapshot(session_id)
+        """(steps, state, last_logprobs) as the server holds them (read straight from the
+        engine's store: no call, no touch)."""
+        session = self.engine.store.get(session_id)
+        return session.steps, session.state, session.last_logprobs
+
+    def session(self, session_id: str):
+        """The session's record as the engine holds it (no call, no touch)."""
+        return self.engine.store.info(self.engine.store.get(session_id))
 
     async def sync(self) -> None:
         """In fronts mode, one round trip over the link: every one-way message the front sent
         before it (commit, end, release) has been handled by the engine when it returns, so
         what the test then reads of the engine directly is what the next call would see."""
         if self.app.link is not None:
-            await self.app.link.call("ping")
+            await self.app.link.call(Ping("test", []))
 
     async def requests_counted(self, method: str, code: str, want: float, timeout: float = 3.0) -> Optional[float]:
         """lstm_requests_total{method, code}, once it reads ``want`` or ``timeout`` s have passed
@@ -105,15 +112,15 @@ class Served:
 
 
 class EngineThread:
-    """The engine side of --fronts (service/engine_main.EngineProcess: the engine, its link and
-    its keeper) on a thread with its own event loop, so a test can inject a clock or a
+    """The engine side of --fronts (service/proc/engine_process.EngineProcess: the engine, its link
+    and its lifecycle) on a thread with its own event loop, so a test can inject a clock or a
     runtime and read the engine's state, while the front under test talks to it over the
     real link. ``make test-fronts`` runs the service tests this way; tests/service/
     test_fronts.py starts the real processes."""
 
     def __init__(self, config: Config, clock, runtime) -> None:
-        from lstm_service.service.engine_main import EngineProcess
-        from lstm_service.service.link import new_address
+        from lstm_service.service.proc.engine_process import EngineProcess
+        from lstm_service.service.link.transport import new_address
 
         self.address = new_address()
         self.process = EngineProcess(config, self.address, clock, runtime)
@@ -137,7 +144,7 @@ async def serving(model_dir: Path, clock=None, runtime=None, **overrides):
     config = Config(model=str(model_dir), port=0, device="cpu", **overrides)
     engine_thread = None
     if fronts_mode():
-        from lstm_service.service.remote_engine import EngineLink, RequestCounts
+        from lstm_service.service.link.engine_link import EngineLink, RequestCounts
 
         engine_thread = EngineThread(config, clock or time.monotonic, runtime)
         app = App(config, link=EngineLink(engine_thread.address, "front-test", counts=RequestCounts()))

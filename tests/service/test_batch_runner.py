@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from lstm_service.service.batch_runner import BatchRunner, StepRequest
+from lstm_service.service.core.batch_runner import BatchRunner, StepRequest
 
 
 class Recorder:

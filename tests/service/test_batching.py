@@ -8,10 +8,10 @@ import grpc
 import numpy as np
 
 from lstm_service.model.card import load_card
-from lstm_service.service.batch_runner import BatchRunner, StepRequest
-from lstm_service.service.scheduler import Scheduler
+from lstm_service.service.core.batch_runner import BatchRunner, StepRequest
+from lstm_service.service.core.scheduler import Scheduler
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
-from lstm_service.service.runtime import Runtime
+from lstm_service.service.core.runtime import Runtime
 from svc_helpers import GatedRuntime, open_stream, same_state, serving, stream_step
 
 

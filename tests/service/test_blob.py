@@ -10,9 +10,9 @@ import struct
 
 import pytest
 
-from lstm_service.service.blob import BLOB_MAGIC, MAC_BYTES, decode_blob, encode_blob, read_session_key
-from lstm_service.service.errors import ConfigError, FailedPrecondition, InvalidArgument
-from lstm_service.service.snapshot_format import PREFIX, encode_snapshot
+from lstm_service.service.persist.blob import BLOB_MAGIC, MAC_BYTES, decode_blob, encode_blob, read_session_key
+from lstm_service.service.api.errors import ConfigError, FailedPrecondition, InvalidArgument
+from lstm_service.service.persist.snapshot_format import PREFIX, encode_snapshot
 from test_snapshots import assert_bitwise, make_snapshot
 
 KEY = b"k" * 32

@@ -11,7 +11,7 @@ from google.rpc import error_details_pb2, status_pb2
 from lstm_service.service.proto.inference import grpc_service_pb2 as kpb
 from lstm_service.service.proto.inference import grpc_service_pb2_grpc as kpb_grpc
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
-from lstm_service.service.status import DETAILS_KEY, MAX_DETAILS_BYTES, MAX_MESSAGE_BYTES, rich_status
+from lstm_service.service.edge.error_status import DETAILS_KEY, MAX_DETAILS_BYTES, MAX_MESSAGE_BYTES, rich_status
 from svc_helpers import serving
 
 
@@ -89,7 +89,7 @@ async def test_fork_with_a_megabyte_new_id_on_a_missing_source_is_invalid_argume
 
 
 def test_rich_status_bounds_every_part_whatever_it_is_given():
-    """The backstop in service/status.py, for messages no validator summarised."""
+    """The backstop in service/edge/error_status.py, for messages no validator summarised."""
     huge = "é" * 100_000  # two bytes each: the cut must fall on a character boundary
     status = rich_status("INVALID_ARGUMENT", huge, "R" * 5000, field="f" * 5000,
                          metadata={f"k{i}" * 100: "v" * 10_000 for i in range(50)}, retry_after_ms=10)

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from lstm_client import Client
-from lstm_service.service.process import ServerProcess
+from tools.server_process import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -70,7 +70,7 @@ def test_main_refuses_bad_settings_before_it_starts_anything(capsys):
     default mode checks the model before a single child exists."""
     import logging
 
-    from lstm_service.service.__main__ import main
+    from lstm_service.service.proc.main import main
 
     handlers = logging.getLogger().handlers[:]
     try:

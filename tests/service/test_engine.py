@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 from lstm_service.model.card import load_card
-from lstm_service.service.config import Config
-from lstm_service.service.engine import CallEnded, Engine
-from lstm_service.service.errors import FailedPrecondition, InvalidArgument, NotFound, SessionBusy
-from lstm_service.service.options import StepOptions
-from lstm_service.service.runtime import Runtime
+from lstm_service.service.proc.config import Config
+from lstm_service.service.api.errors import CallEnded
+from lstm_service.service.core.engine import Engine
+from lstm_service.service.api.errors import FailedPrecondition, InvalidArgument, NotFound, SessionBusy
+from lstm_service.service.api.options import StepOptions
+from lstm_service.service.core.runtime import Runtime
 
 TOL = 1e-4
 
@@ -29,6 +30,16 @@ def engine_for(model_dir, **overrides):
         yield engine
     finally:
         engine.close()
+
+
+def snapshot(engine, session_id: str):
+    """(steps, state, last_logprobs) straight from the engine's store (no call, no touch)."""
+    session = engine.store.get(session_id)
+    return session.steps, session.state, session.last_logprobs
+
+
+def session(engine, session_id: str):
+    return engine.store.info(engine.store.get(session_id))
 
 
 def ids(text: str) -> np.ndarray:
@@ -47,7 +58,7 @@ async def test_steps_carry_state_like_one_long_call(make_tiny_model, cell):
         assert (first.steps, result.steps) == (5, 9)
         want = reference.logprobs(b"To be, or")[-1]
         assert np.abs(result.scores.logprobs[-1] - want).max() <= TOL
-        steps, state, last = engine.snapshot(info.id)
+        steps, state, last = snapshot(engine, info.id)
         assert steps == 9 and len(state) == len(load_card(model_dir).state_names)
         assert all(not part.flags.writeable for part in state) and np.array_equal(last, result.scores.last)
 
@@ -55,16 +66,16 @@ async def test_steps_carry_state_like_one_long_call(make_tiny_model, cell):
 async def test_a_call_that_is_no_longer_live_commits_nothing(tiny_model_dir):
     with engine_for(tiny_model_dir) as engine:
         info, _ = await engine.create(None, 0, ids("abc"), StepOptions())
-        before = engine.snapshot(info.id)
+        before = snapshot(engine, info.id)
         with pytest.raises(CallEnded):
             await engine.predict(info.id, ids("def"), StepOptions(), live=lambda: False)
-        after = engine.snapshot(info.id)
+        after = snapshot(engine, info.id)
         assert after[0] == before[0] and all(a is b for a, b in zip(after[1], before[1]))
-        assert not engine.session(info.id).busy  # the lease was let go
+        assert not session(engine, info.id).busy  # the hold was released
         with pytest.raises(CallEnded):
             await engine.create("never-created-000001", 0, ids("x"), StepOptions(), live=lambda: False)
         with pytest.raises(NotFound):
-            engine.session("never-created-000001")
+            await engine.get_session("never-created-000001")
 
 
 async def test_expected_steps_applies_at_most_once(tiny_model_dir):
@@ -74,20 +85,20 @@ async def test_expected_steps_applies_at_most_once(tiny_model_dir):
         with pytest.raises(FailedPrecondition) as refused:  # the retry of a step that did apply
             await engine.predict(info.id, ids("c"), StepOptions(), expected_steps=2)
         assert refused.value.reason == "STEPS_MISMATCH" and refused.value.metadata == {"steps": "3"}
-        assert done.steps == engine.session(info.id).steps == 3
+        assert done.steps == session(engine, info.id).steps == 3
 
 
 async def test_one_writer_at_a_time_and_oversize_replies_refused_before_running(tiny_model_dir):
     with engine_for(tiny_model_dir, max_reply_bytes=4096) as engine:
         info, _ = await engine.create(None, 0, None, StepOptions())
-        lease = engine.hold(info.id)
+        hold = await engine.hold(info.id)
         with pytest.raises(SessionBusy):
             await engine.predict(info.id, ids("x"), StepOptions())
         with pytest.raises(InvalidArgument) as big:
-            await lease.run(ids("y" * 64), StepOptions(top_k=5, all_positions=True, logprobs=True))
+            await hold.run(ids("y" * 64), StepOptions(top_k=5, all_positions=True, logprobs=True))
         assert big.value.reason == "REPLY_TOO_LARGE" and engine.runner.stats.batches == 0
-        lease.release()
-        assert engine.session(info.id).steps == 0 and not engine.session(info.id).busy
+        hold.release()
+        assert session(engine, info.id).steps == 0 and not session(engine, info.id).busy
 
 
 async def test_generate_commits_each_token_it_hands_out_and_stops_with_the_consumer(tiny_model_dir):
@@ -100,9 +111,9 @@ async def test_generate_commits_each_token_it_hands_out_and_stops_with_the_consu
                 taken.append(g.token)
                 if len(taken) == 3:
                     break  # nothing is sampled after the consumer stops
-        assert engine.session(info.id).steps == 2 + 3 and not engine.session(info.id).busy
+        assert session(engine, info.id).steps == 2 + 3 and not session(engine, info.id).busy
         twin, _ = await engine.create(None, 0, None, StepOptions())
         replay = engine.generate(twin.id, ids("Hi"), engine.generate_options(3, 1.0, 0, None, 7, []))
         assert [g.token async for g in replay] == taken
-        a, b = engine.snapshot(info.id), engine.snapshot(twin.id)
+        a, b = snapshot(engine, info.id), snapshot(engine, twin.id)
         assert a[0] == b[0] and all(np.array_equal(x, y) for x, y in zip(a[1], b[1]))

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
-from lstm_service.service.web.browser import Chromium, find_chromium
+from lstm_service.service.edge.web.browser import Chromium, find_chromium
 from svc_helpers import serving
 
 TEXT = "To be, or not"
@@ -127,7 +127,7 @@ async def test_page_colours_typed_text_and_shows_predictions(tiny_model_dir):
 async def test_the_screenshot_tool_refuses_a_layer_the_page_does_not_offer(tiny_model_dir, tmp_path, capsys):
     """docs/explain.md's recipe once asked for --layer 2 of a 2-layer model: the select went blank
     and the tool still wrote a PNG and exited 0. Now it names what the page offers, and exits 2."""
-    from lstm_service.service.web import screenshot
+    from lstm_service.service.edge.web import screenshot
 
     async with serving(tiny_model_dir, http_port=free_port()) as s:
         url = f"http://127.0.0.1:{s.app.http.port}/"

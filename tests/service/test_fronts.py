@@ -1,5 +1,5 @@
 """--fronts N as it runs in production: a supervisor, one engine process and N
-front processes on one port (service/supervisor.py), started as a real
+front processes on one port (service/proc/supervisor.py), started as a real
 ``python -m lstm_service``, driven over real connections, with processes
 killed by signal. The in-process tests run over the same link too
 (``make test-fronts``); these are about the processes.
@@ -22,7 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from durable_helpers import snapshot_steps, wait_for
-from lstm_service.service.process import ServerProcess, free_port
+from tools.server_process import ServerProcess, free_port
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 
@@ -206,7 +206,7 @@ def test_a_port_in_use_or_a_bad_model_stops_the_server_with_status_2(tiny_model_
 
 
 def test_the_default_fronts_follow_a_containers_cpu_quota(tmp_path):
-    from lstm_service.service.supervisor import available_cores
+    from lstm_service.service.proc.supervisor import available_cores
 
     affinity = len(os.sched_getaffinity(0))
     quota = tmp_path / "cpu.max"

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
-from lstm_service.service.sampling import Sampler, SamplingOptions
+from lstm_service.service.api.options import SamplingOptions
+from lstm_service.service.core.sampling import Sampler
 from svc_helpers import serving
 
 PROMPT = "ROMEO:"
@@ -89,13 +90,13 @@ async def test_cancel_stops_generation_and_frees_the_session(tiny_model_dir):
         sid = (await s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text=PROMPT)))).session.id
         call = s.stub.Generate(pb.GenerateRequest(session_id=sid, sampling=pb.SamplingParams(max_tokens=4096)))
         received = [await call.read() for _ in range(5)]
-        assert s.engine.session(sid).busy
+        assert s.session(sid).busy
         call.cancel()
         # The server has ended the call (its generator closed) and the engine has let the session go:
         # from here nothing of that generation can be committed.
         assert await s.requests_counted("Generate", "CANCELLED", 1) == 1
         await released(s, sid)
-        steps = s.engine.session(sid).steps
+        steps = s.session(sid).steps
         assert len(PROMPT) + len(received) <= steps < len(PROMPT) + 4096, "generation went on after cancel"
         await still_at(s, sid, steps)
 
@@ -111,7 +112,7 @@ async def test_deadline_exceeded_stops_generation(tiny_model_dir):
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert await s.requests_counted("Generate", "DEADLINE_EXCEEDED", 1) == 1
         await released(s, sid)
-        steps = s.engine.session(sid).steps
+        steps = s.session(sid).steps
         assert steps < len(PROMPT) + 4096
         await still_at(s, sid, steps)  # and the session is usable again
 
@@ -119,7 +120,7 @@ async def test_deadline_exceeded_stops_generation(tiny_model_dir):
 async def released(s, sid: str, timeout: float = 5.0) -> None:
     """Until the engine has let the session go (bounded)."""
     deadline = asyncio.get_running_loop().time() + timeout
-    while s.engine.session(sid).busy:
+    while s.session(sid).busy:
         assert asyncio.get_running_loop().time() < deadline, f"session {sid} still held after {timeout:g}s"
         await asyncio.sleep(0.01)
 

@@ -8,9 +8,9 @@ tritonclient = pytest.importorskip("tritonclient.grpc.aio")  # the [dev] extra
 from tritonclient.grpc import InferInput, InferRequestedOutput  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
-from lstm_service.service.kserve.sequence import session_id_for  # noqa: E402
+from lstm_service.service.edge.kserve.sequence import session_id_for  # noqa: E402
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as lpb  # noqa: E402
-from lstm_service.service.session_ids import is_valid  # noqa: E402
+from lstm_service.service.core.session_ids import is_valid  # noqa: E402
 
 from svc_helpers import open_stream, serving, stream_step  # noqa: E402
 
@@ -183,7 +183,7 @@ def test_reflection_pool_holds_every_served_service():
     """The KServe protos live in their own descriptor pool; reflection needs one pool with all."""
     from grpc_health.v1 import health_pb2
 
-    from lstm_service.service.kserve import SERVICE_NAME, reflection_pool
+    from lstm_service.service.edge.kserve import SERVICE_NAME, reflection_pool
 
     names = ["lstm.v1.LstmService", health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, SERVICE_NAME,
              "grpc.reflection.v1.ServerReflection"]  # the last is an alias in no pool: left out, no error

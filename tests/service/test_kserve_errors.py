@@ -6,7 +6,7 @@ import grpc
 import numpy as np
 import pytest
 
-from lstm_service.service.kserve.sequence import session_id_for
+from lstm_service.service.edge.kserve.sequence import session_id_for
 from lstm_service.service.proto.inference import grpc_service_pb2 as pb
 from lstm_service.service.proto.inference import grpc_service_pb2_grpc as pb_grpc
 

@@ -11,8 +11,8 @@ import pytest
 
 tc = pytest.importorskip("tritonclient.grpc")  # the [dev] extra
 
-from lstm_service.service.app import App  # noqa: E402
-from lstm_service.service.config import Config  # noqa: E402
+from lstm_service.service.proc.app import App  # noqa: E402
+from lstm_service.service.proc.config import Config  # noqa: E402
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as lpb  # noqa: E402
 
 TEXT = b"O Romeo, Romeo! wherefore art thou Romeo?"

@@ -18,9 +18,9 @@ from redis import Redis
 from lstm_service.service.proto.inference import grpc_service_pb2 as kpb
 from lstm_service.service.proto.inference import grpc_service_pb2_grpc as kpb_grpc
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
-from lstm_service.service.snapshot_format import Snapshot, encode_snapshot
-from lstm_service.service.snapshots import KEY_PREFIX, STORE_MAGIC
-from lstm_service.service.store_metrics import LOAD_KINDS
+from lstm_service.service.persist.snapshot_format import Snapshot, encode_snapshot
+from lstm_service.service.persist.snapshots import KEY_PREFIX, STORE_MAGIC
+from lstm_service.service.persist.store_metrics import LOAD_KINDS
 from redis_helpers import NEEDS_REDIS, running_redis
 from svc_helpers import serving
 from principals import as_, tokens_file

@@ -1,4 +1,4 @@
-"""One server per port (service/port_claim.py), with real processes: a second
+"""One server per port (service/proc/port_claim.py), with real processes: a second
 ``python -m lstm_service`` on a port a server already serves, in either mode,
 exits 2 with one line naming the port and the first server's pid, and the first
 keeps serving alone. Only its own fronts share the port.
@@ -15,7 +15,7 @@ import time
 import grpc
 import pytest
 
-from lstm_service.service.process import ServerProcess
+from tools.server_process import ServerProcess
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 

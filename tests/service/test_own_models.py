@@ -190,9 +190,9 @@ async def test_a_tokenizer_model_streams_the_tokenizers_decode(tmp_path):
 def test_a_vocabulary_file_changed_after_export_stops_the_server_at_start(word_lm, tmp_path):
     import shutil
 
-    from lstm_service.service.app import App
-    from lstm_service.service.config import Config
-    from lstm_service.service.errors import ConfigError
+    from lstm_service.service.proc.app import App
+    from lstm_service.service.proc.config import Config
+    from lstm_service.service.api.errors import ConfigError
 
     model_dir, _ = word_lm("LSTM")
     copy = tmp_path / "model"

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lstm_service.service.config import Config, load_config
-from lstm_service.service.errors import ConfigError
+from lstm_service.service.proc.config import Config, load_config
+from lstm_service.service.api.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "protos" / "lstm" / "v1" / "lstm.proto"
@@ -14,14 +14,14 @@ PROTO = ROOT / "protos" / "lstm" / "v1" / "lstm.proto"
 
 def test_generated_code_is_not_stale():
     pytest.importorskip("grpc_tools")
-    from lstm_service.service.build_proto import stale_files
+    from tools.build_proto import stale_files
 
-    assert stale_files() == [], "run: python -m lstm_service.service.build_proto"
+    assert stale_files() == [], "run: python -m tools.build_proto"
 
 
 def test_stale_check_notices_a_change(tmp_path):
     pytest.importorskip("grpc_tools")
-    from lstm_service.service.build_proto import DEST, generate, stale_files
+    from tools.build_proto import DEST, generate, stale_files
 
     copy = tmp_path / "proto"
     generate(copy)
@@ -67,7 +67,7 @@ def dataclasses_frozen():
 
 
 def test_the_configuration_doc_lists_every_option_as_the_code_does():
-    from lstm_service.service.config import options_table
+    from lstm_service.service.proc.config import options_table
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
-    assert options_table() in doc, "docs/configuration.md is stale: python -m lstm_service.service.config"
+    assert options_table() in doc, "docs/configuration.md is stale: python -m lstm_service.service.proc.config"

@@ -1,12 +1,12 @@
 """docs/errors.md lists every ErrorInfo reason the server sends: the raise sites of service/
-are read (ast) and each reason they name must be in service/reasons.py with the same code."""
+are read (ast) and each reason they name must be in service/api/reasons.py with the same code."""
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 from typing import Dict, Iterator, Optional, Tuple
 
-from lstm_service.service.reasons import REASONS, reasons_table
+from lstm_service.service.api.reasons import REASONS, reasons_table
 
 ROOT = Path(__file__).resolve().parents[2]
 SOURCES = [p for p in (ROOT / "service").rglob("*.py") if "proto" not in p.relative_to(ROOT).parts]
@@ -61,7 +61,7 @@ def test_every_reason_a_raise_site_names_is_in_the_table_with_its_code():
     seen = set()
     for reason, code, where in raised_reasons():
         seen.add(reason)
-        assert reason in REASONS, f"{where} sends reason {reason!r}: add it to service/reasons.py"
+        assert reason in REASONS, f"{where} sends reason {reason!r}: add it to service/api/reasons.py"
         if code is not None:
             assert REASONS[reason][0] == code, f"{where} sends {reason} as {code}, the table says {REASONS[reason][0]}"
     assert len(seen) > 30, "the scan found too few raise sites: is it reading service/?"
@@ -70,7 +70,7 @@ def test_every_reason_a_raise_site_names_is_in_the_table_with_its_code():
 
 def test_the_errors_doc_has_the_generated_reason_table():
     doc = (ROOT / "docs" / "errors.md").read_text()
-    assert reasons_table() in doc, "docs/errors.md is stale: python -m lstm_service.service.reasons"
+    assert reasons_table() in doc, "docs/errors.md is stale: python -m lstm_service.service.api.reasons"
 
 
 def test_no_reason_is_spelled_two_ways():

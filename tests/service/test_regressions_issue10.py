@@ -19,7 +19,7 @@ import pytest
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from lstm_service.model.card import load_card
-from lstm_service.service.runtime import Runtime
+from lstm_service.service.core.runtime import Runtime
 from svc_helpers import GatedRuntime, open_stream, serving
 
 HUGE_OUTPUT = pb.OutputOptions(all_positions=True, logprobs=True)  # 4096 x 256 floats: > 4 MiB

@@ -12,7 +12,7 @@ import time
 import grpc
 import pytest
 
-from lstm_service.service.process import ServerProcess
+from tools.server_process import ServerProcess
 from lstm_service.service.proto.inference import grpc_service_pb2 as kpb
 from lstm_service.service.proto.inference import grpc_service_pb2_grpc as kpb_grpc
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from lstm_service.service.errors import InvalidArgument
-from lstm_service.service.session_ids import fork_id, is_valid, new_session_id, route_key
-from lstm_service.service.sessions import SessionStore, check_session_id
+from lstm_service.service.api.errors import InvalidArgument
+from lstm_service.service.core.session_ids import fork_id, is_valid, new_session_id, route_key
+from lstm_service.service.core.sessions import SessionStore, check_session_id
 
 
 @pytest.mark.parametrize("good", ["a" * 16, "A-b_c" * 4, "x" * 128, "routeKey_0123456.sfx", "r.s" + "x" * 14])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
-from lstm_service.service.sessions import SessionStore
+from lstm_service.service.core.sessions import SessionStore
 from svc_helpers import same_state, FakeClock, open_stream, serving, stream_step
 
 TOL = 1e-4

@@ -9,16 +9,16 @@ import struct
 
 import numpy as np
 import pytest
-from lstm_service.service.errors import ConfigError
-from lstm_service.service.metrics import Metrics
-from lstm_service.service.snapshots import (
+from lstm_service.service.api.errors import ConfigError
+from lstm_service.service.proc.metrics import Metrics
+from lstm_service.service.persist.snapshots import (
     KEY_PREFIX,
     LOAD_TIMEOUT,
     Snapshot,
     check_url,
     open_store,
 )
-from lstm_service.service.session_ids import SessionName
+from lstm_service.service.core.session_ids import SessionName
 from prometheus_client import generate_latest
 from redis_helpers import NEEDS_REDIS, RedisServer, free_port, running_redis
 

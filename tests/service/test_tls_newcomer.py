@@ -1,5 +1,5 @@
 """TLS for a newcomer, with real server processes in both modes: the certificates
-`make certs` writes (python -m lstm_service.service.certs) work first try with the
+`make certs` writes (python -m lstm_service.service.proc.certs) work first try with the
 client's default kind of target (127.0.0.1:port) and with localhost; a client without
 TLS is told the server speaks TLS; and the server logs one structured line for it
 instead of grpc's raw ssl_transport_security.cc line."""
@@ -15,7 +15,7 @@ import grpc
 import pytest
 
 from lstm_client import Client, ClientError
-from lstm_service.service.process import ServerProcess
+from tools.server_process import ServerProcess
 
 MODES = {"default": ["--fronts", "1"], "single": ["--fronts", "0"]}
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "security.md"
@@ -26,7 +26,7 @@ def certs(tmp_path_factory) -> Path:
     if not shutil.which("openssl"):
         pytest.skip("openssl is not installed (Debian package openssl)")
     directory = tmp_path_factory.mktemp("tls") / "certs"
-    done = subprocess.run([sys.executable, "-m", "lstm_service.service.certs", str(directory)], capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "lstm_service.service.proc.certs", str(directory)], capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert {p.name for p in directory.iterdir()} == {"ca.pem", "ca.key", "server.pem", "server.key"}
@@ -75,7 +75,7 @@ def test_self_made_certificates_work_first_try_and_a_plaintext_client_is_told(ti
 def test_the_relay_passes_every_other_line_through_unchanged(caplog):
     import os
 
-    from lstm_service.service.grpc_log import pump
+    from lstm_service.service.proc.grpc_log import pump
 
     raw = (b"E1207 18:55:02.702487 8532 chttp2_server.cc:100] a real grpc error\n"
            b"I1207 18:55:02.702487 8532 ssl_transport_security.cc:2563] Handshake failed with error SSL_ERROR_SSL: "

@@ -1,4 +1,4 @@
-"""The vocabulary interface (service/vocab.py) for every kind: text -> ids, ids -> candidate
+"""The vocabulary interface (service/core/vocab.py) for every kind: text -> ids, ids -> candidate
 texts, and incremental decoding whose pieces join into the whole text."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import random
 
 import pytest
 
-from lstm_service.service.errors import InvalidArgument
-from lstm_service.service.vocab import BytesVocab
-from lstm_service.service.vocab_tokenizer import TokenizerVocab
-from lstm_service.service.vocab_words import WordsVocab
+from lstm_service.service.api.errors import InvalidArgument
+from lstm_service.service.core.vocab import BytesVocab
+from lstm_service.service.core.vocab_tokenizer import TokenizerVocab
+from lstm_service.service.core.vocab_words import WordsVocab
 import own_models
 
 TEXT = ("the clouds are in the sky. Les nuages sont dans le ciel, l'été. "

@@ -1,0 +1,90 @@
+"""What both engines share, written once: request checks that run where the request
+is decoded (before anything crosses the link), the zero state, and the one-shot
+calls built from their two-phase halves (the engine computes and holds the result;
+the caller checks liveness where it knows it and commits or not).
+
+``core.engine.Engine`` (in process) and ``link.remote_engine.RemoteEngine`` (a
+front's view of the engine process) both derive from it; mypy checks both against
+``api.engine.EngineApi``.
+"""
+from __future__ import annotations
+
+from typing import Awaitable, Callable, Optional, Sequence, TYPE_CHECKING, Tuple, Union
+
+import numpy as np
+
+from . import options as opts
+from .errors import CallEnded
+from .options import GenerateOptions, StepOptions
+from .values import ANYONE, Caller, DeferredCommit, Live, SessionInfo, State, StepResult, always
+
+if TYPE_CHECKING:  # types only: api/ imports no other room at run time
+    from lstm_service.model.card import ModelCard
+
+    from ..core.vocab import Vocab
+    from ..proc.config import Config
+
+CreateCommit = Callable[[bool], Awaitable[Optional[SessionInfo]]]  # create's commit(wanted): the new session
+
+
+class EngineBase:
+    def __init__(self, config: "Config", card: "ModelCard", vocab: "Vocab") -> None:
+        self.config = config
+        self.card = card
+        self.vocab = vocab
+
+    # -- checks (before anything runs) ------------------------------------------------
+    def tokens(self, tokens: Union[Sequence[int], np.ndarray], text: str, what: str = "input") -> np.ndarray:
+        return self.vocab.encode(tokens, text, self.config.max_tokens_per_message, what)
+
+    def step_options(self, top_k: Optional[int], all_positions: bool, logprobs: bool) -> StepOptions:
+        return opts.step_options(top_k, all_positions, logprobs, self.vocab.size)
+
+    def generate_options(self, max_tokens: int, temperature: Optional[float], top_k: int, top_p: Optional[float],
+                         seed: Optional[int], stop: Sequence[str]) -> GenerateOptions:
+        return opts.generate_options(max_tokens, temperature, top_k, top_p, seed, stop, self.vocab.size,
+                                     self.config.max_generate_tokens)
+
+    @property
+    def zeros(self) -> State:
+        """The zero state, one [L, H] array per part of the card's state."""
+        shape = (self.card.layers, self.card.hidden_size)
+        return tuple(np.zeros(shape, np.float32) for _ in self.card.state_names)
+
+    # -- each engine's two-phase halves ---------------------------------------------------
+    async def predict_deferred(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
+                               expected_steps: Optional[int] = None,
+                               caller: Caller = ANYONE) -> Tuple[StepResult, DeferredCommit]:
+        raise NotImplementedError  # pragma: no cover - each engine has its own
+
+    async def create_deferred(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
+                              options: StepOptions,
+                              caller: Caller = ANYONE) -> Tuple[Optional[StepResult], CreateCommit]:
+        raise NotImplementedError  # pragma: no cover - each engine has its own
+
+    # -- one-shot calls, from their two-phase halves ----------------------------------------
+    async def predict(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
+                      expected_steps: Optional[int] = None, live: Live = always, caller: Caller = ANYONE) -> StepResult:
+        """One step, committed only if ``live()`` still holds once its result is in."""
+        result, commit = await self.predict_deferred(session_id, ids, options, start, expected_steps, caller)
+        wanted = live()
+        commit(wanted)
+        if not wanted:
+            raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
+        return result
+
+    async def create(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
+                     options: StepOptions, live: Live = always,
+                     caller: Caller = ANYONE) -> Tuple[SessionInfo, Optional[StepResult]]:
+        """A new session, prefilled with ``prompt`` if given. Nothing is created unless the
+        whole call succeeds (no orphan whose id the client never learns)."""
+        result, commit = await self.create_deferred(session_id, ttl, prompt, options, caller)
+        if prompt is not None and not live():
+            await commit(False)
+            raise CallEnded("the call ended (cancelled or past its deadline) before the session was created")
+        info = await commit(True)
+        assert info is not None
+        return info, result
+
+
+__all__ = ["CreateCommit", "EngineBase"]

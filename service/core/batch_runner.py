@@ -1,0 +1,142 @@
+"""Run a batch of steps from different sessions through the model: the pure
+part of batching (Triton python_backend's shape: execute(requests) -> responses).
+
+    outputs = runner.execute([StepRequest(tokens[T], state, all_positions, k), ...])
+
+Steps are grouped by length T, one onnxruntime call per group (no padding,
+so every result is exactly what the step alone would give). For a group,
+each part of the state (h, and c where the cell has one) is gathered into
+[L, B, H], the model runs, the scores are computed on the whole batch
+(service/core/scoring.py) and each step gets its own copy of its new state rows.
+No asyncio here: the scheduler calls ``execute`` on its worker thread (or,
+for a lone cheap step, on the event loop).
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+
+from ..api.errors import ServiceError
+from .scoring import Scores, score
+
+State = Tuple[np.ndarray, ...]  # one session: [L, H] per part, in the card's state_names order
+
+
+@dataclass(eq=False)
+class StepRequest:
+    tokens: np.ndarray  # [T] int64
+    state: State
+    all_positions: bool
+    top_k: int
+
+
+@dataclass(eq=False)
+class StepOutput:
+    scores: Scores  # log-probs and top-k of the positions asked for
+    state: State  # the new state (own copies: a view would pin the whole batch)
+
+    @property
+    def last(self) -> np.ndarray:
+        return self.scores.last
+
+
+@dataclass
+class BatchStats:
+    """Counters the benchmark and tests read: model calls, steps run, the
+    largest model call, the largest hand-over to the worker, lone steps run inline."""
+
+    batches: int = 0
+    steps: int = 0
+    max_seen: int = 0
+    max_dispatch: int = 0
+    inline_runs: int = 0
+
+
+class BatchRunner:
+    def __init__(self, runtime, max_batch: int = 64, metrics=None) -> None:
+        self.runtime = runtime
+        self.max_batch = max_batch
+        self.metrics = metrics
+        self.stats = BatchStats()
+        self.token_seconds: Optional[float] = None  # moving average of a lone step's model time per token
+        self._buffers = threading.local()  # per thread: reused gather buffers, one per state part
+
+    def execute(self, steps: List[StepRequest],
+                on_group: Optional[Callable[[List[int], list], None]] = None) -> List[Union[StepOutput, ServiceError]]:
+        """One output per step, in order; a group whose model call fails gets the error.
+
+        Groups run shortest first, and ``on_group(indices, outputs)`` hears of each but the
+        last as soon as it is done: a one-token step batched beside a long prefill chunk is
+        answered before the chunk runs, not after it. (The last group's outputs come back
+        with the return value, after which the worker counts as idle again.)"""
+        groups: Dict[int, List[int]] = {}
+        for i, step in enumerate(steps):
+            groups.setdefault(len(step.tokens), []).append(i)
+        outputs: list = [None] * len(steps)
+        ordered = [indices for _, indices in sorted(groups.items())]
+        for n, indices in enumerate(ordered):
+            try:
+                results: list = self.run_group([steps[i] for i in indices])
+            except Exception as exc:  # noqa: BLE001 - one bad group does not fail the others
+                results = [ServiceError("model run failed", detail=f"{type(exc).__name__}: {exc}")] * len(indices)
+            for i, result in zip(indices, results):
+                outputs[i] = result
+            if on_group is not None and n < len(ordered) - 1:
+                on_group(indices, results)
+        return outputs
+
+    def run_group(self, steps: List[StepRequest]) -> List[StepOutput]:
+        """Steps of one length T through one model call."""
+        b = len(steps)
+        if b == 1:  # views, no copies
+            tokens = steps[0].tokens[None, :]
+            state = tuple(part[:, None, :] for part in steps[0].state)
+        else:
+            # One concatenate (same T in a group) instead of np.stack's per-array Python work.
+            tokens = np.concatenate([s.tokens for s in steps]).reshape(b, -1)  # [B, T]
+            state = tuple(self._gather(i, [s.state[i] for s in steps]) for i in range(len(steps[0].state)))
+        started = time.perf_counter()
+        logits, new_state = self.runtime.run(tokens, state)
+        self._count(b, tokens.shape[1], time.perf_counter() - started)
+        scores = score(logits, [s.all_positions for s in steps], [s.top_k for s in steps])
+        if b == 1:
+            return [StepOutput(scores[0], tuple(part[:, 0, :].copy() for part in new_state))]
+        # Rows split off by list() on [B, L, H] views (in C, not a Python slice each).
+        per_step = zip(*(map(np.ndarray.copy, part.transpose(1, 0, 2)) for part in new_state))
+        return list(map(StepOutput, scores, per_step))
+
+    def _count(self, b: int, t: int, seconds: float) -> None:
+        if b == 1:
+            per_token = seconds / t
+            last = self.token_seconds
+            self.token_seconds = per_token if last is None else 0.9 * last + 0.1 * per_token
+        if self.metrics:
+            self.metrics.ort_run(b, t, seconds)
+        stats = self.stats
+        stats.batches += 1
+        stats.steps += b
+        stats.max_seen = max(stats.max_seen, b)
+
+    def _gather(self, which: int, rows: List[np.ndarray]) -> np.ndarray:
+        """np.stack(rows, axis=1) into a reused [L, B, H] buffer (rows of mixed dtypes: a fresh one).
+
+        A fresh array of this size comes from mmap and is page-faulted in on every
+        batch, which cost more than the gather itself. Reuse is safe: onnxruntime
+        only reads its inputs during ``run`` and returns fresh output arrays, and
+        one thread runs one group at a time.
+        """
+        row, b = rows[0], len(rows)
+        buffers: Dict[int, np.ndarray] = self._buffers.__dict__.setdefault("by_part", {})
+        size = row.shape[0] * b * row.shape[1]
+        buf = buffers.get(which)
+        if buf is None or buf.size < size or buf.dtype != row.dtype:
+            buf = buffers[which] = np.empty(max(size, row.size * self.max_batch), row.dtype)
+        out = buf[:size].reshape(row.shape[0], b, row.shape[1])
+        try:
+            return np.stack(rows, axis=1, out=out, casting="no")
+        except TypeError:
+            return np.stack(rows, axis=1)

@@ -1,0 +1,131 @@
+"""A call's hold on a session: its exclusive use while it computes (a stream, a
+unary step, a generation, Explain with commit), and the step computed under it
+before its commit.
+
+``Hold.run`` computes a step without keeping anything. ``Hold.commit`` makes
+its new state the session's state: one synchronous swap, only while the
+session is alive and the call still live. ``Hold.release`` ends the hold,
+after a commit or without one. The engine owns everything a hold touches
+(store, quotas, scheduler): a hold only asks it, through its public methods.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Optional
+
+import numpy as np
+
+from ..api.errors import CallEnded, FailedPrecondition
+from ..api.options import StepOptions
+from ..api.values import ANYONE, Caller, DeferredCommit, Live, SessionInfo, State, StepResult, always
+from .sessions import Session
+
+if TYPE_CHECKING:
+    from .engine import Engine
+
+
+@dataclass
+class Pending:
+    """A step's result before its commit: the new state, and what the caller will be told."""
+
+    result: StepResult
+    state: State
+    start: bool
+
+
+class Hold:
+    """A session held by one call. A scratch hold (no session) scores from the zero state
+    and commits nothing."""
+
+    def __init__(self, engine: "Engine", session: Optional[Session], end_on_release: bool = False,
+                 caller: Caller = ANYONE, stream: bool = False) -> None:
+        self.engine = engine
+        self.session = session
+        self.end_on_release = end_on_release
+        self.caller = caller
+        self.stream = stream  # counts against the caller's open streams until released
+        self.state: State = session.state if session else engine.zeros
+        self.steps = session.steps if session else 0
+        self.released = False
+
+    @property
+    def has_session(self) -> bool:
+        return self.session is not None
+
+    @property
+    def info(self) -> SessionInfo:
+        if self.session is None:
+            raise FailedPrecondition("a stateless call has no session")
+        return self.engine.info(self.session, self.caller)
+
+    async def run(self, ids: np.ndarray, options: StepOptions, start: bool = False,
+                  expected_steps: Optional[int] = None) -> Pending:
+        """Run one step from the session's state (zero state with ``start``); nothing is committed yet."""
+        engine, session = self.engine, self.session
+        if session is not None:
+            engine.require_live(session)
+            self.check_expected(expected_steps)
+        engine.check_reply(len(ids), options)
+        engine.take_tokens(self.caller, len(ids))
+        fresh = start or session is None
+        scores, state = await engine.compute(ids, engine.zeros if fresh or session is None else session.state,
+                                             options)
+        n = len(ids)
+        base = 0 if fresh or session is None else session.steps
+        return Pending(StepResult(session.id if session else "", base + n, n, scores, options), state, start)
+
+    async def read_state(self) -> State:
+        """The session's state as this hold found it (the same call across the engine link)."""
+        return self.state
+
+    def check_expected(self, expected_steps: Optional[int]) -> None:
+        if expected_steps is not None and self.session is not None and self.session.steps != expected_steps:
+            steps = self.session.steps
+            raise FailedPrecondition(
+                f"expected_steps is {expected_steps} but the session has consumed {steps} tokens; nothing was "
+                "applied (after a lost reply: the earlier attempt applied if steps moved on by its tokens)",
+                reason="STEPS_MISMATCH", metadata={"steps": str(steps)}, field="expected_steps",
+            )
+
+    def commit(self, pending: Pending, live: Live = always) -> StepResult:
+        """Make the step's state the session's state, if the call is still live; CallEnded
+        (nothing committed) if not."""
+        if not live():
+            raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
+        if self.session is not None:
+            self.engine.commit_state(self.session, pending.state, pending.result.scores.last,
+                                     pending.result.consumed, pending.start)
+        return pending.result
+
+    async def step(self, ids: np.ndarray, options: StepOptions, start: bool = False,
+                   expected_steps: Optional[int] = None, live: Live = always) -> StepResult:
+        return self.commit(await self.run(ids, options, start, expected_steps), live)
+
+    def deferred_commit(self, pending: Pending) -> DeferredCommit:
+        """``commit(wanted)``: commit ``pending`` if ``wanted`` (and the session still lives), then
+        release the hold; for a call that encodes its reply between the step and the commit."""
+        session = self.session
+        if session is None:  # stateless: nothing to commit
+            self.release()
+            return lambda wanted: None
+
+        def commit(wanted: bool) -> None:
+            try:
+                if wanted and session.alive:
+                    self.commit(pending)
+            finally:
+                self.release()
+
+        return commit
+
+    def end_session(self, why: str) -> None:
+        """End the held session (it is gone once the hold is released)."""
+        if self.session is not None:
+            self.engine.end_session(self.session, why)
+
+    def release(self) -> None:
+        """End the hold (once; again is a no-op)."""
+        if self.released:
+            return
+        self.released = True
+        self.engine.release_hold(self)

@@ -1,0 +1,46 @@
+"""A batch's logits -> each step's log-probabilities and top-k, computed on
+the whole batch at once (log-softmax, argpartition and exp are one numpy
+call each instead of one per step).
+"""
+from __future__ import annotations
+
+from typing import List
+
+import numpy as np
+
+from ..api.values import Scores
+from .sampling import log_softmax, top_k
+
+__all__ = ["Scores", "score"]
+
+
+def score(logits: np.ndarray, all_positions: List[bool], ks: List[int]) -> List[Scores]:
+    """logits [B, T, V] of one model call -> one Scores per row, each with its own k."""
+    b = logits.shape[0]
+    k = max(ks)
+    if not any(all_positions):
+        lp = log_softmax(logits[:, -1, :])  # [B, V]
+        ids, vals = top_k(lp, k)
+        probs = np.exp(vals)  # elementwise, so the same as per row
+        if b == 1:
+            return [Scores(lp, lp[0].copy(), ids, vals, probs)]
+        # Rows are split off by list() on [B, 1, ...] views (in C, not a Python slice each).
+        rows = zip(list(ids[:, None, :]), list(vals[:, None, :]), list(probs[:, None, :]))
+        out = []
+        for lp_row, last, (i, v, p), kk in zip(lp[:, None, :], map(np.ndarray.copy, lp), rows, ks):
+            cut = (i[:, :kk], v[:, :kk], p[:, :kk]) if kk != k else (i, v, p)
+            out.append(Scores(lp_row, last, *cut))
+        return out
+    parts, spans, start = [], [], 0
+    for row, every in enumerate(all_positions):
+        part = logits[row] if every else logits[row, -1:]
+        parts.append(part)
+        spans.append((start, start + len(part)))
+        start += len(part)
+    lp = log_softmax(np.concatenate(parts))
+    ids, vals = top_k(lp, k)
+    probs = np.exp(vals)
+    return [
+        Scores(lp[a:z], lp[z - 1].copy(), ids[a:z, :kk], vals[a:z, :kk], probs[a:z, :kk])
+        for (a, z), kk in zip(spans, ks)
+    ]

@@ -1,0 +1,101 @@
+"""One KServe v2 inference request, decoded and run through the engine's public
+methods (no gRPC here; the servicer maps errors and writes the reply).
+
+Sequence semantics, as Triton's sequence batcher:
+    start         the sequence's session is created (or, if it exists, reset) with these tokens
+    neither       the tokens continue the sequence; an unknown sequence is NOT_FOUND
+    end           the session is freed after this step's answer was computed
+    start + end   a one-request sequence: scored from the zero state, and a live
+                  session of that id is freed
+    no sequence   a stateless step from the zero state; nothing is committed
+A request that fails leaves the sequence as it was (a failed start creates nothing),
+and a step is committed only while the call is live (not cancelled, not past
+its deadline). Sequence ids are per principal, as session ids are (service/core/session_ids.py):
+Alice's sequence 42 and Bob's sequence 42 are two sessions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence as Seq
+
+import numpy as np
+
+from ...api.errors import AlreadyExists, NotFound
+from ...api.engine import EngineApi
+from ...api.options import StepOptions
+from ...api.values import ANYONE, Caller, Live, StepResult, always
+from . import sequence as sq
+from . import tensors
+
+ENDED = "was ended by its KServe sequence (sequence_end)"
+
+
+@dataclass(frozen=True)
+class Request:
+    ids: np.ndarray  # [T] validated token ids
+    options: StepOptions
+    sequence: sq.Sequence
+    outputs: Seq[str]
+
+
+def decode(engine: EngineApi, request) -> Request:
+    """Validate everything before anything runs (INVALID_ARGUMENT with a message)."""
+    p = request.parameters
+    seq = sq.sequence_of(p)
+    outputs = tensors.requested_outputs(request)
+    ids, text = tensors.request_input(request)
+    tokens = engine.tokens(ids if ids is not None else (), text, tensors.INPUT_IDS if ids is not None else tensors.TEXT)
+    options = engine.step_options(sq.int_parameter(p, "top_k"), sq.bool_parameter(p, "all_positions"),
+                                  tensors.LOGPROBS in outputs)
+    return Request(tokens, options, seq, outputs)
+
+
+async def run(engine: EngineApi, r: Request, live: Live = always, caller: Caller = ANYONE) -> StepResult:
+    """The step's StepResult, with the sequence's session created, continued or freed."""
+    seq = r.sequence
+    if not seq.session_id:
+        return await engine.predict("", r.ids, r.options, live=live, caller=caller)
+    if seq.start and seq.end:
+        result = await engine.predict("", r.ids, r.options, live=live, caller=caller)
+        try:
+            await engine.delete_session(seq.session_id, caller)
+        except NotFound:
+            pass  # the usual case: no earlier sequence of that id
+        return result
+    if seq.start:
+        try:
+            return _prompted(await engine.create(seq.session_id, 0, r.ids, r.options, live, caller))
+        except AlreadyExists:  # a live sequence of this caller's restarted: reset it with these tokens
+            pass
+        try:
+            return await _continue(engine, r, True, live, caller)
+        except NotFound:  # it ended between the two (expired, deleted): begin it afresh
+            return _prompted(await engine.create(seq.session_id, 0, r.ids, r.options, live, caller))
+    return await _continue(engine, r, False, live, caller)
+
+
+async def _continue(engine: EngineApi, r: Request, start: bool, live: Live, caller: Caller) -> StepResult:
+    seq = r.sequence
+    try:
+        hold = await engine.hold(seq.session_id, caller)
+    except NotFound as exc:
+        if start:
+            raise
+        raise NotFound(
+            f"sequence {seq.label} is not active ({exc.message}); begin it with sequence_start=true",
+            reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata={"session_id": seq.session_id},
+        ) from None
+    try:
+        result = await hold.step(r.ids, r.options, start, live=live)
+        if seq.end:
+            hold.end_session(ENDED)
+        return result
+    finally:
+        hold.release()
+
+
+def _prompted(created) -> StepResult:
+    """The prompt's result of a create that had one (a KServe step always has its tokens)."""
+    result = created[1]
+    assert result is not None
+    return result

@@ -1,0 +1,56 @@
+"""The link's operations (one message type each: link/messages.py) and its pace."""
+from __future__ import annotations
+
+from enum import IntEnum
+from typing import Any, ClassVar
+
+PING_SECONDS = 0.25  # a front pings this often (the engine's liveness, as the front sees it)
+
+
+class Op(IntEnum):
+    PING = 1
+    OPEN_STREAM = 2
+    HOLD = 3
+    RUN = 4
+    READ_HELD_STATE = 5
+    COMMIT = 6
+    DEFERRED_COMMIT = 7
+    END_SESSION = 8
+    RELEASE = 9
+    RELEASE_UNUSED = 10
+    CANCEL = 11
+    PREDICT = 12
+    CREATE = 13
+    CREATE_COMMIT = 14
+    GEN_OPEN = 15
+    GEN_NEXT = 16
+    CHARGE = 17
+    SLOT = 18
+    GET_SESSION = 19
+    RESET_SESSION = 20
+    DELETE_SESSION = 21
+    FORK_SESSION = 22
+    LIST_SESSIONS = 23
+    EXPORT_SESSION = 24
+    IMPORT_SESSION = 25
+    READ_STATE = 26
+
+
+def none(value: Any) -> None:
+    """The reply of a one-way op (there is none)."""
+    return None
+
+
+class Message:
+    """What every message type (link/messages.py) has: its op, how the engine treats it, and
+    its encode/decode pairs (``encode``/``decode`` for the request, ``encode_reply``/
+    ``decode_reply`` for its reply; ``key_of`` for ops that make a held key)."""
+
+    __slots__ = ()
+    op: ClassVar[Op]
+    in_order: ClassVar[bool] = False  # answered as it arrives, before anything the front sends after it
+    makes_key: ClassVar[bool] = False  # its reply names something the front holds (key_of)
+    runs_under_key: ClassVar[bool] = False  # runs for a held key (releasing the key cancels it)
+
+    def encode(self) -> list:
+        raise NotImplementedError  # pragma: no cover - each message type has its own

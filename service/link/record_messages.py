@@ -1,0 +1,175 @@
+"""The link's messages for session records (GetSession ... ReadState): one type per
+op, each with its request and reply encode/decode pairs (as link/messages.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, List, Optional, Tuple
+
+from ..api.values import Caller, SessionInfo, State
+from . import wire_values as w
+from .ops import Message, Op
+
+
+@dataclass(slots=True)
+class GetSession(Message):
+    session_id: str
+    caller: Caller
+
+    op: ClassVar[Op] = Op.GET_SESSION
+
+    def encode(self) -> list:
+        return [self.session_id, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "GetSession":
+        return cls(body[0], w.decode_caller(body[1]))
+
+    encode_reply = staticmethod(w.encode_info)
+    decode_reply = staticmethod(w.decode_info)
+
+
+@dataclass(slots=True)
+class ResetSession(Message):
+    session_id: str
+    caller: Caller
+
+    op: ClassVar[Op] = Op.RESET_SESSION
+
+    def encode(self) -> list:
+        return [self.session_id, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "ResetSession":
+        return cls(body[0], w.decode_caller(body[1]))
+
+    encode_reply = staticmethod(w.encode_info)
+    decode_reply = staticmethod(w.decode_info)
+
+
+@dataclass(slots=True)
+class DeleteSession(Message):
+    session_id: str
+    caller: Caller
+
+    op: ClassVar[Op] = Op.DELETE_SESSION
+
+    def encode(self) -> list:
+        return [self.session_id, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "DeleteSession":
+        return cls(body[0], w.decode_caller(body[1]))
+
+    encode_reply = staticmethod(w.encode_info)
+    decode_reply = staticmethod(w.decode_info)
+
+
+@dataclass(slots=True)
+class ForkSession(Message):
+    session_id: str
+    new_id: Optional[str]
+    ttl: float
+    caller: Caller
+
+    op: ClassVar[Op] = Op.FORK_SESSION
+
+    def encode(self) -> list:
+        return [self.session_id, self.new_id, self.ttl, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "ForkSession":
+        return cls(body[0], body[1], body[2], w.decode_caller(body[3]))
+
+    encode_reply = staticmethod(w.encode_info)
+    decode_reply = staticmethod(w.decode_info)
+
+
+@dataclass(slots=True)
+class ListSessions(Message):
+    limit: int
+    caller: Caller
+
+    op: ClassVar[Op] = Op.LIST_SESSIONS
+
+    def encode(self) -> list:
+        return [self.limit, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "ListSessions":
+        return cls(body[0], w.decode_caller(body[1]))
+
+    @staticmethod
+    def encode_reply(reply: Tuple[List[SessionInfo], int]) -> list:
+        return [[w.encode_info(i) for i in reply[0]], reply[1]]
+
+    @staticmethod
+    def decode_reply(body: list) -> Tuple[List[SessionInfo], int]:
+        return [w.decode_info(i) for i in body[0]], body[1]
+
+
+@dataclass(slots=True)
+class ExportSession(Message):
+    session_id: str
+    key: bytes  # the signing key (--session-key-file)
+    caller: Caller
+
+    op: ClassVar[Op] = Op.EXPORT_SESSION
+
+    def encode(self) -> list:
+        return [self.session_id, self.key, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "ExportSession":
+        return cls(body[0], body[1], w.decode_caller(body[2]))
+
+    @staticmethod
+    def encode_reply(reply: Tuple[bytes, int]) -> list:
+        return [reply[0], reply[1]]  # the blob, the session's steps
+
+    @staticmethod
+    def decode_reply(body: list) -> Tuple[bytes, int]:
+        return body[0], body[1]
+
+
+@dataclass(slots=True)
+class ImportSession(Message):
+    blob: bytes
+    key: bytes
+    session_id: Optional[str]
+    ttl: float
+    caller: Caller
+
+    op: ClassVar[Op] = Op.IMPORT_SESSION
+
+    def encode(self) -> list:
+        return [self.blob, self.key, self.session_id, self.ttl, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "ImportSession":
+        return cls(body[0], body[1], body[2], body[3], w.decode_caller(body[4]))
+
+    encode_reply = staticmethod(w.encode_info)
+    decode_reply = staticmethod(w.decode_info)
+
+
+@dataclass(slots=True)
+class ReadState(Message):
+    session_id: str
+    caller: Caller
+
+    op: ClassVar[Op] = Op.READ_STATE
+
+    def encode(self) -> list:
+        return [self.session_id, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "ReadState":
+        return cls(body[0], w.decode_caller(body[1]))
+
+    @staticmethod
+    def encode_reply(reply: Tuple[int, State]) -> list:
+        return [reply[0], w.encode_state(reply[1])]
+
+    @staticmethod
+    def decode_reply(body: list) -> Tuple[int, State]:
+        return body[0], w.decode_state(body[1])

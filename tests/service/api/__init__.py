@@ -1,0 +1,1 @@
+"""Unit tests of service/api/ (no server), one file per module."""

@@ -1,0 +1,1 @@
+"""Unit tests of service/core/ (no server), one file per module."""

@@ -1,0 +1,1 @@
+"""Unit tests of service/edge/ (no server), one file per module."""

@@ -1,0 +1,1 @@
+"""Unit tests of service/edge/kserve/ (no server), one file per module."""

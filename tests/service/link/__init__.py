@@ -1,0 +1,1 @@
+"""Unit tests of service/link/ (no server), one file per module."""

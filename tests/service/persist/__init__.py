@@ -1,0 +1,1 @@
+"""Unit tests of service/persist/ (no server), one file per module."""

@@ -1,0 +1,1 @@
+"""Unit tests of service/proc/ (no server), one file per module."""
