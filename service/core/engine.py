@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("service.engine")
 
 
-class Engine(EngineBase, SessionRecords):
+class Engine(SessionRecords, EngineBase):  # the records' deferred halves before the base's stubs
     def __init__(self, config, card, runtime, metrics=None, clock=time.monotonic, on_event=None) -> None:
         super().__init__(config, card, served_vocab(card))
         self.runtime = runtime  # what is served (precision, providers), for model descriptions

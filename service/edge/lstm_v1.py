@@ -156,19 +156,21 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
 
     @rpc_handler
     async def ResetSession(self, request, context):
-        info = await self.engine.reset_session(self._session_id(request.session_id, context), self._caller(context))
+        info = await self.engine.reset_session(self._session_id(request.session_id, context), live_check(context),
+                                               self._caller(context))
         return pb.ResetSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @rpc_handler
     async def DeleteSession(self, request, context):
-        info = await self.engine.delete_session(self._session_id(request.session_id, context), self._caller(context))
+        info = await self.engine.delete_session(self._session_id(request.session_id, context), live_check(context),
+                                                self._caller(context))
         return pb.DeleteSessionResponse(steps=info.steps)
 
     @rpc_handler
     async def ForkSession(self, request, context):
         source = self._session_id(request.session_id, context)
         info = await self.engine.fork_session(source, request.new_session_id or None, request.ttl_seconds,
-                                              self._caller(context))
+                                              live_check(context), self._caller(context))
         return pb.ForkSessionResponse(session=codec.session(info, self.engine.card.name))
 
     def _key(self) -> bytes:
@@ -187,7 +189,7 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
     async def ImportSession(self, request, context):
         session_id = self._session_id(request.session_id, context)
         info = await self.engine.import_session(request.blob, self._key(), session_id or None, request.ttl_seconds,
-                                             self._caller(context))
+                                                live_check(context), self._caller(context))
         return pb.ImportSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @rpc_handler

@@ -54,6 +54,7 @@ class EngineHost:
                 (m.DeleteSession, self.delete_session), (m.ForkSession, self.fork_session),
                 (m.ListSessions, self.list_sessions), (m.ExportSession, self.export_session),
                 (m.ImportSession, self.import_session), (m.ReadState, self.read_state),
+                (m.RecordCommit, self.record_commit),
             )}
         assert set(self._handlers) == set(m.Op), "every op has its handler"
 
@@ -272,14 +273,16 @@ class EngineHost:
     async def get_session(self, peer, r: m.GetSession) -> SessionInfo:
         return await self.engine.get_session(r.session_id, r.caller)
 
-    async def reset_session(self, peer, r: m.ResetSession) -> SessionInfo:
-        return await self.engine.reset_session(r.session_id, r.caller)
+    # reset, delete, fork, import: checked and keyed here, applied by RECORD_COMMIT (the call live)
+    async def reset_session(self, peer, r: m.ResetSession) -> int:
+        return self.keys.add(Held(peer, create_commit=await self.engine.reset_deferred(r.session_id, r.caller)))
 
-    async def delete_session(self, peer, r: m.DeleteSession) -> SessionInfo:
-        return await self.engine.delete_session(r.session_id, r.caller)
+    async def delete_session(self, peer, r: m.DeleteSession) -> int:
+        return self.keys.add(Held(peer, create_commit=await self.engine.delete_deferred(r.session_id, r.caller)))
 
-    async def fork_session(self, peer, r: m.ForkSession) -> SessionInfo:
-        return await self.engine.fork_session(r.session_id, r.new_id, r.ttl, r.caller)
+    async def fork_session(self, peer, r: m.ForkSession) -> int:
+        commit = await self.engine.fork_deferred(r.session_id, r.new_id, r.ttl, r.caller)
+        return self.keys.add(Held(peer, create_commit=commit))
 
     async def list_sessions(self, peer, r: m.ListSessions):
         return await self.engine.list_sessions(r.limit, r.caller)
@@ -287,8 +290,16 @@ class EngineHost:
     async def export_session(self, peer, r: m.ExportSession):
         return await self.engine.export_session(r.session_id, r.key, r.caller)
 
-    async def import_session(self, peer, r: m.ImportSession) -> SessionInfo:
-        return await self.engine.import_session(r.blob, r.key, r.session_id, r.ttl, r.caller)
+    async def import_session(self, peer, r: m.ImportSession) -> int:
+        commit = await self.engine.import_deferred(r.blob, r.key, r.session_id, r.ttl, r.caller)
+        return self.keys.add(Held(peer, create_commit=commit))
+
+    async def record_commit(self, peer, r: m.RecordCommit) -> SessionInfo:
+        commit = self.keys.pop(r.key).create_commit
+        assert commit is not None, "not a record op"
+        info = await commit(True)
+        assert info is not None
+        return info
 
     async def read_state(self, peer, r: m.ReadState):
         return await self.engine.read_state(r.session_id, r.caller)

@@ -34,6 +34,7 @@ class Op(IntEnum):
     EXPORT_SESSION = 24
     IMPORT_SESSION = 25
     READ_STATE = 26
+    RECORD_COMMIT = 27
 
 
 def none(value: Any) -> None:

@@ -56,12 +56,13 @@ EXAMPLES = {
     m.Op.CHARGE: (m.Charge(17, ALICE), None),
     m.Op.SLOT: (m.Slot(ALICE), 10),
     m.Op.GET_SESSION: (m.GetSession("abcdefghijklmnop", ALICE), INFO),
-    m.Op.RESET_SESSION: (m.ResetSession("abcdefghijklmnop", ALICE), INFO),
-    m.Op.DELETE_SESSION: (m.DeleteSession("abcdefghijklmnop", ADMIN), INFO),
-    m.Op.FORK_SESSION: (m.ForkSession("abcdefghijklmnop", None, 30.0, ALICE), INFO),
+    m.Op.RESET_SESSION: (m.ResetSession("abcdefghijklmnop", ALICE), 11),
+    m.Op.DELETE_SESSION: (m.DeleteSession("abcdefghijklmnop", ADMIN), 12),
+    m.Op.FORK_SESSION: (m.ForkSession("abcdefghijklmnop", None, 30.0, ALICE), 13),
     m.Op.LIST_SESSIONS: (m.ListSessions(100, ADMIN), ([INFO, INFO], 2)),
     m.Op.EXPORT_SESSION: (m.ExportSession("abcdefghijklmnop", b"k" * 32, ALICE), (b"LSTB\x00blob", 7)),
-    m.Op.IMPORT_SESSION: (m.ImportSession(b"LSTB\x00blob", b"k" * 32, None, 0.0, ALICE), INFO),
+    m.Op.IMPORT_SESSION: (m.ImportSession(b"LSTB\x00blob", b"k" * 32, None, 0.0, ALICE), 14),
+    m.Op.RECORD_COMMIT: (m.RecordCommit(14), INFO),
     m.Op.READ_STATE: (m.ReadState("abcdefghijklmnop", ALICE), (7, STATE)),
 }
 
