@@ -17,6 +17,7 @@ REASONS: Dict[str, Tuple[str, str]] = {
     "MALFORMED_SESSION_ID": ("INVALID_ARGUMENT", "a session id outside the id rules (it can never name a session)"),
     "UNDECODABLE_REQUEST": ("INVALID_ARGUMENT", "the request bytes are not the method's protobuf message"),
     "REPLY_TOO_LARGE": ("INVALID_ARGUMENT", "the reply could exceed the cap (`--max-reply-bytes`); nothing ran"),
+    "REQUEST_ID_REUSED": ("INVALID_ARGUMENT", "a request_id already used (in its window) for a different request"),
     "BLOB_INVALID": ("INVALID_ARGUMENT", "an ImportSession blob that is not a readable session blob"),
     "BLOB_SIGNATURE_MISMATCH": ("INVALID_ARGUMENT", "an ImportSession blob not signed with this server's "
                                                     "`--session-key-file` key (forged, altered or another key)"),

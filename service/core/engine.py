@@ -39,6 +39,7 @@ from .quotas import Quotas, StreamSlot
 from .scheduler import Scheduler
 from .session_ids import SessionName, address, is_valid
 from .session_records import SessionRecords
+from .request_ledger import RequestLedger
 from .sessions import Session, SessionStore
 from .vocab import served_vocab
 
@@ -68,6 +69,7 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             self.runner, config.max_batch_delay_ms, config.queue_size, config.inline_max_ms, self.active, metrics
         )
         self.scratch_active = 0  # stateless calls in flight
+        self.ledger = RequestLedger(clock)  # request ids' answers (AIP-155), shared by every front
 
     def _session_event(self, kind: str, session: Session, why: str) -> None:
         if self.durability is not None:
@@ -208,6 +210,13 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             raise
         hold.stream = True
         return hold
+
+    # -- request ids: no await inside, so a remember right after a commit is atomic with it ---------
+    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[bytes]:
+        return self.ledger.recall(caller.principal, request_id, fingerprint)
+
+    async def remember(self, request_id: str, fingerprint: bytes, answer: bytes, caller: Caller = ANYONE) -> None:
+        self.ledger.remember(caller.principal, request_id, fingerprint, answer)
 
     async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
         """Spend ``n`` of the caller's tokens (--tokens-per-second-per-principal) for model work

@@ -54,7 +54,7 @@ class EngineHost:
                 (m.DeleteSession, self.delete_session), (m.ForkSession, self.fork_session),
                 (m.ListSessions, self.list_sessions), (m.ExportSession, self.export_session),
                 (m.ImportSession, self.import_session), (m.ReadState, self.read_state),
-                (m.RecordCommit, self.record_commit),
+                (m.RecordCommit, self.record_commit), (m.Recall, self.recall), (m.Remember, self.remember),
             )}
         assert set(self._handlers) == set(m.Op), "every op has its handler"
 
@@ -293,6 +293,12 @@ class EngineHost:
     async def import_session(self, peer, r: m.ImportSession) -> int:
         commit = await self.engine.import_deferred(r.blob, r.key, r.session_id, r.ttl, r.caller)
         return self.keys.add(Held(peer, create_commit=commit))
+
+    async def recall(self, peer, r: m.Recall) -> Optional[bytes]:
+        return await self.engine.recall(r.request_id, r.fingerprint, r.caller)
+
+    def remember(self, peer, r: m.Remember) -> None:  # in order: right after the commit before it
+        self.engine.ledger.remember(r.caller.principal, r.request_id, r.fingerprint, r.answer)
 
     async def record_commit(self, peer, r: m.RecordCommit) -> SessionInfo:
         commit = self.keys.pop(r.key).create_commit

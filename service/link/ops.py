@@ -35,6 +35,8 @@ class Op(IntEnum):
     IMPORT_SESSION = 25
     READ_STATE = 26
     RECORD_COMMIT = 27
+    RECALL = 28
+    REMEMBER = 29
 
 
 def none(value: Any) -> None:

@@ -183,6 +183,12 @@ class RemoteEngine(EngineBase):
             if self.link.instance == instance:
                 self.link.tell(m.Release(key))
 
+    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[bytes]:
+        return await self.link.call(m.Recall(request_id, fingerprint, caller))
+
+    async def remember(self, request_id: str, fingerprint: bytes, answer: bytes, caller: Caller = ANYONE) -> None:
+        self.link.tell(m.Remember(request_id, fingerprint, answer, caller))  # after the commit, before the reply
+
     async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
         if self.config.tokens_per_second_per_principal:  # no limit: no round trip
             await self.link.call(m.Charge(n, caller))
