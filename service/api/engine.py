@@ -139,6 +139,9 @@ class EngineApi(Protocol):
 
     async def delete_session(self, session_id: str, live: Live = always, caller: Caller = ANYONE) -> SessionInfo: ...
 
+    async def rewind_session(self, session_id: str, steps: int, live: Live = always,
+                             caller: Caller = ANYONE) -> SessionInfo: ...
+
     async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float, live: Live = always,
                            caller: Caller = ANYONE) -> SessionInfo: ...
 

@@ -71,6 +71,9 @@ class EngineBase:
     async def delete_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
         raise NotImplementedError  # pragma: no cover - each engine has its own
 
+    async def rewind_deferred(self, session_id: str, steps: int, caller: Caller = ANYONE) -> RecordCommit:
+        raise NotImplementedError  # pragma: no cover - each engine has its own
+
     async def fork_deferred(self, session_id: str, new_id: Optional[str], ttl: float,
                             caller: Caller = ANYONE) -> RecordCommit:
         raise NotImplementedError  # pragma: no cover - each engine has its own
@@ -109,6 +112,11 @@ class EngineBase:
 
     async def delete_session(self, session_id: str, live: Live = always, caller: Caller = ANYONE) -> SessionInfo:
         return await self._apply_if_live(await self.delete_deferred(session_id, caller), live)
+
+    async def rewind_session(self, session_id: str, steps: int, live: Live = always,
+                             caller: Caller = ANYONE) -> SessionInfo:
+        """The session back at exactly its state after ``steps`` tokens (inside its journal)."""
+        return await self._apply_if_live(await self.rewind_deferred(session_id, steps, caller), live)
 
     async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float, live: Live = always,
                            caller: Caller = ANYONE) -> SessionInfo:

@@ -186,6 +186,12 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         return await once(self.engine, "DeleteSession", request, caller, pb.DeleteSessionResponse, run)
 
     @rpc_handler
+    async def RewindSession(self, request, context):
+        session_id, caller = self._session_id(request.session_id, context), self._caller(context)
+        info = await self.engine.rewind_session(session_id, request.steps, live_check(context), caller)
+        return pb.RewindSessionResponse(session=codec.session(info, self.engine.card.name))
+
+    @rpc_handler
     async def ForkSession(self, request, context):
         source, caller = self._session_id(request.session_id, context), self._caller(context)
 

@@ -55,6 +55,7 @@ class EngineHost:
                 (m.ListSessions, self.list_sessions), (m.ExportSession, self.export_session),
                 (m.ImportSession, self.import_session), (m.ReadState, self.read_state),
                 (m.RecordCommit, self.record_commit), (m.Recall, self.recall), (m.Remember, self.remember),
+                (m.RewindSession, self.rewind_session),
             )}
         assert set(self._handlers) == set(m.Op), "every op has its handler"
 
@@ -279,6 +280,10 @@ class EngineHost:
 
     async def delete_session(self, peer, r: m.DeleteSession) -> int:
         return self.keys.add(Held(peer, create_commit=await self.engine.delete_deferred(r.session_id, r.caller)))
+
+    async def rewind_session(self, peer, r: m.RewindSession) -> int:
+        commit = await self.engine.rewind_deferred(r.session_id, r.steps, r.caller)
+        return self.keys.add(Held(peer, create_commit=commit))
 
     async def fork_session(self, peer, r: m.ForkSession) -> int:
         commit = await self.engine.fork_deferred(r.session_id, r.new_id, r.ttl, r.caller)

@@ -103,6 +103,8 @@ class HeldKeys:
             self._close_generation(held)
         if held.slot is not None:
             held.slot.release()
+        if held.create_commit is not None:  # never applied: let it go (a rewind releases its hold)
+            asyncio.ensure_future(held.create_commit(False))
 
     @staticmethod
     def _close_generation(held: Held) -> None:

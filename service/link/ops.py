@@ -37,6 +37,7 @@ class Op(IntEnum):
     RECORD_COMMIT = 27
     RECALL = 28
     REMEMBER = 29
+    REWIND_SESSION = 30
 
 
 def none(value: Any) -> None:

@@ -76,6 +76,28 @@ class ResetSession(Message):
 
 
 @dataclass(slots=True)
+class RewindSession(Message):
+    session_id: str
+    steps: int
+    caller: Caller
+
+    op: ClassVar[Op] = Op.REWIND_SESSION
+    makes_key: ClassVar[bool] = True
+
+    def encode(self) -> list:
+        return [self.session_id, self.steps, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "RewindSession":
+        return cls(body[0], body[1], w.decode_caller(body[2]))
+
+    # the reply is a key: the state replayed under a hold, not applied; RECORD_COMMIT applies it
+    encode_reply = staticmethod(_key)
+    decode_reply = staticmethod(_key)
+    key_of = staticmethod(_key)
+
+
+@dataclass(slots=True)
 class DeleteSession(Message):
     session_id: str
     caller: Caller

@@ -222,6 +222,9 @@ class RemoteEngine(EngineBase):
     async def delete_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
         return self._record_commit(await self.link.call(m.DeleteSession(session_id, caller)))
 
+    async def rewind_deferred(self, session_id: str, steps: int, caller: Caller = ANYONE) -> RecordCommit:
+        return self._record_commit(await self.link.call(m.RewindSession(session_id, steps, caller)))
+
     async def fork_deferred(self, session_id: str, new_id: Optional[str], ttl: float,
                             caller: Caller = ANYONE) -> RecordCommit:
         return self._record_commit(await self.link.call(m.ForkSession(session_id, new_id, ttl, caller)))

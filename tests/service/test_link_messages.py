@@ -63,6 +63,7 @@ EXAMPLES = {
     m.Op.EXPORT_SESSION: (m.ExportSession("abcdefghijklmnop", b"k" * 32, ALICE), (b"LSTB\x00blob", 7)),
     m.Op.IMPORT_SESSION: (m.ImportSession(b"LSTB\x00blob", b"k" * 32, None, 0.0, ALICE), 14),
     m.Op.RECORD_COMMIT: (m.RecordCommit(14), INFO),
+    m.Op.REWIND_SESSION: (m.RewindSession("abcdefghijklmnop", 5, ALICE), 15),
     m.Op.RECALL: (m.Recall("3f1c-retry", b"\x01" * 32, ALICE), b"\x0a\x02ok"),
     m.Op.REMEMBER: (m.Remember("3f1c-retry", b"\x01" * 32, b"\x0a\x02ok", ALICE), None),
     m.Op.READ_STATE: (m.ReadState("abcdefghijklmnop", ALICE), (7, STATE)),
