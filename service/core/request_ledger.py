@@ -82,5 +82,10 @@ class RequestLedger:
         if not ledger.outcomes:
             del self._by_principal[principal]
 
+    def knows(self, principal: str, request_id: str) -> bool:
+        """Whether an OK answer is kept under ``request_id`` (for tests and the bench)."""
+        ledger = self._by_principal.get(principal)
+        return ledger is not None and request_id in ledger.outcomes
+
     def __len__(self) -> int:
         return sum(len(ledger.outcomes) for ledger in self._by_principal.values())

@@ -42,7 +42,7 @@ class SessionRecords:
     async def reset_deferred(self: "EngineParts", session_id: str, caller: Caller = ANYONE) -> RecordCommit:
         await self.resolve(session_id, caller)
         name = self.session_name(session_id, caller)
-        self.store.get(name.id, name.owner)  # NOT_FOUND before the call is answered
+        self.store.check_free(name.id, name.owner, "reset it from the stream (step.start) or wait")
 
         async def commit(wanted: bool = True) -> Optional[SessionInfo]:
             return self.info(self.store.reset(name.id, name.owner), caller) if wanted else None
@@ -52,7 +52,7 @@ class SessionRecords:
     async def delete_deferred(self: "EngineParts", session_id: str, caller: Caller = ANYONE) -> RecordCommit:
         await self.resolve(session_id, caller)
         name = self.session_name(session_id, caller)
-        self.store.get(name.id, name.owner)
+        self.store.check_free(name.id, name.owner, "end that first")
 
         async def commit(wanted: bool = True) -> Optional[SessionInfo]:
             return self.info(self.store.delete(name.id, name.owner), caller) if wanted else None

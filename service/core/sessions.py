@@ -214,6 +214,14 @@ class SessionStore:
         self._touch(source)  # reading it is a use
         return fork
 
+    def check_free(self, session_id: str, owner: str, what_to_do: str) -> Session:
+        """The session, checked before a reset or delete is applied: NOT_FOUND, or ABORTED while a
+        call holds it (checked again when applied)."""
+        session = self.get(session_id, owner)
+        if session.busy:
+            raise SessionBusy(f"session {quote(session_id)} is in use by a stream or request; {what_to_do}")
+        return session
+
     def reset(self, session_id: str, owner: str = ANONYMOUS) -> Session:
         session = self.get(session_id, owner)
         if session.busy:

@@ -306,9 +306,16 @@ class EngineHost:
         self.engine.ledger.remember(r.caller.principal, r.request_id, r.fingerprint, r.answer)
 
     async def record_commit(self, peer, r: m.RecordCommit) -> SessionInfo:
-        commit = self.keys.pop(r.key).create_commit
+        commit = self.keys[r.key].create_commit
         assert commit is not None, "not a record op"
-        info = await commit(True)
+        try:
+            info = await commit(True)
+        except SessionBusy:  # kept for _patiently's next try (the op is checked again then)
+            raise
+        except BaseException:
+            self.keys.release(r.key)
+            raise
+        self.keys.release(r.key)  # (its commit ran: a release's commit(False) is a no-op)
         assert info is not None
         return info
 

@@ -5,7 +5,8 @@ session; a timed-out Create/Fork/Import left a session whose id the client never
 learned, counted against its quota until its TTL).
 
 Each test fires calls with 0.1-4 ms deadlines, and after every DEADLINE_EXCEEDED
-checks, with ordinary calls, that the server holds what it held before. Runs in both
+checks, with ordinary calls, that the server holds what it held before, or that the
+call was a late OK (kept under its request id; its retry gets the first answer). Runs in both
 server modes (LSTM_TEST_FRONTS=1: a front process and an engine)."""
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Awaitable, Callable
 
 import grpc
 
+from lstm_service.service.api.values import ANONYMOUS
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from svc_helpers import serving
 
@@ -28,31 +30,44 @@ async def sessions_total(stub) -> int:
 
 
 async def steps_of(stub, sid: str) -> int:
-    return (await stub.GetSession(pb.GetSessionRequest(session_id=sid))).session.steps
+    """The session's steps; -1 once it is gone."""
+    try:
+        return (await stub.GetSession(pb.GetSessionRequest(session_id=sid))).session.steps
+    except grpc.aio.AioRpcError as exc:
+        if exc.code() != grpc.StatusCode.NOT_FOUND:
+            raise
+        return -1
 
 
-async def timed_out_calls_change_nothing(call: Callable[[float], Awaitable[object]],
+async def timed_out_calls_change_nothing(s, call: Callable[[float, str], Awaitable[object]],
                                          observe: Callable[[], Awaitable[object]],
                                          undo: Callable[[object], Awaitable[None]], seed: int) -> None:
-    """``call(timeout)`` until WANTED of them end DEADLINE_EXCEEDED; after each, ``observe()``
-    must equal what it was before. An OK reply's effect is undone (``undo(reply)``)."""
+    """``call(timeout, request_id)`` until WANTED of them end DEADLINE_EXCEEDED; after each,
+    ``observe()`` must equal what it was before, or the call was a late OK: an OK reply sent
+    in time that reached the client after its deadline. Then the server kept its answer under
+    its request id, and the retry with that id gets it, applying nothing again. An OK reply's
+    effect is undone (``undo(reply)``)."""
     rng = random.Random(seed)
     before = await observe()
     exceeded, applied = 0, []
     for attempt in range(ATTEMPTS):
+        request_id = f"attempt-{seed}-{attempt}"
         try:
-            reply = await call(rng.uniform(0.0001, 0.004))
+            reply = await call(rng.uniform(0.0001, 0.004), request_id)
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED, (exc.code(), exc.details())
             exceeded += 1
             await asyncio.sleep(0.005)  # a call still on its way to the server arrives (and must do nothing)
             now = await observe()
-            if now != before:
+            if now == before:
+                if exceeded >= WANTED:
+                    break
+                continue
+            if not s.engine.ledger.knows(ANONYMOUS, request_id):  # applied, yet never answered OK
                 applied.append((attempt, before, now))
                 break
-            if exceeded >= WANTED:
-                break
-            continue
+            reply = await call(30.0, request_id)  # the late OK's retry: its first answer, applied once
+            assert await observe() == now
         await undo(reply)
         assert await observe() == before
     assert exceeded >= 10, f"only {exceeded} calls ran out of time; the test proves nothing"
@@ -68,7 +83,7 @@ async def test_a_timed_out_reset_leaves_the_session_as_it_was(tiny_model_dir: Pa
             await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="abc")))
 
         await timed_out_calls_change_nothing(
-            lambda t: s.stub.ResetSession(pb.ResetSessionRequest(session_id=sid), timeout=t),
+            s, lambda t, r: s.stub.ResetSession(pb.ResetSessionRequest(session_id=sid, request_id=r), timeout=t),
             lambda: steps_of(s.stub, sid), undo, seed=1)
 
 
@@ -81,7 +96,7 @@ async def test_a_timed_out_delete_leaves_the_session(tiny_model_dir: Path):
             await s.stub.CreateSession(pb.CreateSessionRequest(session_id=sid, prompt=pb.Input(text="abc")))
 
         await timed_out_calls_change_nothing(
-            lambda t: s.stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid), timeout=t),
+            s, lambda t, r: s.stub.DeleteSession(pb.DeleteSessionRequest(session_id=sid, request_id=r), timeout=t),
             lambda: steps_of(s.stub, sid), undo, seed=2)
 
 
@@ -92,14 +107,15 @@ async def _delete_new(stub, reply) -> None:
 async def test_a_timed_out_create_without_a_prompt_creates_nothing(tiny_model_dir: Path):
     async with serving(tiny_model_dir) as s:
         await timed_out_calls_change_nothing(
-            lambda t: s.stub.CreateSession(pb.CreateSessionRequest(), timeout=t),
+            s, lambda t, r: s.stub.CreateSession(pb.CreateSessionRequest(request_id=r), timeout=t),
             lambda: sessions_total(s.stub), lambda r: _delete_new(s.stub, r), seed=3)
 
 
 async def test_a_timed_out_create_with_a_prompt_creates_nothing(tiny_model_dir: Path):
     async with serving(tiny_model_dir) as s:
         await timed_out_calls_change_nothing(
-            lambda t: s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text="hello")), timeout=t),
+            s, lambda t, r: s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text="hello"), request_id=r),
+                                                 timeout=t),
             lambda: sessions_total(s.stub), lambda r: _delete_new(s.stub, r), seed=4)
 
 
@@ -108,7 +124,7 @@ async def test_a_timed_out_fork_creates_nothing(tiny_model_dir: Path):
         sid = "fork-while-live-01"
         await s.stub.CreateSession(pb.CreateSessionRequest(session_id=sid, prompt=pb.Input(text="abc")))
         await timed_out_calls_change_nothing(
-            lambda t: s.stub.ForkSession(pb.ForkSessionRequest(session_id=sid), timeout=t),
+            s, lambda t, r: s.stub.ForkSession(pb.ForkSessionRequest(session_id=sid, request_id=r), timeout=t),
             lambda: sessions_total(s.stub), lambda r: _delete_new(s.stub, r), seed=5)
 
 
@@ -120,5 +136,5 @@ async def test_a_timed_out_import_creates_nothing(tiny_model_dir: Path, tmp_path
         await s.stub.CreateSession(pb.CreateSessionRequest(session_id=sid, prompt=pb.Input(text="abc")))
         blob = (await s.stub.ExportSession(pb.ExportSessionRequest(session_id=sid))).blob
         await timed_out_calls_change_nothing(
-            lambda t: s.stub.ImportSession(pb.ImportSessionRequest(blob=blob), timeout=t),
+            s, lambda t, r: s.stub.ImportSession(pb.ImportSessionRequest(blob=blob, request_id=r), timeout=t),
             lambda: sessions_total(s.stub), lambda r: _delete_new(s.stub, r), seed=6)
