@@ -120,12 +120,14 @@ class CaseRunner:
         self.caller.judge("Predict", code, reply, {C.DEADLINE_EXCEEDED}, repr(op))
         if code == C.DEADLINE_EXCEEDED:  # the reply is lost: resend as it is (if the first applied, the
             # server rewinds to expected_steps and applies it again: the same state)
+            applied = self.twins.steps_now(twin.s) != twin.steps
             code, reply = self.caller.call("retry", lambda: self.stub.Predict(request))
             self.caller.stats.statuses[("retry after deadline", code.name)] += 1
             if code != C.OK:
                 self.caller.mismatch(f"a retry with the right expected_steps got {code.name}")
                 return
-            self.caller.stats.reconciled += 1
+            if applied:  # a late OK, rewound by the resend
+                self.caller.stats.reconciled += 1
         elif code != C.OK:
             return
         self.twins.step(twin, list(op.request.tokens))
