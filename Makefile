@@ -57,6 +57,7 @@ test-fronts: $(VENV)/.dev-installed system-deps
 FUZZ_CASES ?= 50000
 fuzz: $(VENV)/.dev-installed
 	$(BIN)/python -m tests.fuzz.run --cases $(FUZZ_CASES)
+	$(BIN)/python -m tests.fuzz.run --cases $(FUZZ_CASES) --fronts 0
 
 # Debian packages the tests start for real (HAProxy, redis-server, Chromium, libb64, openssl):
 # installed when missing as root, waiting for another apt run's lock; as a non-root user it

@@ -5,6 +5,7 @@
     python -m bench --kserve --model models/shakespeare                # perf_analyzer (KServe v2) beside lstm.v1
     python -m bench --proxy --model models/shakespeare                 # direct vs through HAProxy, 1 and 64 streams
     python -m bench --snapshots --model models/shakespeare             # Redis snapshots off vs on, 64 streams
+    python -m bench --journal --model models/shakespeare               # journal off vs on: memory, 64 streams
     python -m bench --noisy --model models/shakespeare                 # victim latency beside 4096-token prefills
     python -m bench --fronts-compare --model models/shakespeare        # --fronts 0 vs 1 vs 2, ORT 1/2-thread ceilings
 
@@ -91,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--snapshots", action="store_true",
                    help="--state-store off vs on (a redis-server of its own, default policy), streams 64 "
                         "(bench/snapshots.py)")
+    p.add_argument("--journal", action="store_true",
+                   help="each session's journal off (--journal-calls 0) vs on: memory per idle session, and steps/s "
+                        "and server CPU per step at 64 streams, both orders (bench/journal.py)")
     p.add_argument("--noisy", action="store_true",
                    help="a 1-token victim's p50/p99 beside 0/1/8 clients looping 4096-token prefills, one-call vs "
                         "chunked prefill (bench/noisy.py)")
@@ -138,6 +142,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .noisy import main as noisy_main
 
         return noisy_main(args, server_args, duration if args.duration or args.quick else 8.0)
+    if args.journal:
+        from .journal import main as journal_main
+
+        return journal_main(args, server_args, _ints(args.streams or "64"), warmup, duration)
     if args.snapshots:
         from .snapshots import main as snapshots_main
 

@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # types only: api/ imports no other room at run time
     from ..proc.config import Config
 
 CreateCommit = Callable[[bool], Awaitable[Optional[SessionInfo]]]  # create's commit(wanted): the new session
+# A session-record op's commit(wanted) (reset, delete, fork, import): applies it with True (the
+# session's record after it), drops it with False. Everything that can refuse runs before.
+RecordCommit = CreateCommit
 
 
 class EngineBase:
@@ -62,6 +65,23 @@ class EngineBase:
                               caller: Caller = ANYONE) -> Tuple[Optional[StepResult], CreateCommit]:
         raise NotImplementedError  # pragma: no cover - each engine has its own
 
+    async def reset_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
+        raise NotImplementedError  # pragma: no cover - each engine has its own
+
+    async def delete_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
+        raise NotImplementedError  # pragma: no cover - each engine has its own
+
+    async def rewind_deferred(self, session_id: str, steps: int, caller: Caller = ANYONE) -> RecordCommit:
+        raise NotImplementedError  # pragma: no cover - each engine has its own
+
+    async def fork_deferred(self, session_id: str, new_id: Optional[str], ttl: float,
+                            caller: Caller = ANYONE) -> RecordCommit:
+        raise NotImplementedError  # pragma: no cover - each engine has its own
+
+    async def import_deferred(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
+                              caller: Caller = ANYONE) -> RecordCommit:
+        raise NotImplementedError  # pragma: no cover - each engine has its own
+
     # -- one-shot calls, from their two-phase halves ----------------------------------------
     async def predict(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
                       expected_steps: Optional[int] = None, live: Live = always, caller: Caller = ANYONE) -> StepResult:
@@ -79,12 +99,43 @@ class EngineBase:
         """A new session, prefilled with ``prompt`` if given. Nothing is created unless the
         whole call succeeds (no orphan whose id the client never learns)."""
         result, commit = await self.create_deferred(session_id, ttl, prompt, options, caller)
-        if prompt is not None and not live():
+        if not live():  # with or without a prompt: a call that ends non-OK creates nothing
             await commit(False)
             raise CallEnded("the call ended (cancelled or past its deadline) before the session was created")
         info = await commit(True)
         assert info is not None
         return info, result
 
+    async def reset_session(self, session_id: str, live: Live = always, caller: Caller = ANYONE) -> SessionInfo:
+        """The session back at its zero state, only if the call is still live once all checks passed."""
+        return await self._apply_if_live(await self.reset_deferred(session_id, caller), live)
 
-__all__ = ["CreateCommit", "EngineBase"]
+    async def delete_session(self, session_id: str, live: Live = always, caller: Caller = ANYONE) -> SessionInfo:
+        return await self._apply_if_live(await self.delete_deferred(session_id, caller), live)
+
+    async def rewind_session(self, session_id: str, steps: int, live: Live = always,
+                             caller: Caller = ANYONE) -> SessionInfo:
+        """The session back at exactly its state after ``steps`` tokens (inside its journal)."""
+        return await self._apply_if_live(await self.rewind_deferred(session_id, steps, caller), live)
+
+    async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float, live: Live = always,
+                           caller: Caller = ANYONE) -> SessionInfo:
+        return await self._apply_if_live(await self.fork_deferred(session_id, new_id, ttl, caller), live)
+
+    async def import_session(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
+                             live: Live = always, caller: Caller = ANYONE) -> SessionInfo:
+        return await self._apply_if_live(await self.import_deferred(blob, key, session_id, ttl, caller), live)
+
+    @staticmethod
+    async def _apply_if_live(commit: RecordCommit, live: Live) -> SessionInfo:
+        """Apply a checked record op only while its call is live: one that ends non-OK changed
+        nothing (the late OK, a reply sent in time that arrives late, is the one window left)."""
+        if not live():
+            await commit(False)
+            raise CallEnded("the call ended (cancelled or past its deadline) before it was applied")
+        info = await commit(True)
+        assert info is not None
+        return info
+
+
+__all__ = ["CreateCommit", "EngineBase", "RecordCommit"]

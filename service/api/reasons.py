@@ -17,6 +17,7 @@ REASONS: Dict[str, Tuple[str, str]] = {
     "MALFORMED_SESSION_ID": ("INVALID_ARGUMENT", "a session id outside the id rules (it can never name a session)"),
     "UNDECODABLE_REQUEST": ("INVALID_ARGUMENT", "the request bytes are not the method's protobuf message"),
     "REPLY_TOO_LARGE": ("INVALID_ARGUMENT", "the reply could exceed the cap (`--max-reply-bytes`); nothing ran"),
+    "REQUEST_ID_REUSED": ("INVALID_ARGUMENT", "a request_id already used (in its window) for a different request"),
     "BLOB_INVALID": ("INVALID_ARGUMENT", "an ImportSession blob that is not a readable session blob"),
     "BLOB_SIGNATURE_MISMATCH": ("INVALID_ARGUMENT", "an ImportSession blob not signed with this server's "
                                                     "`--session-key-file` key (forged, altered or another key)"),
@@ -28,8 +29,10 @@ REASONS: Dict[str, Tuple[str, str]] = {
     "SESSION_EXISTS": ("ALREADY_EXISTS", "a client-chosen id that is taken in the caller's namespace"),
     "SESSION_BUSY": ("ABORTED", "the session is in use by another request or stream (one writer at a time)"),
     "FAILED_PRECONDITION": ("FAILED_PRECONDITION", "the request cannot apply to the session as it is"),
-    "STEPS_MISMATCH": ("FAILED_PRECONDITION", "`expected_steps` differs from the session's steps "
-                                              "(metadata `steps`: the actual count)"),
+    "STEPS_MISMATCH": ("FAILED_PRECONDITION", "`expected_steps` (or RewindSession's `steps`) is ahead of the "
+                                              "session's steps (metadata `steps`: the actual count)"),
+    "OUTSIDE_JOURNAL": ("FAILED_PRECONDITION", "`expected_steps` or RewindSession's `steps` is before the "
+                                               "session's journal (metadata `reachable_from`, `reachable_to`)"),
     "NO_CONTEXT": ("FAILED_PRECONDITION", "Generate without a prompt on a session that has consumed no token"),
     "SESSION_ENDED": ("FAILED_PRECONDITION", "the session ended (deleted or sequence end) while held"),
     "NO_SESSION_KEY": ("FAILED_PRECONDITION", "ExportSession/ImportSession on a server without "

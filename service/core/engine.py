@@ -27,17 +27,19 @@ from typing import TYPE_CHECKING, AsyncIterator, Optional, Tuple
 import numpy as np
 
 from ..api import options as opts
-from ..api.engine_base import CreateCommit, EngineBase
+from ..api.engine_base import CreateCommit, EngineBase, RecordCommit
 from ..api.options import GenerateOptions, StepOptions
 from ..api.values import ANYONE, Caller, DeferredCommit, Generated, Scores, SessionInfo, State, StepResult
 from ..persist.durability import Durability
 from .batch_runner import BatchRunner, StepOutput, StepRequest
 from .generation import generate
-from .hold import Hold
+from .hold import Hold, Pending
 from .prefill import run_chunked
 from .quotas import Quotas, StreamSlot
 from .scheduler import Scheduler
 from .session_ids import SessionName, address, is_valid
+from .journal import Journal, Journals
+from .request_ledger import RequestLedger
 from .session_records import SessionRecords
 from .sessions import Session, SessionStore
 from .vocab import served_vocab
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("service.engine")
 
 
-class Engine(EngineBase, SessionRecords):
+class Engine(SessionRecords, EngineBase):  # the records' deferred halves before the base's stubs
     def __init__(self, config, card, runtime, metrics=None, clock=time.monotonic, on_event=None) -> None:
         super().__init__(config, card, served_vocab(card))
         self.runtime = runtime  # what is served (precision, providers), for model descriptions
@@ -68,6 +70,9 @@ class Engine(EngineBase, SessionRecords):
             self.runner, config.max_batch_delay_ms, config.queue_size, config.inline_max_ms, self.active, metrics
         )
         self.scratch_active = 0  # stateless calls in flight
+        per_call = config.max_tokens_per_message + config.max_generate_tokens  # a prompt and a Generate
+        self.journals = Journals(config.journal_calls * per_call, per_call)
+        self.ledger = RequestLedger(clock)  # request ids' answers (AIP-155), shared by every front
 
     def _session_event(self, kind: str, session: Session, why: str) -> None:
         if self.durability is not None:
@@ -133,14 +138,37 @@ class Engine(EngineBase, SessionRecords):
         return scores, state
 
     def commit_state(self, session: Session, state: State, logprobs: np.ndarray, consumed: int,
-                     start: bool = False) -> None:
+                     start: bool = False, pending: Optional[Pending] = None) -> None:
         """Make ``state`` the session's state (counted from the zero state with ``start``), and
-        write its snapshot record when due: the only place a step's result becomes a session's."""
+        write its snapshot record when due: the only place a step's result becomes a session's.
+        With ``pending``: first rewind to its base if it was computed from a rewound one, and
+        journal its ids (core/journal.py)."""
         self.store.require_live(session)
+        base = pending.base if pending is not None else None
+        if base is not None and base.rewound:  # the step ran from the session rewound to base.steps
+            assert session.journal is not None, "a rewound base comes from the journal"
+            session.journal.truncate(base.steps)
+            session.state, session.steps, session.last_logprobs = base.state, base.steps, base.last_logprobs
+        ids = pending.ids if pending is not None else None
+        if ids is None:
+            session.journal = None  # ids unknown: nothing to replay
+        else:
+            assert pending is not None
+            session.journal = self.journals.before_commit(
+                session.journal, session.steps, session.state, session.last_logprobs, ids, start,
+                pending.call_start, base is not None and base.confirmed, self.zeros)
         if start:
             self.store.clear(session)
         self.store.commit(session, state, logprobs, consumed)
         self.record_if_due(session)
+
+    async def replay(self, journal: Journal, steps: int) -> Tuple[State, Optional[np.ndarray]]:
+        """The state (and log-probs) after ``steps``, replayed from the journal's base: exact."""
+        ids = journal.ids_to(steps)
+        if not len(ids):
+            return journal.state, journal.last_logprobs
+        scores, state = await self.compute(ids, journal.state, StepOptions(top_k=0))
+        return state, scores.last
 
     def record_if_due(self, session: Session) -> None:
         """Write the session's snapshot record if --snapshot-every says it is due."""
@@ -209,6 +237,13 @@ class Engine(EngineBase, SessionRecords):
         hold.stream = True
         return hold
 
+    # -- request ids: no await inside, so a remember right after a commit is atomic with it ---------
+    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[bytes]:
+        return self.ledger.recall(caller.principal, request_id, fingerprint)
+
+    async def remember(self, request_id: str, fingerprint: bytes, answer: bytes, caller: Caller = ANYONE) -> None:
+        self.ledger.remember(caller.principal, request_id, fingerprint, answer)
+
     async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
         """Spend ``n`` of the caller's tokens (--tokens-per-second-per-principal) for model work
         that runs outside a hold (Explain without commit); ResourceExhausted, nothing spent, if over."""
@@ -233,6 +268,35 @@ class Engine(EngineBase, SessionRecords):
             hold.release()
             raise
         return pending.result, hold.deferred_commit(pending)
+
+    async def rewind_deferred(self, session_id: str, steps: int, caller: Caller = ANYONE) -> RecordCommit:
+        """The session's state after ``steps`` tokens, replayed from its journal under a hold;
+        ``commit(True)`` makes it the session's, ``commit(False)`` lets it go (both release)."""
+        hold = await self.hold(session_id, caller)
+        try:
+            session = hold.session
+            assert session is not None
+            self.require_live(session)
+            base = await hold.base(steps)
+        except BaseException:
+            hold.release()
+            raise
+
+        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
+            try:
+                if not wanted:
+                    return None
+                self.require_live(session)
+                if base.rewound:
+                    assert session.journal is not None
+                    session.journal.truncate(base.steps)
+                    self.store.rewound(session, base.state, base.steps, base.last_logprobs)
+                    self.record_if_due(session)
+                return self.info(session, caller)
+            finally:
+                hold.release()
+
+        return commit
 
     async def create_deferred(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
                               options: StepOptions,
@@ -262,7 +326,7 @@ class Engine(EngineBase, SessionRecords):
             if not wanted:
                 return None
             session = self._new_session(session_id, ttl, caller)  # raises before anything is committed
-            self.commit_state(session, pending.state, pending.result.scores.last, len(prompt))
+            self.commit_state(session, pending.state, pending.result.scores.last, len(prompt), pending=pending)
             pending.result.session_id = session.id
             return self.info(session, caller)
 

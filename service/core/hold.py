@@ -18,10 +18,23 @@ import numpy as np
 from ..api.errors import CallEnded, FailedPrecondition
 from ..api.options import StepOptions
 from ..api.values import ANYONE, Caller, DeferredCommit, Live, SessionInfo, State, StepResult, always
+from .journal import unreachable
 from .sessions import Session
 
 if TYPE_CHECKING:
     from .engine import Engine
+
+
+@dataclass
+class Base:
+    """Where a call's step starts: the session as it is, or rewound to ``expected_steps``
+    (computed from its journal, not applied until the step's commit)."""
+
+    steps: int
+    state: State
+    last_logprobs: Optional[np.ndarray]
+    rewound: bool = False  # below the session's count: the commit rewinds first
+    confirmed: bool = False  # expected_steps named the session's count: all before it was seen
 
 
 @dataclass
@@ -31,6 +44,9 @@ class Pending:
     result: StepResult
     state: State
     start: bool
+    ids: Optional[np.ndarray] = None  # the ids this commit consumes (None: unknown, the journal is dropped)
+    base: Optional[Base] = None
+    call_start: bool = True  # the first commit of a call (a Generate's later tokens are not)
 
 
 class Hold:
@@ -59,33 +75,40 @@ class Hold:
         return self.engine.info(self.session, self.caller)
 
     async def run(self, ids: np.ndarray, options: StepOptions, start: bool = False,
-                  expected_steps: Optional[int] = None) -> Pending:
+                  expected_steps: Optional[int] = None, base: Optional[Base] = None) -> Pending:
         """Run one step from the session's state (zero state with ``start``); nothing is committed yet."""
         engine, session = self.engine, self.session
+        at: Optional[Base] = None
         if session is not None:
             engine.require_live(session)
-            self.check_expected(expected_steps)
-        engine.check_reply(len(ids), options)
+            engine.check_reply(len(ids), options)
+            at = base if base is not None else await self.base(expected_steps)
+        else:
+            engine.check_reply(len(ids), options)
         engine.take_tokens(self.caller, len(ids))
-        fresh = start or session is None
-        scores, state = await engine.compute(ids, engine.zeros if fresh or session is None else session.state,
-                                             options)
+        fresh = start or at is None
+        scores, state = await engine.compute(ids, engine.zeros if fresh or at is None else at.state, options)
         n = len(ids)
-        base = 0 if fresh or session is None else session.steps
-        return Pending(StepResult(session.id if session else "", base + n, n, scores, options), state, start)
+        steps = 0 if fresh or at is None else at.steps
+        return Pending(StepResult(session.id if session else "", steps + n, n, scores, options), state, start,
+                       ids, at)
+
+    async def base(self, expected_steps: Optional[int]) -> Base:
+        """The session as this call's step will find it: as it is, or rewound to ``expected_steps``
+        (inside its journal; FAILED_PRECONDITION with the reachable range if not)."""
+        session = self.session
+        assert session is not None, "a scratch hold has no session"
+        if expected_steps is None or expected_steps == session.steps:
+            return Base(session.steps, session.state, session.last_logprobs, confirmed=expected_steps is not None)
+        journal = session.journal
+        if journal is None or not journal.steps <= expected_steps <= session.steps:
+            raise unreachable(session.steps, expected_steps, journal, "expected_steps")
+        state, last = await self.engine.replay(journal, expected_steps)
+        return Base(expected_steps, state, last, rewound=True)
 
     async def read_state(self) -> State:
         """The session's state as this hold found it (the same call across the engine link)."""
         return self.state
-
-    def check_expected(self, expected_steps: Optional[int]) -> None:
-        if expected_steps is not None and self.session is not None and self.session.steps != expected_steps:
-            steps = self.session.steps
-            raise FailedPrecondition(
-                f"expected_steps is {expected_steps} but the session has consumed {steps} tokens; nothing was "
-                "applied (after a lost reply: the earlier attempt applied if steps moved on by its tokens)",
-                reason="STEPS_MISMATCH", metadata={"steps": str(steps)}, field="expected_steps",
-            )
 
     def commit(self, pending: Pending, live: Live = always) -> StepResult:
         """Make the step's state the session's state, if the call is still live; CallEnded
@@ -94,7 +117,7 @@ class Hold:
             raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
         if self.session is not None:
             self.engine.commit_state(self.session, pending.state, pending.result.scores.last,
-                                     pending.result.consumed, pending.start)
+                                     pending.result.consumed, pending.start, pending)
         return pending.result
 
     async def step(self, ids: np.ndarray, options: StepOptions, start: bool = False,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import List, Optional, Protocol, Tuple
 
+from ..api.engine_base import RecordCommit
 from ..api.values import ANYONE, Caller, SessionInfo, State
 from ..persist.durability import record_of
 from .quotas import Quotas
@@ -36,18 +37,30 @@ class SessionRecords:
         await self.resolve(session_id, caller)
         return self.info(self.session_of(session_id, caller), caller)
 
-    async def reset_session(self: "EngineParts", session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+    # reset, delete, fork: every check (and the snapshot store's load) runs here; the commit is one
+    # synchronous change, so nothing runs between the caller's last liveness check and it.
+    async def reset_deferred(self: "EngineParts", session_id: str, caller: Caller = ANYONE) -> RecordCommit:
         await self.resolve(session_id, caller)
         name = self.session_name(session_id, caller)
-        return self.info(self.store.reset(name.id, name.owner), caller)
+        self.store.check_free(name.id, name.owner, "reset it from the stream (step.start) or wait")
 
-    async def delete_session(self: "EngineParts", session_id: str, caller: Caller = ANYONE) -> SessionInfo:
+        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
+            return self.info(self.store.reset(name.id, name.owner), caller) if wanted else None
+
+        return commit
+
+    async def delete_deferred(self: "EngineParts", session_id: str, caller: Caller = ANYONE) -> RecordCommit:
         await self.resolve(session_id, caller)
         name = self.session_name(session_id, caller)
-        return self.info(self.store.delete(name.id, name.owner), caller)
+        self.store.check_free(name.id, name.owner, "end that first")
 
-    async def fork_session(self: "EngineParts", session_id: str, new_id: Optional[str], ttl: float,
-                           caller: Caller = ANYONE) -> SessionInfo:
+        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
+            return self.info(self.store.delete(name.id, name.owner), caller) if wanted else None
+
+        return commit
+
+    async def fork_deferred(self: "EngineParts", session_id: str, new_id: Optional[str], ttl: float,
+                            caller: Caller = ANYONE) -> RecordCommit:
         """A copy of the session in its own namespace (an admin's fork of PRINCIPAL/ID is PRINCIPAL's)."""
         if new_id:  # before any lookup, here or in the snapshot store
             check_session_id(new_id, "new_session_id")
@@ -55,7 +68,15 @@ class SessionRecords:
         name = self.session_name(session_id, caller)
         source = self.store.get(name.id, name.owner)
         self.quotas.check_sessions(source.owner, self.store.owned[source.owner])
-        return self.info(self.store.fork(name.id, new_id, ttl, name.owner), caller)
+
+        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
+            if not wanted:
+                return None
+            # checked again: another call may have taken the last quota slot since
+            self.quotas.check_sessions(source.owner, self.store.owned[source.owner])
+            return self.info(self.store.fork(name.id, new_id, ttl, name.owner), caller)
+
+        return commit
 
     async def list_sessions(self: "EngineParts", limit: int, caller: Caller = ANYONE) -> Tuple[List[SessionInfo], int]:
         """The caller's sessions (an admin's: everyone's, others' as PRINCIPAL/ID), most recently
@@ -73,9 +94,9 @@ class SessionRecords:
         session = self.session_of(session_id, caller)
         return encode_blob(record_of(session, self.model_sha256), key), session.steps
 
-    async def import_session(self: "EngineParts", blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
-                             caller: Caller = ANYONE) -> SessionInfo:
-        """A new session, owned by the caller, from an exported blob."""
+    async def import_deferred(self: "EngineParts", blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
+                              caller: Caller = ANYONE) -> RecordCommit:
+        """A new session, owned by the caller, from an exported blob (made at the commit)."""
         from ..persist.blob import decode_blob
 
         name = self.session_name(session_id or "", caller)
@@ -86,9 +107,16 @@ class SessionRecords:
         if session_id:
             self.store.check_new_id(name.id, name.owner)
         ttl = self.store.check_ttl(ttl) if ttl else record.ttl
-        session = self.store.restore(name.id, name.owner, record.state, record.steps, record.last_logprobs, ttl)
-        self.record_if_due(session)
-        return self.info(session, caller)
+
+        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
+            if not wanted:
+                return None
+            self.quotas.check_sessions(name.owner, self.store.owned[name.owner])
+            session = self.store.restore(name.id, name.owner, record.state, record.steps, record.last_logprobs, ttl)
+            self.record_if_due(session)
+            return self.info(session, caller)
+
+        return commit
 
     async def read_state(self: "EngineParts", session_id: str, caller: Caller = ANYONE) -> Tuple[int, State]:
         """(steps, state) of the caller's session, read-only (not held, not touched), loaded from

@@ -23,7 +23,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from collections import Counter
-from typing import Callable, List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 
 import numpy as np
 
@@ -31,6 +31,9 @@ from ..api.errors import (AlreadyExists, FailedPrecondition, InvalidArgument, No
                           SessionBusy, quote)
 from ..api.values import ANONYMOUS, SessionInfo, State
 from .session_ids import ID_RULE, SessionName, fork_id, is_valid, new_session_id
+
+if TYPE_CHECKING:
+    from .journal import Journal
 
 TOMBSTONES = 4096  # remembered ids of ended sessions, for clearer NOT_FOUND messages
 
@@ -63,6 +66,7 @@ class Session:
     saved_steps: int = -1  # steps in its last snapshot record (-1: none written yet)
     busy: bool = False
     alive: bool = True
+    journal: Optional["Journal"] = None  # its recent steps, to rewind to (core/journal.py)
 
     @property
     def name(self) -> SessionName:
@@ -146,6 +150,13 @@ class SessionStore:
         session.steps += n
         self._touch(session)
 
+    def rewound(self, session: Session, state: State, steps: int, logprobs: Optional[np.ndarray]) -> None:
+        """Swap in the state the session had after ``steps`` tokens (replayed from its journal)."""
+        session.state = tuple(frozen(part) for part in state)
+        session.last_logprobs = frozen(logprobs) if logprobs is not None else None
+        session.steps = steps
+        self._touch(session)
+
     def _touch(self, session: Session) -> None:
         session.last_used = self.clock()
         if self._sessions.get(session.name) is session:
@@ -203,6 +214,14 @@ class SessionStore:
         self._touch(source)  # reading it is a use
         return fork
 
+    def check_free(self, session_id: str, owner: str, what_to_do: str) -> Session:
+        """The session, checked before a reset or delete is applied: NOT_FOUND, or ABORTED while a
+        call holds it (checked again when applied)."""
+        session = self.get(session_id, owner)
+        if session.busy:
+            raise SessionBusy(f"session {quote(session_id)} is in use by a stream or request; {what_to_do}")
+        return session
+
     def reset(self, session_id: str, owner: str = ANONYMOUS) -> Session:
         session = self.get(session_id, owner)
         if session.busy:
@@ -213,6 +232,7 @@ class SessionStore:
 
     def clear(self, session: Session) -> None:
         session.state, session.steps, session.last_logprobs = self.zeros, 0, None
+        session.journal = None  # counted from zero again: no step before it can be rewound to
 
     def delete(self, session_id: str, owner: str = ANONYMOUS) -> Session:
         session = self.get(session_id, owner)

@@ -17,6 +17,7 @@ from ..proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 from . import lstm_v1_codec as codec
 from .admission import Admission
 from .identity import Authenticator
+from .request_ids import once
 from .rpc import commit_if_live, live_check, rpc_handler
 
 SESSION_HEADER = "x-session-id"
@@ -106,16 +107,21 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         options = self._options(request) or self.engine.step_options(None, False, False)
         ids = self.engine.tokens(request.input.tokens, request.input.text)
         expected = self._expected(request, session_id)
-        result, commit = await self.engine.predict_deferred(session_id, ids, options, request.start, expected,
-                                                            self._caller(context))
-        try:
-            response = pb.PredictResponse()
-            codec.step_result(response.result, result, self.engine.vocab)
-        except BaseException:
-            commit(False)
-            raise
-        commit_if_live(context, commit)
-        return response
+        caller = self._caller(context)
+
+        async def run() -> pb.PredictResponse:
+            result, commit = await self.engine.predict_deferred(session_id, ids, options, request.start, expected,
+                                                                caller)
+            try:
+                response = pb.PredictResponse()
+                codec.step_result(response.result, result, self.engine.vocab)
+            except BaseException:
+                commit(False)
+                raise
+            commit_if_live(context, commit)
+            return response
+
+        return await once(self.engine, "Predict", request, caller, pb.PredictResponse, run)
 
     @rpc_handler
     async def Generate(self, request, context):
@@ -142,12 +148,17 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         session_id = self._session_id(request.session_id, context)
         prompt = self._prompt(request.prompt)
         options = self._options(request) or self.engine.step_options(None, False, False)
-        info, result = await self.engine.create(session_id or None, request.ttl_seconds, prompt, options,
-                                                live_check(context), self._caller(context))
-        response = pb.CreateSessionResponse(session=codec.session(info, self.engine.card.name))
-        if result is not None:
-            codec.step_result(response.result, result, self.engine.vocab)
-        return response
+        caller = self._caller(context)
+
+        async def run() -> pb.CreateSessionResponse:
+            info, result = await self.engine.create(session_id or None, request.ttl_seconds, prompt, options,
+                                                    live_check(context), caller)
+            response = pb.CreateSessionResponse(session=codec.session(info, self.engine.card.name))
+            if result is not None:
+                codec.step_result(response.result, result, self.engine.vocab)
+            return response
+
+        return await once(self.engine, "CreateSession", request, caller, pb.CreateSessionResponse, run)
 
     @rpc_handler
     async def GetSession(self, request, context):
@@ -156,20 +167,40 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
 
     @rpc_handler
     async def ResetSession(self, request, context):
-        info = await self.engine.reset_session(self._session_id(request.session_id, context), self._caller(context))
-        return pb.ResetSessionResponse(session=codec.session(info, self.engine.card.name))
+        session_id, caller = self._session_id(request.session_id, context), self._caller(context)
+
+        async def run() -> pb.ResetSessionResponse:
+            info = await self.engine.reset_session(session_id, live_check(context), caller)
+            return pb.ResetSessionResponse(session=codec.session(info, self.engine.card.name))
+
+        return await once(self.engine, "ResetSession", request, caller, pb.ResetSessionResponse, run)
 
     @rpc_handler
     async def DeleteSession(self, request, context):
-        info = await self.engine.delete_session(self._session_id(request.session_id, context), self._caller(context))
-        return pb.DeleteSessionResponse(steps=info.steps)
+        session_id, caller = self._session_id(request.session_id, context), self._caller(context)
+
+        async def run() -> pb.DeleteSessionResponse:
+            info = await self.engine.delete_session(session_id, live_check(context), caller)
+            return pb.DeleteSessionResponse(steps=info.steps)
+
+        return await once(self.engine, "DeleteSession", request, caller, pb.DeleteSessionResponse, run)
+
+    @rpc_handler
+    async def RewindSession(self, request, context):
+        session_id, caller = self._session_id(request.session_id, context), self._caller(context)
+        info = await self.engine.rewind_session(session_id, request.steps, live_check(context), caller)
+        return pb.RewindSessionResponse(session=codec.session(info, self.engine.card.name))
 
     @rpc_handler
     async def ForkSession(self, request, context):
-        source = self._session_id(request.session_id, context)
-        info = await self.engine.fork_session(source, request.new_session_id or None, request.ttl_seconds,
-                                              self._caller(context))
-        return pb.ForkSessionResponse(session=codec.session(info, self.engine.card.name))
+        source, caller = self._session_id(request.session_id, context), self._caller(context)
+
+        async def run() -> pb.ForkSessionResponse:
+            info = await self.engine.fork_session(source, request.new_session_id or None, request.ttl_seconds,
+                                                  live_check(context), caller)
+            return pb.ForkSessionResponse(session=codec.session(info, self.engine.card.name))
+
+        return await once(self.engine, "ForkSession", request, caller, pb.ForkSessionResponse, run)
 
     def _key(self) -> bytes:
         if not self.session_key:
@@ -185,10 +216,14 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
 
     @rpc_handler
     async def ImportSession(self, request, context):
-        session_id = self._session_id(request.session_id, context)
-        info = await self.engine.import_session(request.blob, self._key(), session_id or None, request.ttl_seconds,
-                                             self._caller(context))
-        return pb.ImportSessionResponse(session=codec.session(info, self.engine.card.name))
+        session_id, caller, key = self._session_id(request.session_id, context), self._caller(context), self._key()
+
+        async def run() -> pb.ImportSessionResponse:
+            info = await self.engine.import_session(request.blob, key, session_id or None, request.ttl_seconds,
+                                                    live_check(context), caller)
+            return pb.ImportSessionResponse(session=codec.session(info, self.engine.card.name))
+
+        return await once(self.engine, "ImportSession", request, caller, pb.ImportSessionResponse, run)
 
     @rpc_handler
     async def ListSessions(self, request, context):

@@ -201,3 +201,56 @@ class Slot(Message):
     @staticmethod
     def key_of(body: int) -> int:
         return body
+
+
+# -- request ids (AIP-155): the engine's ledger of OK answers, shared by every front ------------------
+
+
+@dataclass(slots=True)
+class Recall(Message):
+    """The answer an earlier call with this request id got (None: not seen in the window)."""
+
+    request_id: str
+    fingerprint: bytes
+    caller: Caller
+
+    op: ClassVar[Op] = Op.RECALL
+
+    def encode(self) -> list:
+        return [self.request_id, self.fingerprint, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "Recall":
+        return cls(body[0], body[1], w.decode_caller(body[2]))
+
+    @staticmethod
+    def encode_reply(answer: Optional[bytes]) -> Optional[bytes]:
+        return answer
+
+    @staticmethod
+    def decode_reply(body: Optional[bytes]) -> Optional[bytes]:
+        return body
+
+
+@dataclass(slots=True)
+class Remember(Message):
+    """Keep an OK call's answer under its request id. One way, sent right after the call's commit
+    and before its reply: the engine reads them in that order."""
+
+    request_id: str
+    fingerprint: bytes
+    answer: bytes
+    caller: Caller
+
+    op: ClassVar[Op] = Op.REMEMBER
+    in_order: ClassVar[bool] = True
+
+    def encode(self) -> list:
+        return [self.request_id, self.fingerprint, self.answer, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "Remember":
+        return cls(body[0], body[1], body[2], w.decode_caller(body[3]))
+
+    encode_reply = staticmethod(none)
+    decode_reply = staticmethod(none)

@@ -54,6 +54,8 @@ class EngineHost:
                 (m.DeleteSession, self.delete_session), (m.ForkSession, self.fork_session),
                 (m.ListSessions, self.list_sessions), (m.ExportSession, self.export_session),
                 (m.ImportSession, self.import_session), (m.ReadState, self.read_state),
+                (m.RecordCommit, self.record_commit), (m.Recall, self.recall), (m.Remember, self.remember),
+                (m.RewindSession, self.rewind_session),
             )}
         assert set(self._handlers) == set(m.Op), "every op has its handler"
 
@@ -272,14 +274,20 @@ class EngineHost:
     async def get_session(self, peer, r: m.GetSession) -> SessionInfo:
         return await self.engine.get_session(r.session_id, r.caller)
 
-    async def reset_session(self, peer, r: m.ResetSession) -> SessionInfo:
-        return await self.engine.reset_session(r.session_id, r.caller)
+    # reset, delete, fork, import: checked and keyed here, applied by RECORD_COMMIT (the call live)
+    async def reset_session(self, peer, r: m.ResetSession) -> int:
+        return self.keys.add(Held(peer, create_commit=await self.engine.reset_deferred(r.session_id, r.caller)))
 
-    async def delete_session(self, peer, r: m.DeleteSession) -> SessionInfo:
-        return await self.engine.delete_session(r.session_id, r.caller)
+    async def delete_session(self, peer, r: m.DeleteSession) -> int:
+        return self.keys.add(Held(peer, create_commit=await self.engine.delete_deferred(r.session_id, r.caller)))
 
-    async def fork_session(self, peer, r: m.ForkSession) -> SessionInfo:
-        return await self.engine.fork_session(r.session_id, r.new_id, r.ttl, r.caller)
+    async def rewind_session(self, peer, r: m.RewindSession) -> int:
+        commit = await self.engine.rewind_deferred(r.session_id, r.steps, r.caller)
+        return self.keys.add(Held(peer, create_commit=commit))
+
+    async def fork_session(self, peer, r: m.ForkSession) -> int:
+        commit = await self.engine.fork_deferred(r.session_id, r.new_id, r.ttl, r.caller)
+        return self.keys.add(Held(peer, create_commit=commit))
 
     async def list_sessions(self, peer, r: m.ListSessions):
         return await self.engine.list_sessions(r.limit, r.caller)
@@ -287,8 +295,29 @@ class EngineHost:
     async def export_session(self, peer, r: m.ExportSession):
         return await self.engine.export_session(r.session_id, r.key, r.caller)
 
-    async def import_session(self, peer, r: m.ImportSession) -> SessionInfo:
-        return await self.engine.import_session(r.blob, r.key, r.session_id, r.ttl, r.caller)
+    async def import_session(self, peer, r: m.ImportSession) -> int:
+        commit = await self.engine.import_deferred(r.blob, r.key, r.session_id, r.ttl, r.caller)
+        return self.keys.add(Held(peer, create_commit=commit))
+
+    async def recall(self, peer, r: m.Recall) -> Optional[bytes]:
+        return await self.engine.recall(r.request_id, r.fingerprint, r.caller)
+
+    def remember(self, peer, r: m.Remember) -> None:  # in order: right after the commit before it
+        self.engine.ledger.remember(r.caller.principal, r.request_id, r.fingerprint, r.answer)
+
+    async def record_commit(self, peer, r: m.RecordCommit) -> SessionInfo:
+        commit = self.keys[r.key].create_commit
+        assert commit is not None, "not a record op"
+        try:
+            info = await commit(True)
+        except SessionBusy:  # kept for _patiently's next try (the op is checked again then)
+            raise
+        except BaseException:
+            self.keys.release(r.key)
+            raise
+        self.keys.release(r.key)  # (its commit ran: a release's commit(False) is a no-op)
+        assert info is not None
+        return info
 
     async def read_state(self, peer, r: m.ReadState):
         return await self.engine.read_state(r.session_id, r.caller)

@@ -27,7 +27,7 @@ class Held:
     hold: Optional[Hold] = None
     pending: Optional[Pending] = None  # a step run under the hold, not committed yet
     task: Optional[asyncio.Task] = None  # the step or token being computed for it now
-    create_commit: Optional[CreateCommit] = None  # a CREATE's commit(wanted)
+    create_commit: Optional[CreateCommit] = None  # a CREATE's or a record op's commit(wanted)
     generation: Any = None  # an Engine.generate async iterator, made at its first token
     start_generation: Optional[Callable[[], Any]] = None
     slot: Any = None  # a quotas.StreamSlot: a stream that holds no session (ModelStreamInfer)
@@ -103,6 +103,8 @@ class HeldKeys:
             self._close_generation(held)
         if held.slot is not None:
             held.slot.release()
+        if held.create_commit is not None:  # never applied: let it go (a rewind releases its hold)
+            asyncio.ensure_future(held.create_commit(False))
 
     @staticmethod
     def _close_generation(held: Held) -> None:

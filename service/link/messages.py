@@ -16,17 +16,18 @@ from __future__ import annotations
 
 from typing import Dict, Type
 
-from .call_messages import Charge, Create, CreateCommit, GenNext, GenOpen, Ping, Slot
+from .call_messages import Charge, Create, CreateCommit, GenNext, GenOpen, Ping, Recall, Remember, Slot
 from .hold_messages import (Cancel, Commit, DeferredCommit, EndSession, Hold, OpenStream, Predict, ReadHeldState,
                             Release, ReleaseUnused, Run)
 from .ops import PING_SECONDS, Message, Op
 from .record_messages import (DeleteSession, ExportSession, ForkSession, GetSession, ImportSession, ListSessions,
-                              ReadState, ResetSession)
+                              ReadState, RecordCommit, ResetSession, RewindSession)
 
 MESSAGES: Dict[Op, Type[Message]] = {cls.op: cls for cls in (
     Ping, OpenStream, Hold, Run, ReadHeldState, Commit, DeferredCommit, EndSession, Release, ReleaseUnused, Cancel,
     Predict, Create, CreateCommit, GenOpen, GenNext, Charge, Slot,
     GetSession, ResetSession, DeleteSession, ForkSession, ListSessions, ExportSession, ImportSession, ReadState,
+    RecordCommit, Recall, Remember, RewindSession,
 )}
 assert set(MESSAGES) == set(Op), "every op has its one message type"
 

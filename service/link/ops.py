@@ -34,6 +34,10 @@ class Op(IntEnum):
     EXPORT_SESSION = 24
     IMPORT_SESSION = 25
     READ_STATE = 26
+    RECORD_COMMIT = 27
+    RECALL = 28
+    REMEMBER = 29
+    REWIND_SESSION = 30
 
 
 def none(value: Any) -> None:

@@ -1,5 +1,7 @@
 """The link's messages for session records (GetSession ... ReadState): one type per
-op, each with its request and reply encode/decode pairs (as link/messages.py)."""
+op, each with its request and reply encode/decode pairs (as link/messages.py).
+Reset, delete, fork and import are two-phase, like CREATE: the op is checked and
+keyed, then RECORD_COMMIT applies it only while the front's call is live."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,6 +10,30 @@ from typing import ClassVar, List, Optional, Tuple
 from ..api.values import Caller, SessionInfo, State
 from . import wire_values as w
 from .ops import Message, Op
+
+
+def _key(key: int) -> int:
+    return key
+
+
+@dataclass(slots=True)
+class RecordCommit(Message):
+    """Apply the record op (reset, delete, fork, import) checked under ``key``: the front's call
+    is still live. The reply is the session's record after it."""
+
+    key: int
+
+    op: ClassVar[Op] = Op.RECORD_COMMIT
+
+    def encode(self) -> list:
+        return [self.key]
+
+    @classmethod
+    def decode(cls, body: list) -> "RecordCommit":
+        return cls(body[0])
+
+    encode_reply = staticmethod(w.encode_info)
+    decode_reply = staticmethod(w.decode_info)
 
 
 @dataclass(slots=True)
@@ -34,6 +60,7 @@ class ResetSession(Message):
     caller: Caller
 
     op: ClassVar[Op] = Op.RESET_SESSION
+    makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:
         return [self.session_id, w.encode_caller(self.caller)]
@@ -42,8 +69,32 @@ class ResetSession(Message):
     def decode(cls, body: list) -> "ResetSession":
         return cls(body[0], w.decode_caller(body[1]))
 
-    encode_reply = staticmethod(w.encode_info)
-    decode_reply = staticmethod(w.decode_info)
+    # the reply is a key: the op checked, not applied; RECORD_COMMIT applies it (the call still live)
+    encode_reply = staticmethod(_key)
+    decode_reply = staticmethod(_key)
+    key_of = staticmethod(_key)
+
+
+@dataclass(slots=True)
+class RewindSession(Message):
+    session_id: str
+    steps: int
+    caller: Caller
+
+    op: ClassVar[Op] = Op.REWIND_SESSION
+    makes_key: ClassVar[bool] = True
+
+    def encode(self) -> list:
+        return [self.session_id, self.steps, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list) -> "RewindSession":
+        return cls(body[0], body[1], w.decode_caller(body[2]))
+
+    # the reply is a key: the state replayed under a hold, not applied; RECORD_COMMIT applies it
+    encode_reply = staticmethod(_key)
+    decode_reply = staticmethod(_key)
+    key_of = staticmethod(_key)
 
 
 @dataclass(slots=True)
@@ -52,6 +103,7 @@ class DeleteSession(Message):
     caller: Caller
 
     op: ClassVar[Op] = Op.DELETE_SESSION
+    makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:
         return [self.session_id, w.encode_caller(self.caller)]
@@ -60,8 +112,10 @@ class DeleteSession(Message):
     def decode(cls, body: list) -> "DeleteSession":
         return cls(body[0], w.decode_caller(body[1]))
 
-    encode_reply = staticmethod(w.encode_info)
-    decode_reply = staticmethod(w.decode_info)
+    # the reply is a key: the op checked, not applied; RECORD_COMMIT applies it (the call still live)
+    encode_reply = staticmethod(_key)
+    decode_reply = staticmethod(_key)
+    key_of = staticmethod(_key)
 
 
 @dataclass(slots=True)
@@ -72,6 +126,7 @@ class ForkSession(Message):
     caller: Caller
 
     op: ClassVar[Op] = Op.FORK_SESSION
+    makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:
         return [self.session_id, self.new_id, self.ttl, w.encode_caller(self.caller)]
@@ -80,8 +135,10 @@ class ForkSession(Message):
     def decode(cls, body: list) -> "ForkSession":
         return cls(body[0], body[1], body[2], w.decode_caller(body[3]))
 
-    encode_reply = staticmethod(w.encode_info)
-    decode_reply = staticmethod(w.decode_info)
+    # the reply is a key: the op checked, not applied; RECORD_COMMIT applies it (the call still live)
+    encode_reply = staticmethod(_key)
+    decode_reply = staticmethod(_key)
+    key_of = staticmethod(_key)
 
 
 @dataclass(slots=True)
@@ -140,6 +197,7 @@ class ImportSession(Message):
     caller: Caller
 
     op: ClassVar[Op] = Op.IMPORT_SESSION
+    makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:
         return [self.blob, self.key, self.session_id, self.ttl, w.encode_caller(self.caller)]
@@ -148,8 +206,10 @@ class ImportSession(Message):
     def decode(cls, body: list) -> "ImportSession":
         return cls(body[0], body[1], body[2], body[3], w.decode_caller(body[4]))
 
-    encode_reply = staticmethod(w.encode_info)
-    decode_reply = staticmethod(w.decode_info)
+    # the reply is a key: the op checked, not applied; RECORD_COMMIT applies it (the call still live)
+    encode_reply = staticmethod(_key)
+    decode_reply = staticmethod(_key)
+    key_of = staticmethod(_key)
 
 
 @dataclass(slots=True)

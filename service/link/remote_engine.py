@@ -16,7 +16,7 @@ from typing import AsyncIterator, List, Optional, Tuple
 
 import numpy as np
 
-from ..api.engine_base import CreateCommit, EngineBase
+from ..api.engine_base import CreateCommit, EngineBase, RecordCommit
 from ..api.errors import CallEnded, Unavailable
 from ..api.options import GenerateOptions, StepOptions
 from ..api.values import (ANYONE, Caller, DeferredCommit, Generated, Live, SessionInfo, State, StepResult,
@@ -183,6 +183,12 @@ class RemoteEngine(EngineBase):
             if self.link.instance == instance:
                 self.link.tell(m.Release(key))
 
+    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[bytes]:
+        return await self.link.call(m.Recall(request_id, fingerprint, caller))
+
+    async def remember(self, request_id: str, fingerprint: bytes, answer: bytes, caller: Caller = ANYONE) -> None:
+        self.link.tell(m.Remember(request_id, fingerprint, answer, caller))  # after the commit, before the reply
+
     async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
         if self.config.tokens_per_second_per_principal:  # no limit: no round trip
             await self.link.call(m.Charge(n, caller))
@@ -196,15 +202,32 @@ class RemoteEngine(EngineBase):
     async def get_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
         return await self.link.call(m.GetSession(session_id, caller))
 
-    async def reset_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        return await self.link.call(m.ResetSession(session_id, caller))
+    # reset, delete, fork, import: the engine checks and keys the op; it is applied by RECORD_COMMIT
+    # (EngineBase applies it only while the call is live) or dropped by RELEASE_UNUSED.
+    def _record_commit(self, key: int) -> RecordCommit:
+        instance = self.link.instance
 
-    async def delete_session(self, session_id: str, caller: Caller = ANYONE) -> SessionInfo:
-        return await self.link.call(m.DeleteSession(session_id, caller))
+        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
+            if not wanted:
+                if self.link.instance == instance:
+                    self.link.tell(m.ReleaseUnused(key))
+                return None
+            return await self.link.call(m.RecordCommit(key))
 
-    async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float,
-                           caller: Caller = ANYONE) -> SessionInfo:
-        return await self.link.call(m.ForkSession(session_id, new_id, ttl, caller))
+        return commit
+
+    async def reset_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
+        return self._record_commit(await self.link.call(m.ResetSession(session_id, caller)))
+
+    async def delete_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
+        return self._record_commit(await self.link.call(m.DeleteSession(session_id, caller)))
+
+    async def rewind_deferred(self, session_id: str, steps: int, caller: Caller = ANYONE) -> RecordCommit:
+        return self._record_commit(await self.link.call(m.RewindSession(session_id, steps, caller)))
+
+    async def fork_deferred(self, session_id: str, new_id: Optional[str], ttl: float,
+                            caller: Caller = ANYONE) -> RecordCommit:
+        return self._record_commit(await self.link.call(m.ForkSession(session_id, new_id, ttl, caller)))
 
     async def list_sessions(self, limit: int, caller: Caller = ANYONE) -> Tuple[List[SessionInfo], int]:
         return await self.link.call(m.ListSessions(limit, caller))
@@ -212,9 +235,9 @@ class RemoteEngine(EngineBase):
     async def export_session(self, session_id: str, key: bytes, caller: Caller = ANYONE) -> Tuple[bytes, int]:
         return await self.link.call(m.ExportSession(session_id, key, caller))
 
-    async def import_session(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
-                             caller: Caller = ANYONE) -> SessionInfo:
-        return await self.link.call(m.ImportSession(blob, key, session_id, ttl, caller))
+    async def import_deferred(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
+                              caller: Caller = ANYONE) -> RecordCommit:
+        return self._record_commit(await self.link.call(m.ImportSession(blob, key, session_id, ttl, caller)))
 
     async def read_state(self, session_id: str, caller: Caller = ANYONE) -> Tuple[int, State]:
         return await self.link.call(m.ReadState(session_id, caller))

@@ -43,14 +43,14 @@ def test_expected_steps_mismatch_says_the_actual_count_and_is_not_retried(relay)
     with Client(relay.target, retry=FAST) as client:
         sid = client.create_session("To be").session.id
         with pytest.raises(ClientError) as info:
-            client.predict(sid, "!", expected_steps=3)
+            client.predict(sid, "!", expected_steps=7)  # ahead of the session (below it: a rewind)
         error = info.value
         assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert (error.reason, error.session_steps) == ("STEPS_MISMATCH", 5)
         with client.stream(sid) as stream:
             assert stream.send("!", expected_steps=5).steps == 6
         with pytest.raises(ClientError) as info:
-            list(client.generate(session_id=sid, max_tokens=2, expected_steps=5))
+            list(client.generate(session_id=sid, max_tokens=2, expected_steps=9))
         assert info.value.session_steps == 6
     assert [m for m, _ in relay.calls].count("Predict") == 1
 

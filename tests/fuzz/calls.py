@@ -54,27 +54,33 @@ class Stats:
     mismatches: List[str] = field(default_factory=list)  # state or reply disagrees with the twin model
     oversize: List[str] = field(default_factory=list)  # an error over MAX_MESSAGE_BYTES / MAX_TRAILER_BYTES
     bounded: int = 0  # errors whose message and trailer were measured against the bounds
-    late_commits: int = 0  # a step applied although the client's deadline/cancel ended the call first
-    unread_tokens: int = 0  # Generate tokens written to the stream after the client stopped reading
+    # ambiguous ends (a step kept although the client's deadline/cancel ended the call first, a
+    # Generate's tokens kept unread) brought back, through the journal, to what the client saw:
+    reconciled: int = 0
+    unread_tokens: int = 0  # of them, Generate tokens kept unread (rewound away)
+    late_accepted: int = 0  # a late `start` or `end` step: kept, the client learns it (no rewind crosses them)
+    unresolved: List[str] = field(default_factory=list)  # an ambiguous end the journal could not reconcile
     resyncs: int = 0  # twin re-copied from its session where a replay could not be exact
 
     def merge(self, other: "Stats") -> None:
-        for name in ("cases", "sequences", "calls", "late_commits", "unread_tokens", "resyncs", "bounded"):
+        for name in ("cases", "sequences", "calls", "reconciled", "unread_tokens", "late_accepted", "resyncs",
+                     "bounded"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.statuses.update(other.statuses)
-        for name in ("crashes", "unexpected", "mismatches", "oversize"):
+        for name in ("crashes", "unexpected", "mismatches", "oversize", "unresolved"):
             getattr(self, name).extend(getattr(other, name))
 
     def failures(self) -> List[str]:
-        return self.crashes + self.unexpected + self.mismatches + self.oversize
+        return self.crashes + self.unexpected + self.mismatches + self.oversize + self.unresolved
 
     def report(self, server_errors: Iterable[str] = ()) -> str:
         server_errors = list(server_errors)
         lines = [f"cases (fuzzed requests) {self.cases}  sequences {self.sequences}  calls in all {self.calls}",
                  f"crashes {len(self.crashes)}  unexpected statuses {len(self.unexpected)}  "
-                 f"mismatches {len(self.mismatches)}",
-                 f"late commits (deadline/cancel raced a finished step or open) {self.late_commits}  "
-                 f"generate tokens committed unread {self.unread_tokens}  twin resyncs {self.resyncs}",
+                 f"mismatches {len(self.mismatches)}  unresolved {len(self.unresolved)}",
+                 f"reconciled (ambiguous ends rewound to what the client saw) {self.reconciled}, of them generate "
+                 f"tokens kept unread {self.unread_tokens}  late start/end steps accepted {self.late_accepted}  "
+                 f"twin resyncs {self.resyncs}",
                  f"errors measured against the bounds ({MAX_MESSAGE_BYTES} B message, {MAX_TRAILER_BYTES} B "
                  f"details) {self.bounded}  over them {len(self.oversize)}",
                  f"server log: ERROR lines {len(server_errors)}",
@@ -85,6 +91,7 @@ class Stats:
             lines.append(f"  {method:14s} " + "  ".join(f"{code} {n}" for code, n in seen))
         for title, items in (("crashes", self.crashes), ("unexpected", self.unexpected),
                              ("mismatches", self.mismatches), ("oversize", self.oversize),
+                             ("unresolved", self.unresolved),
                              ("server ERROR lines", server_errors)):
             for item in items[:5]:
                 lines.append(f"first {title}: {item[:400]}")

@@ -48,12 +48,12 @@ class Progress:
               f"mismatches {len(stats.mismatches)}", file=sys.stderr, flush=True)
 
 
-def worker(job: Tuple[int, int, int, Optional[str], Optional[Path]]) -> Tuple[Stats, List[str]]:
+def worker(job: Tuple[int, int, int, Optional[str], Optional[Path], Optional[int]]) -> Tuple[Stats, List[str]]:
     """One share of the run on its own server: (stats, the server's ERROR lines)."""
-    index, cases, seed, target, model = job
+    index, cases, seed, target, model, fronts = job
     if target:
         return fuzz(target, cases, seed, progress=Progress(cases, index)), []
-    with ServerProcess(model) as server:
+    with ServerProcess(model, () if fronts is None else ("--fronts", str(fronts))) as server:
         stats = fuzz(server.target, cases, seed, alive=server.alive, progress=Progress(cases, index))
         stats.crashes += [f"server traceback: {line}" for line in server.tracebacks()]
         return stats, server.error_lines()
@@ -67,6 +67,8 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, help="model directory (default: export the tiny test model)")
     parser.add_argument("--cell", default="lstm", help="cell of the tiny model: lstm, peephole, coupled, gru, rnn")
     parser.add_argument("--target", help="fuzz a server already running at HOST:PORT instead of starting one")
+    parser.add_argument("--fronts", type=int, help="the server's --fronts (0: one process; default: the server's "
+                                                   "default mode, fronts + engine)")
     args = parser.parse_args(argv)
     if args.cases < 1 or args.jobs < 1:
         parser.error("--cases and --jobs must be >= 1")
@@ -76,7 +78,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="lstm-fuzz-") as tmp:
         model = args.model or (None if args.target else tiny_model(Path(tmp), args.cell))
         shares = [args.cases // args.jobs + (i < args.cases % args.jobs) for i in range(args.jobs)]
-        jobs = [(i, share, args.seed + i, args.target, model) for i, share in enumerate(shares)]
+        jobs = [(i, share, args.seed + i, args.target, model, args.fronts) for i, share in enumerate(shares)]
         with ProcessPoolExecutor(args.jobs) as pool:
             results = list(pool.map(worker, jobs))
     total, server_errors = Stats(), []
@@ -84,7 +86,8 @@ def main(argv=None) -> int:
         total.merge(stats)
         server_errors += errors
     print(total.report(server_errors), flush=True)
-    print(f"seed {args.seed}, {args.jobs} jobs, {time.monotonic() - began:.0f} s", flush=True)
+    mode = "target" if args.target else ("default (fronts + engine)" if args.fronts is None else f"--fronts {args.fronts}")
+    print(f"seed {args.seed}, {args.jobs} jobs, server mode {mode}, {time.monotonic() - began:.0f} s", flush=True)
     return 1 if total.failures() else 0
 
 

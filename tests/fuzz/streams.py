@@ -99,7 +99,7 @@ def _resolve_open(runner, op: Op, twin) -> None:
     server may have opened it and written `opened` just before the deadline (as a step can be
     kept just before it: a late commit); then S ended with the stream. Either is allowed."""
     if runner.twins.steps_now(twin.s, may_be_gone=True) == GONE:
-        runner.caller.stats.late_commits += 1
+        runner.caller.stats.late_accepted += 1
         _ends_with_stream(runner, op, twin)
 
 

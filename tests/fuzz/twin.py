@@ -141,18 +141,32 @@ class TwinKeeper:
         self.caller.mismatch(f"session {session_id} still busy 1.5 s after its call ended")
         return None
 
+    def rewind(self, twin: Twin, steps: int) -> bool:
+        """Reconcile S to the count the client saw (RewindSession: the journal); the twin holds
+        that state already. An S the journal cannot bring back is an unresolved end."""
+        code, _ = self.caller.call("RewindSession", lambda: self.stub.RewindSession(
+            pb.RewindSessionRequest(session_id=twin.s, steps=steps)))
+        if code != C.OK:
+            self.caller.stats.unresolved.append(f"{self.caller.context}: RewindSession to {steps} got {code.name}")
+            self.resync(twin)
+            return False
+        self.caller.stats.reconciled += 1
+        return True
+
     def resolve_step(self, twin: Twin, ids: Sequence[int], start: bool, what: str, end: bool = False) -> bool:
         """Settle a step the client ended; False if it applied with ``end`` and so deleted S (and now T)."""
         now = self.steps_now(twin.s, may_be_gone=end)
-        if now == GONE:
-            self.caller.stats.late_commits += 1
+        if now == GONE:  # a late `end`: the session is gone, nothing to rewind
+            self.caller.stats.late_accepted += 1
             self.stub.DeleteSession(pb.DeleteSessionRequest(session_id=twin.t))
             return False
         after = len(ids) if start else twin.steps + len(ids)
         if now is None or (now == twin.steps and now != after):
             return True
-        if now == after and now != twin.steps:
-            self.caller.stats.late_commits += 1
+        if now == after and not start:  # kept although the call ended: back to what the client saw
+            self.rewind(twin, twin.steps)
+        elif now == after and now != twin.steps:  # a late `start` begins a new count: no rewind crosses it
+            self.caller.stats.late_accepted += 1
             self.step(twin, ids, start)
         elif now == after:  # cannot tell nothing from the whole step: copy S
             self.resync(twin)
@@ -162,20 +176,30 @@ class TwinKeeper:
         return True
 
     def resolve_generate(self, twin: Twin, request: pb.GenerateRequest, received: Sequence[int], limit: int) -> None:
+        """A Generate the client ended after ``received`` tokens: rewind S to what the client saw
+        (the prompt and those tokens; nothing if none arrived) and feed the twin exactly that."""
         now = self.steps_now(twin.s)
         if now is None:
             return
-        prompt = len(token_ids(request.prompt)) if request.HasField("prompt") else 0
-        n = now - twin.steps - prompt
+        prompt = list(token_ids(request.prompt)) if request.HasField("prompt") else []
+        n = now - twin.steps - len(prompt)
         if now == twin.steps and not received:
             return
         if now == twin.steps or not max(len(received), 1) <= n <= limit:
             self.caller.mismatch(f"Generate ended by the client: {len(received)} tokens received, the session went "
-                                 f"{twin.steps} -> {now} (prompt {prompt}, at most {limit} tokens)")
+                                 f"{twin.steps} -> {now} (prompt {len(prompt)}, at most {limit} tokens)")
             self.resync(twin)
             return
-        self.caller.stats.unread_tokens += n - len(received)
-        self.generated(twin, request, received, n)
+        seen = twin.steps + (len(prompt) + len(received) if received else 0)
+        if now > seen:
+            self.caller.stats.unread_tokens += now - seen
+            if not self.rewind(twin, seen):
+                return
+        if received:  # as the one-token steps the server ran
+            if prompt:
+                self.step(twin, prompt)
+            for token in received:
+                self.step(twin, [token])
 
     # -- checkpoint -----------------------------------------------------------------
     def listing(self) -> Optional[Dict[str, pb.Session]]:

@@ -79,13 +79,24 @@ async def test_a_call_that_is_no_longer_live_commits_nothing(tiny_model_dir):
 
 
 async def test_expected_steps_applies_at_most_once(tiny_model_dir):
+    """The retry of a step that did apply rewinds to expected_steps (the journal) and applies it
+    again from there: the session ends where one application left it, bitwise."""
     with engine_for(tiny_model_dir) as engine:
         info, _ = await engine.create(None, 0, ids("ab"), StepOptions())
-        done = await engine.predict(info.id, ids("c"), StepOptions(), expected_steps=2)
-        with pytest.raises(FailedPrecondition) as refused:  # the retry of a step that did apply
-            await engine.predict(info.id, ids("c"), StepOptions(), expected_steps=2)
-        assert refused.value.reason == "STEPS_MISMATCH" and refused.value.metadata == {"steps": "3"}
-        assert done.steps == session(engine, info.id).steps == 3
+        done = await engine.predict(info.id, ids("c"), StepOptions(logprobs=True), expected_steps=2)
+        once = snapshot(engine, info.id)
+        again = await engine.predict(info.id, ids("c"), StepOptions(logprobs=True), expected_steps=2)
+        twice = snapshot(engine, info.id)
+        assert done.steps == again.steps == twice[0] == 3
+        assert all(np.array_equal(a, b) for a, b in zip(once[1], twice[1]))
+        assert np.array_equal(done.scores.logprobs, again.scores.logprobs)
+        with pytest.raises(FailedPrecondition) as refused:  # ahead of the session: nothing to rewind to
+            await engine.predict(info.id, ids("c"), StepOptions(), expected_steps=4)
+        assert refused.value.reason == "STEPS_MISMATCH"
+        assert refused.value.metadata == {"steps": "3", "reachable_from": "2", "reachable_to": "3"}
+        with pytest.raises(FailedPrecondition) as refused:  # before the journal's reach
+            await engine.predict(info.id, ids("c"), StepOptions(), expected_steps=1)
+        assert refused.value.reason == "OUTSIDE_JOURNAL" and session(engine, info.id).steps == 3
 
 
 async def test_one_writer_at_a_time_and_oversize_replies_refused_before_running(tiny_model_dir):

@@ -7,8 +7,9 @@ messages (typed by proto/lstm/v1/lstm_pb2.pyi); errors are ClientError.
 """
 from __future__ import annotations
 
+import uuid
 from itertools import count
-from typing import Any, Callable, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
 
 import grpc
 
@@ -43,6 +44,22 @@ class Api:
                                     client_certificate=client_certificate, client_key=client_key)
         self.plaintext = not (tls or root_certificates or client_certificate)  # for the hint at a TLS server
         self.stub = pb_grpc.LstmServiceStub(self.channel)
+        # session id -> the count this client last saw, after a call that ended with more kept than
+        # it read (a Generate closed early or cut, a stream cut): the next call on that session
+        # carries it as expected_steps, and the server rewinds there (docs/errors.md)
+        self.seen: Dict[str, int] = {}
+
+    def _carry_seen(self, session_id: str, request) -> None:
+        if session_id and not request.HasField("expected_steps"):
+            seen = self.seen.pop(session_id, None)
+            if seen is not None:
+                request.expected_steps = seen
+
+    def _request_id(self, request, retry: Retry = None) -> None:
+        """With a retry policy every mutating call carries a request id, so a resend applies once."""
+        policy = as_policy(retry) if retry is not None else self.retry
+        if policy is not None and not request.request_id:
+            request.request_id = str(uuid.uuid4())
 
     def _error(self, exc: grpc.RpcError) -> ClientError:
         """A failed call as ClientError; at a TLS server from a plaintext channel, saying so (tls_probe.py)."""
@@ -68,7 +85,7 @@ class Api:
         request = pb.CreateSessionRequest(session_id=session_id, ttl_seconds=ttl, output=make_output(top_k))
         if prompt or tokens:
             request.prompt.CopyFrom(make_input(prompt, tokens))
-        return (yield Unary("CreateSession", request, session_id))
+        return (yield from self._once("CreateSession", request, session_id))
 
     @method("unary")
     def predict(self, session_id: str = "", text: Optional[str] = None, *, tokens: Optional[Sequence[int]] = None,
@@ -78,6 +95,8 @@ class Api:
         request = pb.PredictRequest(session_id=session_id, input=make_input(text, tokens),
                                     output=make_output(top_k, all_positions, logprobs), start=start)
         set_expected_steps(request, expected_steps)
+        self._carry_seen(session_id, request)
+        self._request_id(request, retry)
 
         def attempt() -> Steps:
             return (yield Unary("Predict", request, session_id))
@@ -95,15 +114,28 @@ class Api:
         if prompt or tokens:
             request.prompt.CopyFrom(make_input(prompt, tokens))
         set_expected_steps(request, expected_steps)
+        self._carry_seen(session_id, request)
 
         def attempt() -> Steps:  # a lost reply is recoverable only before the first token arrives
             handle = yield OpenServerStream("Generate", request, session_id)
             return handle, (yield Next(handle))
 
         handle, response = yield from self._with_retry(attempt, request, session_id, retry)
-        while response is not END:
-            yield Emit(response)
-            response = yield Next(handle)
+        # The server keeps each token as it writes it, ahead of what is read: if this iterator is
+        # closed early or the call fails, the next call on the session rewinds to the last token
+        # yielded (or to where the call began, if none was).
+        seen: Optional[int] = request.expected_steps if request.HasField("expected_steps") else None
+        finished = False
+        try:
+            while response is not END:
+                seen = response.steps
+                finished = response.finish_reason != pb.FINISH_REASON_UNSPECIFIED
+                yield Emit(response)
+                response = yield Next(handle)
+            finished = True
+        finally:
+            if session_id and not finished and seen is not None:
+                self.seen[session_id] = seen
 
     @method("unary")
     def generate_text(self, prompt: Optional[str] = None, *, echo: bool = True, **options: Any) -> str:
@@ -117,19 +149,34 @@ class Api:
 
     @method("unary")
     def reset_session(self, session_id: str) -> pb.Session:
-        return (yield Unary("ResetSession", pb.ResetSessionRequest(session_id=session_id), session_id)).session
+        request = pb.ResetSessionRequest(session_id=session_id)
+        return (yield from self._once("ResetSession", request, session_id)).session
 
     @method("unary")
     def delete_session(self, session_id: str) -> int:
         """Delete a session; returns the steps it had."""
-        return (yield Unary("DeleteSession", pb.DeleteSessionRequest(session_id=session_id), session_id)).steps
+        request = pb.DeleteSessionRequest(session_id=session_id)
+        return (yield from self._once("DeleteSession", request, session_id)).steps
+
+    def _once(self, method_name: str, request, session_id: str) -> Steps:
+        """A call that changes a session record; with a retry policy it carries a request id and
+        is resent, the same request, after a refusal or a lost reply: it applies once."""
+        self._request_id(request)
+        policy = self.retry
+        for n in count():
+            try:
+                return (yield Unary(method_name, request, session_id))
+            except ClientError as error:
+                if policy is None or not policy.may_retry(error, n):
+                    raise
+                yield Sleep(policy.pause(error, n))
 
     @method("unary")
     def fork_session(self, session_id: str, new_id: Optional[str] = None, ttl: int = 0) -> pb.Session:
         """A copy of a session's state under ``new_id``, or (none) an id the server makes from the
         parent's routing key, so a session-affine proxy routes the fork where its state is."""
         request = pb.ForkSessionRequest(session_id=session_id, new_session_id=new_id or "", ttl_seconds=ttl)
-        return (yield Unary("ForkSession", request, session_id)).session
+        return (yield from self._once("ForkSession", request, session_id)).session
 
     @method("unary")
     def list_sessions(self, limit: int = 100) -> pb.ListSessionsResponse:

@@ -6,8 +6,10 @@ A *lost reply* (UNAVAILABLE, DEADLINE_EXCEEDED: the connection or the
 deadline went, and the step may or may not have applied) is safe only after
 asking the server: the client reads the session's step count and resends,
 with ``expected_steps``, only if the step did not apply. The server applies
-a step with ``expected_steps`` only if the session has exactly that many
-steps, so even a resend racing the original cannot apply twice.
+a step with ``expected_steps`` at exactly that many steps (rewinding to it
+from its journal if the session moved on), so even a resend racing the
+original ends where one application left the session. Calls that change
+session records carry a ``request_id``: a resend gets the first answer.
 """
 from __future__ import annotations
 

@@ -37,19 +37,31 @@ class StreamApi:
         self.end_with_stream = True if self.create and end_with_stream is None else end_with_stream
         self._client, self._ttl, self._output = client, ttl, output
         self.session: Optional[pb.Session] = None
+        self._seen: Optional[int] = None  # the session's count after the last reply read
 
     def _open(self) -> Steps:
         yield Write(open_request(self.session_id, self.create, self._ttl, self.end_with_stream, self._output))
         self.session = (yield from self._read()).opened
+        self._seen = self.session.steps
         return self.session
 
     @method("unary")
     def send(self, text: Optional[str] = None, *, tokens: Optional[Sequence[int]] = None,
              output: Optional[pb.OutputOptions] = None, tag: str = "", start: bool = False, end: bool = False,
              expected_steps: Optional[int] = None) -> pb.StepResult:
-        """Feed one step; returns its StepResult (answers come in order, one per step)."""
+        """Feed one step; returns its StepResult (answers come in order, one per step). If the
+        stream fails, the client's next call on this session rewinds to the last step it read."""
+        if expected_steps is None:
+            expected_steps = self._client.seen.pop(self.session_id, None)
         yield Write(step_request(text, tokens, output, tag, start, end, expected_steps))
-        return (yield from self._read()).result
+        try:
+            result = (yield from self._read()).result
+        except ClientError:
+            if self._seen is not None:
+                self._client.seen[self.session_id] = self._seen
+            raise
+        self._seen = result.steps
+        return result
 
     def _read(self) -> Steps:
         response = yield Read()

@@ -58,7 +58,7 @@ async def run(engine: EngineApi, r: Request, live: Live = always, caller: Caller
     if seq.start and seq.end:
         result = await engine.predict("", r.ids, r.options, live=live, caller=caller)
         try:
-            await engine.delete_session(seq.session_id, caller)
+            await engine.delete_session(seq.session_id, live, caller)
         except NotFound:
             pass  # the usual case: no earlier sequence of that id
         return result

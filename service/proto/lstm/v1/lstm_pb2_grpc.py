@@ -70,6 +70,11 @@ class LstmServiceStub:
                 request_serializer=lstm_dot_v1_dot_lstm__pb2.DeleteSessionRequest.SerializeToString,
                 response_deserializer=lstm_dot_v1_dot_lstm__pb2.DeleteSessionResponse.FromString,
                 _registered_method=True)
+        self.RewindSession = channel.unary_unary(
+                '/lstm.v1.LstmService/RewindSession',
+                request_serializer=lstm_dot_v1_dot_lstm__pb2.RewindSessionRequest.SerializeToString,
+                response_deserializer=lstm_dot_v1_dot_lstm__pb2.RewindSessionResponse.FromString,
+                _registered_method=True)
         self.ForkSession = channel.unary_unary(
                 '/lstm.v1.LstmService/ForkSession',
                 request_serializer=lstm_dot_v1_dot_lstm__pb2.ForkSessionRequest.SerializeToString,
@@ -163,6 +168,14 @@ class LstmServiceServicer:
 
     def DeleteSession(self, request, context):
         """Delete a session and free its state.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RewindSession(self, request, context):
+        """Put a session back to exactly the state it had after `steps` tokens,
+        inside its journal (a chat UI's "regenerate from here"; docs/errors.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -268,6 +281,11 @@ def add_LstmServiceServicer_to_server(servicer, server):
                     servicer.DeleteSession,
                     request_deserializer=lstm_dot_v1_dot_lstm__pb2.DeleteSessionRequest.FromString,
                     response_serializer=lstm_dot_v1_dot_lstm__pb2.DeleteSessionResponse.SerializeToString,
+            ),
+            'RewindSession': grpc.unary_unary_rpc_method_handler(
+                    servicer.RewindSession,
+                    request_deserializer=lstm_dot_v1_dot_lstm__pb2.RewindSessionRequest.FromString,
+                    response_serializer=lstm_dot_v1_dot_lstm__pb2.RewindSessionResponse.SerializeToString,
             ),
             'ForkSession': grpc.unary_unary_rpc_method_handler(
                     servicer.ForkSession,
@@ -495,6 +513,33 @@ class LstmService:
             '/lstm.v1.LstmService/DeleteSession',
             lstm_dot_v1_dot_lstm__pb2.DeleteSessionRequest.SerializeToString,
             lstm_dot_v1_dot_lstm__pb2.DeleteSessionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RewindSession(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lstm.v1.LstmService/RewindSession',
+            lstm_dot_v1_dot_lstm__pb2.RewindSessionRequest.SerializeToString,
+            lstm_dot_v1_dot_lstm__pb2.RewindSessionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -119,18 +119,20 @@ class StreamResponse(_message.Message):
     def __init__(self, opened: _Optional[_Union[Session, _Mapping]] = ..., result: _Optional[_Union[StepResult, _Mapping]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("session_id", "input", "output", "start", "expected_steps")
+    __slots__ = ("session_id", "input", "output", "start", "expected_steps", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     INPUT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     START_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     input: Input
     output: OutputOptions
     start: bool
     expected_steps: int
-    def __init__(self, session_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., start: _Optional[bool] = ..., expected_steps: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., input: _Optional[_Union[Input, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., start: _Optional[bool] = ..., expected_steps: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
     __slots__ = ("result",)
@@ -205,16 +207,18 @@ class Session(_message.Message):
     def __init__(self, id: _Optional[str] = ..., model: _Optional[str] = ..., steps: _Optional[int] = ..., age_seconds: _Optional[float] = ..., idle_seconds: _Optional[float] = ..., ttl_seconds: _Optional[int] = ..., expires_in_seconds: _Optional[float] = ..., busy: _Optional[bool] = ...) -> None: ...
 
 class CreateSessionRequest(_message.Message):
-    __slots__ = ("session_id", "ttl_seconds", "prompt", "output")
+    __slots__ = ("session_id", "ttl_seconds", "prompt", "output", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     ttl_seconds: int
     prompt: Input
     output: OutputOptions
-    def __init__(self, session_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., prompt: _Optional[_Union[Input, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., prompt: _Optional[_Union[Input, _Mapping]] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreateSessionResponse(_message.Message):
     __slots__ = ("session", "result")
@@ -237,10 +241,12 @@ class GetSessionResponse(_message.Message):
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
 
 class ResetSessionRequest(_message.Message):
-    __slots__ = ("session_id",)
+    __slots__ = ("session_id", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ResetSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -248,11 +254,27 @@ class ResetSessionResponse(_message.Message):
     session: Session
     def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
 
-class DeleteSessionRequest(_message.Message):
-    __slots__ = ("session_id",)
+class RewindSessionRequest(_message.Message):
+    __slots__ = ("session_id", "steps")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
     session_id: str
-    def __init__(self, session_id: _Optional[str] = ...) -> None: ...
+    steps: int
+    def __init__(self, session_id: _Optional[str] = ..., steps: _Optional[int] = ...) -> None: ...
+
+class RewindSessionResponse(_message.Message):
+    __slots__ = ("session",)
+    SESSION_FIELD_NUMBER: _ClassVar[int]
+    session: Session
+    def __init__(self, session: _Optional[_Union[Session, _Mapping]] = ...) -> None: ...
+
+class DeleteSessionRequest(_message.Message):
+    __slots__ = ("session_id", "request_id")
+    SESSION_ID_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    session_id: str
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class DeleteSessionResponse(_message.Message):
     __slots__ = ("steps",)
@@ -261,14 +283,16 @@ class DeleteSessionResponse(_message.Message):
     def __init__(self, steps: _Optional[int] = ...) -> None: ...
 
 class ForkSessionRequest(_message.Message):
-    __slots__ = ("session_id", "new_session_id", "ttl_seconds")
+    __slots__ = ("session_id", "new_session_id", "ttl_seconds", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     NEW_SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     new_session_id: str
     ttl_seconds: int
-    def __init__(self, session_id: _Optional[str] = ..., new_session_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., new_session_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ForkSessionResponse(_message.Message):
     __slots__ = ("session",)
@@ -291,14 +315,16 @@ class ExportSessionResponse(_message.Message):
     def __init__(self, blob: _Optional[bytes] = ..., steps: _Optional[int] = ...) -> None: ...
 
 class ImportSessionRequest(_message.Message):
-    __slots__ = ("blob", "session_id", "ttl_seconds")
+    __slots__ = ("blob", "session_id", "ttl_seconds", "request_id")
     BLOB_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     blob: bytes
     session_id: str
     ttl_seconds: int
-    def __init__(self, blob: _Optional[bytes] = ..., session_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, blob: _Optional[bytes] = ..., session_id: _Optional[str] = ..., ttl_seconds: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class ImportSessionResponse(_message.Message):
     __slots__ = ("session",)

@@ -1,0 +1,140 @@
+"""Request ids (AIP-155): a retry with the same request_id gets the first call's answer
+and applies nothing twice; the same id with another request is INVALID_ARGUMENT; a call
+that timed out and is retried with its id ends with exactly one effect, whether or not
+the first attempt applied (the late-OK window). Real server, real channel, both modes."""
+from __future__ import annotations
+
+import asyncio
+import random
+import uuid
+from pathlib import Path
+
+import grpc
+import pytest
+
+from lstm_service.service.core.request_ledger import ENTRY_OVERHEAD, RequestLedger
+from lstm_service.service.api.errors import InvalidArgument
+from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
+from svc_helpers import serving
+
+
+async def total(stub) -> int:
+    return (await stub.ListSessions(pb.ListSessionsRequest(limit=1))).total
+
+
+async def steps_of(stub, sid: str) -> int:
+    return (await stub.GetSession(pb.GetSessionRequest(session_id=sid))).session.steps
+
+
+async def failure(call) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+    return caught.value
+
+
+def key_file(tmp_path: Path) -> str:
+    path = tmp_path / "session.key"
+    path.write_bytes(b"k" * 32)
+    return str(path)
+
+
+async def test_a_retried_create_predict_fork_import_reset_delete_applies_once(tiny_model_dir, tmp_path):
+    async with serving(tiny_model_dir, session_key_file=key_file(tmp_path)) as s:
+        create = pb.CreateSessionRequest(prompt=pb.Input(text="abc"), request_id="create-1")
+        first = await s.stub.CreateSession(create)
+        again = await s.stub.CreateSession(create)
+        assert again == first and await total(s.stub) == 1
+        sid = first.session.id
+
+        predict = pb.PredictRequest(session_id=sid, input=pb.Input(text="de"), request_id="predict-1",
+                                    output=pb.OutputOptions(logprobs=True))
+        first_step = await s.stub.Predict(predict)
+        assert await s.stub.Predict(predict) == first_step  # the same result, log-probs bitwise
+        assert await steps_of(s.stub, sid) == 5
+
+        fork = pb.ForkSessionRequest(session_id=sid, request_id="fork-1")
+        forked = await s.stub.ForkSession(fork)
+        assert await s.stub.ForkSession(fork) == forked and await total(s.stub) == 2
+
+        blob = (await s.stub.ExportSession(pb.ExportSessionRequest(session_id=sid))).blob
+        import_ = pb.ImportSessionRequest(blob=blob, request_id="import-1")
+        imported = await s.stub.ImportSession(import_)
+        assert await s.stub.ImportSession(import_) == imported and await total(s.stub) == 3
+
+        reset = pb.ResetSessionRequest(session_id=sid, request_id="reset-1")
+        await s.stub.ResetSession(reset)
+        await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="x")))
+        assert (await s.stub.ResetSession(reset)).session.steps == 0  # the first answer, not a second reset
+        assert await steps_of(s.stub, sid) == 1
+
+        delete = pb.DeleteSessionRequest(session_id=forked.session.id, request_id="delete-1")
+        deleted = await s.stub.DeleteSession(delete)
+        assert await s.stub.DeleteSession(delete) == deleted  # not NOT_FOUND: the first answer
+        assert await total(s.stub) == 2
+
+
+async def test_a_request_id_reused_for_another_request_is_refused_and_applies_nothing(tiny_model_dir):
+    async with serving(tiny_model_dir) as s:
+        sid = (await s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text="ab")))).session.id
+        await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="c"), request_id="same"))
+        err = await failure(s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="d"),
+                                                             request_id="same")))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "request_id 'same' was used for a different request" in err.details()
+        err = await failure(s.stub.ResetSession(pb.ResetSessionRequest(session_id=sid, request_id="same")))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT  # another method is another request
+        assert await steps_of(s.stub, sid) == 3
+
+
+@pytest.mark.parametrize("bad", ["x" * 129, "has space", "ünï"])
+async def test_a_malformed_request_id_is_refused_before_anything_runs(tiny_model_dir, bad):
+    async with serving(tiny_model_dir) as s:
+        err = await failure(s.stub.CreateSession(pb.CreateSessionRequest(request_id=bad)))
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "1 to 128 characters of A-Z a-z 0-9 . _ : -" in err.details()
+        assert await total(s.stub) == 0
+
+
+async def test_timed_out_creates_and_forks_retried_with_their_id_leave_exactly_one_session(tiny_model_dir):
+    """The late-OK window: whether or not a timed-out attempt applied, its retry with the
+    same request_id ends with exactly one new session, the one the retry names."""
+    rng = random.Random(7)
+    async with serving(tiny_model_dir) as s:
+        source = (await s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text="ab")))).session.id
+        exceeded = 0
+        for attempt in range(400):
+            rid = str(uuid.UUID(int=rng.getrandbits(128)))
+            request = (pb.CreateSessionRequest(request_id=rid) if attempt % 2 else
+                       pb.ForkSessionRequest(session_id=source, request_id=rid))
+            call = s.stub.CreateSession if attempt % 2 else s.stub.ForkSession
+            try:
+                reply = await call(request, timeout=rng.uniform(0.0001, 0.004))
+            except grpc.aio.AioRpcError as exc:
+                assert exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED, (exc.code(), exc.details())
+                exceeded += 1
+                await asyncio.sleep(0.005)
+                reply = await call(request)  # the retry, same id
+            assert await total(s.stub) == 2, f"attempt {attempt}: not exactly one new session"
+            assert await s.stub.GetSession(pb.GetSessionRequest(session_id=reply.session.id))
+            await s.stub.DeleteSession(pb.DeleteSessionRequest(session_id=reply.session.id))
+            if exceeded >= 25:
+                break
+        assert exceeded >= 10, f"only {exceeded} calls ran out of time; the test proves nothing"
+
+
+def test_the_ledger_keeps_answers_for_its_window_and_within_its_bounds():
+    now = [0.0]
+    ledger = RequestLedger(lambda: now[0], window=600, max_ids=3, max_bytes=10 * (100 + ENTRY_OVERHEAD))
+    ledger.remember("alice", "a", b"f", b"answer-a")
+    ledger.remember("alice", "a", b"f", b"another")  # a first answer is never replaced
+    assert ledger.recall("alice", "a", b"f") == b"answer-a"
+    assert ledger.recall("bob", "a", b"f") is None  # per principal
+    with pytest.raises(InvalidArgument):
+        ledger.recall("alice", "a", b"g")
+    for rid in "bcd":
+        ledger.remember("alice", rid, b"f", b"x")
+    assert ledger.recall("alice", "a", b"f") is None and len(ledger) == 3  # the oldest went first
+    now[0] = 601
+    assert ledger.recall("alice", "d", b"f") is None and len(ledger) == 0  # past the window
+    ledger.remember("alice", "big", b"f", b"x" * (11 * (100 + ENTRY_OVERHEAD)))
+    assert len(ledger) == 0  # over the byte bound on its own: not kept
