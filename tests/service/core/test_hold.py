@@ -68,14 +68,16 @@ async def test_one_hold_per_session_until_it_is_released(tiny_model_dir):
         assert not session.busy
 
 
-async def test_expected_steps_that_do_not_match_refuse_before_anything_runs(tiny_model_dir):
+async def test_expected_steps_ahead_of_the_session_refuse_before_anything_runs(tiny_model_dir):
+    # Below the count (inside the journal) rewinds instead: tests/service/test_journal_rewind.py.
     with engine_for(tiny_model_dir) as engine:
         session = engine.store.create("hold-expected-01")
         hold = await engine.hold(session.id)
         hold.commit(await hold.run(TEXT[:4], OPTIONS))
         with pytest.raises(FailedPrecondition) as info:
-            await hold.run(TEXT[4:6], OPTIONS, expected_steps=3)
-        assert info.value.reason == "STEPS_MISMATCH" and info.value.metadata == {"steps": "4"}
+            await hold.run(TEXT[4:6], OPTIONS, expected_steps=5)
+        assert info.value.reason == "STEPS_MISMATCH" and info.value.metadata["steps"] == "4"
+        assert session.steps == 4
         result = hold.commit(await hold.run(TEXT[4:6], OPTIONS, expected_steps=4))
         hold.release()
         assert result.steps == 6
