@@ -60,15 +60,22 @@ class CaseRunner:
         if disagree and code == C.OK:
             self.caller.fail(self.caller.stats.unexpected, f"{method} OK although body id and x-session-id differ")
 
-    def _wrong_expectation(self, message, twin: Twin | None, code) -> bool:
+    def _wrong_expectation(self, message, twin: Twin | None, code, op: Op | None = None, ended: bool = False) -> bool:
+        """True if ``message`` expected another count than the twin's (the caller then skips its
+        replay). Below the count, the server rewinds into the journal and applies: certainly on
+        OK, possibly on an ambiguous end; the twin cannot rewind, so it follows S (and goes with
+        it if the step ``ended`` S, freeing ``op``'s slot)."""
         wrong = twin and has_field(type(message), "expected_steps") and message.HasField("expected_steps") \
             and message.expected_steps != twin.steps
-        if wrong and code == C.OK:
-            if message.expected_steps > twin.steps:
+        if not wrong:
+            return False
+        if message.expected_steps > twin.steps:
+            if code == C.OK:
                 self.caller.mismatch(f"applied although expected_steps {message.expected_steps} > {twin.steps}")
-            else:  # a rewind into the journal, then the step: the twin cannot rewind, copy S
-                self.twins.resync(twin)
-        return bool(wrong)
+        elif code in (C.OK, C.CANCELLED, C.DEADLINE_EXCEEDED) and not self.twins.follow(twin, ended, code == C.OK) \
+                and op is not None:
+            self.book.slots[op.session.index] = None
+        return True
 
     def _create_slot(self, index: int, prompt) -> None:
         sid, tid = self.book.fresh_id("s"), self.book.fresh_id("t")
@@ -100,7 +107,7 @@ class CaseRunner:
                                           reply.result)
             if problem:
                 self.caller.mismatch(f"Predict reply: {problem}")
-        if twin is None or self._wrong_expectation(request, twin, code):
+        if twin is None or self._wrong_expectation(request, twin, code, op):
             return
         if code == C.OK:
             after = len(ids) if request.start else twin.steps + len(ids)
@@ -159,7 +166,7 @@ class CaseRunner:
             code, error = exc.code(), exc
         self._judge("Generate", code, error, op, disagree, {C.CANCELLED} if cancel_after is not None else ())
         self._check_generated(request, received, code)
-        if twin is None or self._wrong_expectation(request, twin, code):
+        if twin is None or self._wrong_expectation(request, twin, code, op):
             return
         limit = request.sampling.max_tokens or DEFAULT_MAX_TOKENS
         tokens = [r.token for r in received]

@@ -88,7 +88,7 @@ def run_stream(runner, op: Op) -> None:
         return
     if twin is None or in_flight is None or code not in (C.CANCELLED, C.DEADLINE_EXCEEDED):
         return
-    if runner._wrong_expectation(in_flight, twin, C.CANCELLED):
+    if runner._wrong_expectation(in_flight, twin, code, op, ended=in_flight.end):
         return
     if not runner.twins.resolve_step(twin, token_ids(in_flight.input), in_flight.start, "Stream step", in_flight.end):
         runner.book.slots[op.session.index] = None
@@ -113,8 +113,10 @@ def _ends_with_stream(runner, op: Op, twin) -> None:
 def _answered(runner, op: Op, twin, request: pb.StreamStep, result: pb.StepResult):
     """Check one answered step and replay it on the twin; the twin that remains."""
     ids = token_ids(request.input)
-    if twin is None or runner._wrong_expectation(request, twin, C.OK):
+    if twin is None:
         return twin
+    if runner._wrong_expectation(request, twin, C.OK, op, ended=request.end):
+        return twin if runner.book.slots[op.session.index] is not None else None
     after = len(ids) if request.start else twin.steps + len(ids)
     if result.steps != after or result.consumed != len(ids) or result.tag != request.tag:
         runner.caller.mismatch(f"Stream step answered steps {result.steps}, consumed {result.consumed}, tag "

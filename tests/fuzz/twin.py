@@ -112,6 +112,16 @@ class TwinKeeper:
         twin.steps += len(prompt) + n
         twin.fed = True
 
+    def follow(self, twin: Twin, ended: bool = False, applied: bool = False) -> bool:
+        """After a step that may have (``applied``: did) rewind S into its journal and apply (the
+        twin cannot rewind): T becomes a copy of S. False if the step ``ended`` S: T is deleted too.
+        An applied step's S may still be held by its open stream, so it is not waited for."""
+        if (applied and ended) or (not applied and self.steps_now(twin.s, may_be_gone=ended) == GONE):
+            self.stub.DeleteSession(pb.DeleteSessionRequest(session_id=twin.t))
+            return False
+        self.resync(twin)
+        return True
+
     def resync(self, twin: Twin) -> None:
         """Make T a fresh copy of S (fork), where an exact replay is impossible."""
         self.caller.stats.resyncs += 1
