@@ -32,7 +32,7 @@ def test_journaling_off_keeps_nothing():
 
 def test_it_never_holds_more_than_its_bound_and_always_the_whole_last_call():
     policy, journal, steps = Journals(bound=8, per_call=4), None, 0
-    for call in range(10):
+    for _ in range(10):
         ids = np.arange(4)  # each call as long as a call may be
         journal = policy.before_commit(journal, steps, state(steps), None, ids, False, True, False, ZEROS)
         steps += len(ids)
