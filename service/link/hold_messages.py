@@ -11,7 +11,7 @@ import numpy as np
 from ..api.options import StepOptions
 from ..api.values import Caller, SessionInfo, StepResult
 from . import wire_values as w
-from .ops import Message, Op, none
+from .ops import Message, Op, SessionMessage, none
 
 
 @dataclass(slots=True)
@@ -46,19 +46,9 @@ class OpenStream(Message):
 
 
 @dataclass(slots=True)
-class Hold(Message):
-    session_id: str
-    caller: Caller
-
+class Hold(SessionMessage):
     op: ClassVar[Op] = Op.HOLD
     makes_key: ClassVar[bool] = True
-
-    def encode(self) -> list:
-        return [self.session_id, w.encode_caller(self.caller)]
-
-    @classmethod
-    def decode(cls, body: list) -> "Hold":
-        return cls(body[0], w.decode_caller(body[1]))
 
     @staticmethod
     def encode_reply(reply: Tuple[int, int]) -> list:

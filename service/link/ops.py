@@ -1,8 +1,12 @@
 """The link's operations (one message type each: link/messages.py) and its pace."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any, ClassVar
+
+from ..api.values import Caller
+from . import wire_values as w
 
 PING_SECONDS = 0.25  # a front pings this often (the engine's liveness, as the front sees it)
 
@@ -58,3 +62,19 @@ class Message:
 
     def encode(self) -> list:
         raise NotImplementedError  # pragma: no cover - each message type has its own
+
+
+@dataclass(slots=True)
+class SessionMessage(Message):
+    """The body of every op that names one session for a caller (hold, get, reset, delete,
+    read state): one encode/decode pair for all of them; each subclass adds its op and reply."""
+
+    session_id: str
+    caller: Caller
+
+    def encode(self) -> list:
+        return [self.session_id, w.encode_caller(self.caller)]
+
+    @classmethod
+    def decode(cls, body: list):
+        return cls(body[0], w.decode_caller(body[1]))

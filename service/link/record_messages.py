@@ -9,7 +9,7 @@ from typing import ClassVar, List, Optional, Tuple
 
 from ..api.values import Caller, SessionInfo, State
 from . import wire_values as w
-from .ops import Message, Op
+from .ops import Message, Op, SessionMessage
 
 
 def _key(key: int) -> int:
@@ -37,37 +37,17 @@ class RecordCommit(Message):
 
 
 @dataclass(slots=True)
-class GetSession(Message):
-    session_id: str
-    caller: Caller
-
+class GetSession(SessionMessage):
     op: ClassVar[Op] = Op.GET_SESSION
-
-    def encode(self) -> list:
-        return [self.session_id, w.encode_caller(self.caller)]
-
-    @classmethod
-    def decode(cls, body: list) -> "GetSession":
-        return cls(body[0], w.decode_caller(body[1]))
 
     encode_reply = staticmethod(w.encode_info)
     decode_reply = staticmethod(w.decode_info)
 
 
 @dataclass(slots=True)
-class ResetSession(Message):
-    session_id: str
-    caller: Caller
-
+class ResetSession(SessionMessage):
     op: ClassVar[Op] = Op.RESET_SESSION
     makes_key: ClassVar[bool] = True
-
-    def encode(self) -> list:
-        return [self.session_id, w.encode_caller(self.caller)]
-
-    @classmethod
-    def decode(cls, body: list) -> "ResetSession":
-        return cls(body[0], w.decode_caller(body[1]))
 
     # the reply is a key: the op checked, not applied; RECORD_COMMIT applies it (the call still live)
     encode_reply = staticmethod(_key)
@@ -98,19 +78,9 @@ class RewindSession(Message):
 
 
 @dataclass(slots=True)
-class DeleteSession(Message):
-    session_id: str
-    caller: Caller
-
+class DeleteSession(SessionMessage):
     op: ClassVar[Op] = Op.DELETE_SESSION
     makes_key: ClassVar[bool] = True
-
-    def encode(self) -> list:
-        return [self.session_id, w.encode_caller(self.caller)]
-
-    @classmethod
-    def decode(cls, body: list) -> "DeleteSession":
-        return cls(body[0], w.decode_caller(body[1]))
 
     # the reply is a key: the op checked, not applied; RECORD_COMMIT applies it (the call still live)
     encode_reply = staticmethod(_key)
@@ -213,18 +183,8 @@ class ImportSession(Message):
 
 
 @dataclass(slots=True)
-class ReadState(Message):
-    session_id: str
-    caller: Caller
-
+class ReadState(SessionMessage):
     op: ClassVar[Op] = Op.READ_STATE
-
-    def encode(self) -> list:
-        return [self.session_id, w.encode_caller(self.caller)]
-
-    @classmethod
-    def decode(cls, body: list) -> "ReadState":
-        return cls(body[0], w.decode_caller(body[1]))
 
     @staticmethod
     def encode_reply(reply: Tuple[int, State]) -> list:
