@@ -3,11 +3,17 @@ part of batching (Triton python_backend's shape: execute(requests) -> responses)
 
     outputs = runner.execute([StepRequest(tokens[T], state, all_positions, k), ...])
 
-Steps are grouped by length T, one onnxruntime call per group (no padding,
-so every result is exactly what the step alone would give). For a group,
-each part of the state (h, and c where the cell has one) is gathered into
-[L, B, H], the model runs, the scores are computed on the whole batch
-(service/core/scoring.py) and each step gets its own copy of its new state rows.
+Where the runtime mixes lengths (``runtime.mixes``: the recurrent ops take
+``sequence_lens``, and a load-time probe showed padded rows are bitwise what they
+are alone; service/core/runtime.py), steps of different lengths share a call,
+padded to the longest: one call for the short steps (at most MIX_MAX_T tokens:
+decode steps and short messages) and, after it, one for the longer ones (prefill
+chunks). Elsewhere steps are grouped by length T, one call per group (no padding,
+so every result is exactly what the step alone would give). Either way a short
+step is answered before a long chunk runs. For a call, each part of the state
+(h, and c where the cell has one) is gathered into [L, B, H], the model runs, the
+scores are computed on the whole batch (service/core/scoring.py) and each step
+gets its own copy of its new state rows.
 No asyncio here: the scheduler calls ``execute`` on its worker thread (or,
 for a lone cheap step, on the event loop).
 """
@@ -24,6 +30,13 @@ from ..api.errors import ServiceError
 from .scoring import Scores, score
 
 State = Tuple[np.ndarray, ...]  # one session: [L, H] per part, in the card's state_names order
+
+# Steps of at most this many tokens share one call (where the runtime mixes lengths);
+# longer ones (prefill chunks) run in a call after it. A call's time is about
+# T_max x (a + b x rows): adding a row to a call costs little, padding a decode step
+# to a 64-token chunk makes it wait for the chunk. 16 keeps a short call short
+# (decode steps, K=8 messages) while K=1..16 mixes need one call instead of several.
+MIX_MAX_T = 16
 
 
 @dataclass(eq=False)
@@ -47,13 +60,14 @@ class StepOutput:
 @dataclass
 class BatchStats:
     """Counters the benchmark and tests read: model calls, steps run, the
-    largest model call, the largest hand-over to the worker, lone steps run inline."""
+    largest model call, the largest hand-over to the worker, lone steps run inline, mixed calls."""
 
     batches: int = 0
     steps: int = 0
     max_seen: int = 0
     max_dispatch: int = 0
     inline_runs: int = 0
+    mixed: int = 0  # model calls that held steps of different lengths
 
 
 class BatchRunner:
@@ -73,11 +87,8 @@ class BatchRunner:
         last as soon as it is done: a one-token step batched beside a long prefill chunk is
         answered before the chunk runs, not after it. (The last group's outputs come back
         with the return value, after which the worker counts as idle again.)"""
-        groups: Dict[int, List[int]] = {}
-        for i, step in enumerate(steps):
-            groups.setdefault(len(step.tokens), []).append(i)
         outputs: list = [None] * len(steps)
-        ordered = [indices for _, indices in sorted(groups.items())]
+        ordered = self.calls([len(step.tokens) for step in steps])
         for n, indices in enumerate(ordered):
             try:
                 results: list = self.run_group([steps[i] for i in indices])
@@ -89,27 +100,50 @@ class BatchRunner:
                 on_group(indices, results)
         return outputs
 
+    def calls(self, lengths: List[int]) -> List[List[int]]:
+        """The steps (indices) of each model call, in the order they run: shortest first."""
+        groups: Dict[int, List[int]] = {}
+        for i, n in enumerate(lengths):
+            groups.setdefault(n, []).append(i)
+        ordered = [indices for _, indices in sorted(groups.items())]
+        if not getattr(self.runtime, "mixes", False) or len(ordered) < 2:
+            return ordered
+        short = [i for indices in ordered for i in indices if lengths[i] <= MIX_MAX_T]
+        long = [i for indices in ordered for i in indices if lengths[i] > MIX_MAX_T]
+        return [call for call in (short, long) if call]
+
     def run_group(self, steps: List[StepRequest]) -> List[StepOutput]:
-        """Steps of one length T through one model call."""
+        """Steps through one model call (of one length T, or of several where the runtime mixes them)."""
         b = len(steps)
+        lengths = [len(s.tokens) for s in steps]
+        width = max(lengths)
+        mixed = min(lengths) != width
         if b == 1:  # views, no copies
             tokens = steps[0].tokens[None, :]
             state = tuple(part[:, None, :] for part in steps[0].state)
         else:
-            # One concatenate (same T in a group) instead of np.stack's per-array Python work.
-            tokens = np.concatenate([s.tokens for s in steps]).reshape(b, -1)  # [B, T]
+            if mixed:  # padded to the longest row; sequence_lens tells the model where each row ends
+                tokens = np.zeros((b, width), np.int64)
+                for row, s in enumerate(steps):
+                    tokens[row, :len(s.tokens)] = s.tokens
+            else:  # one concatenate (same T) instead of np.stack's per-array Python work
+                tokens = np.concatenate([s.tokens for s in steps]).reshape(b, -1)  # [B, T]
             state = tuple(self._gather(i, [s.state[i] for s in steps]) for i in range(len(steps[0].state)))
         started = time.perf_counter()
-        logits, new_state = self.runtime.run(tokens, state)
-        self._count(b, tokens.shape[1], time.perf_counter() - started)
-        scores = score(logits, [s.all_positions for s in steps], [s.top_k for s in steps])
+        if mixed:
+            logits, new_state = self.runtime.run(tokens, state, np.array(lengths, np.int32))
+        else:
+            logits, new_state = self.runtime.run(tokens, state)
+        self._count(b, width, time.perf_counter() - started, mixed)
+        scores = score(logits, [s.all_positions for s in steps], [s.top_k for s in steps],
+                       lengths if mixed else None)
         if b == 1:
             return [StepOutput(scores[0], tuple(part[:, 0, :].copy() for part in new_state))]
         # Rows split off by list() on [B, L, H] views (in C, not a Python slice each).
         per_step = zip(*(map(np.ndarray.copy, part.transpose(1, 0, 2)) for part in new_state))
         return list(map(StepOutput, scores, per_step))
 
-    def _count(self, b: int, t: int, seconds: float) -> None:
+    def _count(self, b: int, t: int, seconds: float, mixed: bool = False) -> None:
         if b == 1:
             per_token = seconds / t
             last = self.token_seconds
@@ -120,6 +154,7 @@ class BatchRunner:
         stats.batches += 1
         stats.steps += b
         stats.max_seen = max(stats.max_seen, b)
+        stats.mixed += mixed
 
     def _gather(self, which: int, rows: List[np.ndarray]) -> np.ndarray:
         """np.stack(rows, axis=1) into a reused [L, B, H] buffer (rows of mixed dtypes: a fresh one).

@@ -2,6 +2,21 @@
 
     rt = Runtime.load(card, precision="fp32", device="auto")
     logits, state = rt.run(tokens, state)  # [B,T] int64, ([L,B,H] f32, ...) -> [B,T,V], ([L,B,H], ...)
+    logits, state = rt.run(tokens, state, lengths)  # rows of different lengths, when rt.mixes
+
+Three ways of running a batch are used only where a load-time probe
+(service/core/exactness.py) shows each row gets bitwise what it gets alone:
+- ``mixes``: rows of different lengths in one call, padded to the longest, through
+  the recurrent ops' ``sequence_lens`` input (wired in by service/core/sequence_lens.py).
+  Off for graphs that cannot take it (the peephole and coupled cells' Loop, the int8
+  model's DynamicQuantizeLSTM) and wherever the probe fails; then the batch runner
+  groups steps by length.
+- ``lone_exact``: one row alone gives what it gives in a batch. onnxruntime's CPU RNN
+  op does not (its one-row GEMM path rounds differently); there a lone row runs as
+  two copies of itself, so a session's results never depend on who shares its calls.
+- ``wide``: a second session with two intra-op threads, for large batches
+  (``wide_for``: at least WIDE_MIN_ROWS rows of at most WIDE_MAX_T tokens). A lone
+  stream keeps the one-thread session. Only where both sessions agree bitwise.
 
 The recurrent state is one tuple in the order of ``card.state_names``
 (h and c for LSTM-like cells, h alone for GRU/RNN); nothing here asks which.
@@ -13,9 +28,10 @@ asked for.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Tuple
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import onnxruntime as ort
@@ -23,11 +39,22 @@ import onnxruntime as ort
 from lstm_service.model.card import ModelCard, ModelCardError
 
 from ..api.errors import ConfigError
+from . import exactness
+from .sequence_lens import NAME as LENS, with_sequence_lens
 
 log = logging.getLogger("service.runtime")
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+
+# The two-thread session runs batches of at least this many rows of at most this many
+# tokens. Measured on the 2-core box (ORT step time and CPU time, B=1..64, T=1/2/4/8, the
+# shipped 2x512 model; bench/ceiling.py --threads prints the table): at T=1 two threads
+# cut the step time from B=8 up at about the same CPU time per step; below 8 rows they
+# cost 10-20% more CPU for little, and at T>=2 the per-time-step thread wake-ups eat the
+# gain (no spinning: the engine shares the box with the front).
+WIDE_MIN_ROWS = 8
+WIDE_MAX_T = 1
 
 
 def requested_providers(device: str) -> List[str]:
@@ -45,6 +72,10 @@ class Runtime:
     path: Path
     session: ort.InferenceSession
     providers: List[str]
+    mixes: bool = False  # rows of different lengths may share one call (sequence_lens)
+    lone_exact: bool = True  # a row alone is run as itself (else as two copies of itself)
+    wide: Optional[ort.InferenceSession] = None  # two intra-op threads, for large batches
+    why_not: Dict[str, str] = field(default_factory=dict)  # "mixes"/"rows"/"wide": why off
 
     @classmethod
     def load(
@@ -54,18 +85,15 @@ class Runtime:
         device: str = "auto",
         intra_op_threads: int = 1,
         spin: bool = False,
+        mix: bool = True,
+        wide_threads: int = 2,
     ) -> "Runtime":
+        """``mix``: try running rows of different lengths in one call; ``wide_threads``: the
+        intra-op threads of the large-batch session (0: none; only with intra_op_threads 1)."""
         try:
             path = card.verify(precision)
         except ModelCardError as exc:
             raise ConfigError(str(exc)) from exc
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = intra_op_threads
-        options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        options.log_severity_level = 3  # errors only; CUDA fallback is reported below
         wanted = requested_providers(device)
         fp16 = _is_fp16(card, precision)
         if fp16 and CUDA not in wanted:
@@ -75,8 +103,9 @@ class Runtime:
             # while it tries the CUDA provider; under auto that is expected, and
             # we log our own one-line warning below instead.
             ort.set_default_logger_severity(4)
+        edited = with_sequence_lens(path.read_bytes()) if mix else None
         try:
-            session = ort.InferenceSession(str(path), sess_options=options, providers=wanted)
+            session = _session(edited or str(path), intra_op_threads, spin, wanted)
         finally:
             ort.set_default_logger_severity(2)
         got = list(session.get_providers())
@@ -91,9 +120,49 @@ class Runtime:
             log.info("CUDA libraries are not usable here; onnxruntime runs on %s", ",".join(got))
         if fp16 and CUDA not in got:
             raise ConfigError(f"precision {precision!r} is fp16 and CUDA is not usable; refusing to run it on CPU")
-        rt = cls(card=card, precision=precision, path=path, session=session, providers=got)
+        rt = cls(card=card, precision=precision, path=path, session=session, providers=got, mixes=edited is not None)
         rt._check_signature()
+        rt._probe(mix, intra_op_threads, spin, wide_threads)
+        if rt.why_not:
+            log.info("batching: %s", "; ".join(f"{k} off: {v}" for k, v in rt.why_not.items()))
         return rt
+
+    def _probe(self, mix: bool, threads: int, spin: bool, wide_threads: int) -> None:
+        """Keep each way of batching only where it is bitwise exact on this model (see the docstring)."""
+        if not mix:
+            self.why_not["mixes"] = "turned off"
+        elif not self.mixes:
+            self.why_not["mixes"] = ("the graph has no LSTM/GRU/RNN op that can take sequence_lens (a Loop, "
+                                     "or DynamicQuantizeLSTM, whose batch-wide scales are not row-exact)")
+        self.lone_exact = exactness.lone_rows_exact(self._feed, self, self.mixes)
+        if not self.lone_exact:
+            # Two copies of a row help only where rows in a batch are exact among themselves;
+            # the int8 model's are not (its activations' quantization scale spans the batch).
+            self.why_not["rows"] = "a row alone rounds differently from the same row in a batch"
+            if not exactness.lone_rows_exact(self._feed, self, self.mixes, copies=2):
+                self.why_not["rows"] += ", and rows depend on the rest of their batch"
+                self.lone_exact = True  # nothing to gain from two copies
+        if self.mixes and not exactness.mixed_rows_exact(self.run, self):
+            self.why_not["mixes"] = "rows padded to the longest (sequence_lens) differ from the rows alone"
+            self.mixes = False
+            self.session = _session(str(self.path), threads, spin, self.providers)
+        if wide_threads < 2 or threads != 1 or CUDA in self.providers or (os.cpu_count() or 1) < 2:
+            self.why_not["wide"] = "not asked for, or one core, CUDA, or --ort-threads other than 1"
+            return
+        wide = _session(self.session_source, wide_threads, spin, self.providers)
+        if exactness.same_results(self._feed, lambda *a: self._feed(*a, session=wide), self, self.mixes):
+            self.wide = wide
+        else:
+            self.why_not["wide"] = f"{wide_threads} intra-op threads change the results"
+
+    @property
+    def session_source(self) -> Union[str, bytes]:
+        """What the serving session was built from: the edited graph (mixing) or the file."""
+        if self.mixes:
+            edited = with_sequence_lens(self.path.read_bytes())
+            assert edited is not None
+            return edited
+        return str(self.path)
 
     @classmethod
     def from_config(cls, card: ModelCard, config) -> "Runtime":
@@ -110,7 +179,7 @@ class Runtime:
         otherwise pass its sha256 check and fail every call at run time."""
         spec = self.card.signature
         want_in, want_out = spec["inputs"], spec["outputs"]
-        got_in = {i.name: i.shape for i in self.session.get_inputs()}
+        got_in = {i.name: i.shape for i in self.session.get_inputs() if i.name != LENS or not self.mixes}
         got_out = {o.name: o.shape for o in self.session.get_outputs()}
         names_in, names_out = [i["name"] for i in want_in], [o["name"] for o in want_out]
         if sorted(got_in) != sorted(names_in) or sorted(got_out) != sorted(names_out):
@@ -140,11 +209,44 @@ class Runtime:
         """One session's state before any token: zeros [L, H] per part."""
         return tuple(np.zeros(self.state_shape, np.float32) for _ in self.card.state_names)
 
-    def run(self, tokens: np.ndarray, state: Tuple[np.ndarray, ...]) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
-        """tokens [B,T] int64, state ([L,B,H] float32, ...) -> logits [B,T,V], new state."""
+    def wide_for(self, rows: int, width: int) -> bool:
+        """Whether a call of ``rows`` rows, the longest ``width`` tokens, goes to the two-thread session."""
+        return self.wide is not None and rows >= WIDE_MIN_ROWS and width <= WIDE_MAX_T
+
+    def run(self, tokens: np.ndarray, state: Tuple[np.ndarray, ...],
+            lengths: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
+        """tokens [B,T] int64, state ([L,B,H] float32, ...) -> logits [B,T,V], new state.
+
+        ``lengths`` [B] int32 (only when ``mixes``): row b's tokens are its first lengths[b];
+        its logits past them are meaningless and its new state is the one after them."""
+        b, t = tokens.shape
+        if b == 1 and not self.lone_exact:  # as two copies of itself: exactly what it gets in a batch
+            logits, new = self.run(np.concatenate([tokens, tokens]), tuple(np.concatenate([p, p], axis=1) for p in state),
+                                   None if lengths is None else np.concatenate([lengths, lengths]))
+            return logits[:1], tuple(part[:, :1] for part in new)
+        return self._feed(tokens, state, lengths, session=self.wide if self.wide_for(b, t) else None)
+
+    def _feed(self, tokens: np.ndarray, state: Tuple[np.ndarray, ...], lengths: Optional[np.ndarray] = None,
+              session: Optional[ort.InferenceSession] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
+        """One call of ``session`` (the serving one by default), as is."""
         feeds = dict(zip(self._inputs, (tokens, *state)))
-        out = self.session.run(self._outputs, feeds)
+        if self.mixes:
+            feeds[LENS] = np.full(len(tokens), tokens.shape[1], np.int32) if lengths is None else lengths
+        elif lengths is not None and (lengths != tokens.shape[1]).any():
+            raise ValueError("rows of different lengths in one call, but this model does not mix them")
+        out = (session or self.session).run(self._outputs, feeds)
         return out[0], tuple(out[1:])
+
+
+def _session(source: Union[str, bytes], threads: int, spin: bool, providers: List[str]) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    options.log_severity_level = 3  # errors only; CUDA fallback is reported by the caller
+    return ort.InferenceSession(source, sess_options=options, providers=providers)
 
 
 def _is_fp16(card: ModelCard, precision: str) -> bool:

@@ -4,7 +4,7 @@ call each instead of one per step).
 """
 from __future__ import annotations
 
-from typing import List
+from typing import List, Optional
 
 import numpy as np
 
@@ -14,12 +14,17 @@ from .sampling import log_softmax, top_k
 __all__ = ["Scores", "score"]
 
 
-def score(logits: np.ndarray, all_positions: List[bool], ks: List[int]) -> List[Scores]:
-    """logits [B, T, V] of one model call -> one Scores per row, each with its own k."""
+def score(logits: np.ndarray, all_positions: List[bool], ks: List[int],
+          lengths: Optional[List[int]] = None) -> List[Scores]:
+    """logits [B, T, V] of one model call -> one Scores per row, each with its own k.
+
+    ``lengths``: row b's valid positions are its first lengths[b] (a mixed batch, padded
+    to its longest row); None: every row is T long."""
     b = logits.shape[0]
     k = max(ks)
     if not any(all_positions):
-        lp = log_softmax(logits[:, -1, :])  # [B, V]
+        last = logits[:, -1, :] if lengths is None else logits[np.arange(b), np.asarray(lengths) - 1, :]
+        lp = log_softmax(last)  # [B, V]
         ids, vals = top_k(lp, k)
         probs = np.exp(vals)  # elementwise, so the same as per row
         if b == 1:
@@ -33,7 +38,8 @@ def score(logits: np.ndarray, all_positions: List[bool], ks: List[int]) -> List[
         return out
     parts, spans, start = [], [], 0
     for row, every in enumerate(all_positions):
-        part = logits[row] if every else logits[row, -1:]
+        n = logits.shape[1] if lengths is None else lengths[row]
+        part = logits[row, :n] if every else logits[row, n - 1:n]
         parts.append(part)
         spans.append((start, start + len(part)))
         start += len(part)

@@ -53,11 +53,11 @@ class GatedRuntime:
     def __getattr__(self, name):  # card, providers, state_shape, ... of the real runtime
         return getattr(self.inner, name)
 
-    def run(self, tokens, state):
+    def run(self, tokens, state, lengths=None):
         self.entered.set()
         assert self.gate.wait(20), "gate never opened"
         self.shapes.append(tokens.shape)
-        return self.inner.run(tokens, state)
+        return self.inner.run(tokens, state) if lengths is None else self.inner.run(tokens, state, lengths)
 
 
 FRONTS_ENV = "LSTM_TEST_FRONTS"  # 1: every serving() below runs as a front process and an engine

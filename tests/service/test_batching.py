@@ -15,8 +15,8 @@ from lstm_service.service.core.runtime import Runtime
 from svc_helpers import GatedRuntime, open_stream, same_state, serving, stream_step
 
 
-def runtime_for(model_dir):
-    return Runtime.load(load_card(model_dir), "fp32", "cpu")
+def runtime_for(model_dir, mix=True):
+    return Runtime.load(load_card(model_dir), "fp32", "cpu", mix=mix)
 
 
 def Batcher(runtime, max_batch=64, **options):
@@ -68,10 +68,11 @@ async def test_64_sessions_batched_equal_unbatched(tiny_model_dir):
     assert batcher.stats.max_seen > 20
     assert batcher.stats.batches < batcher.stats.steps / 2
     assert len({shape for shape in gated.shapes if shape[0] > 1}) > 1, "mixed lengths were never batched"
+    assert batcher.stats.mixed > 0, "no call mixed lengths (the tiny LSTM's runtime mixes them)"
     for (want_rows, want_h), (got_rows, got_h) in zip(want, got):
-        # onnxruntime's CPU kernels give bit-identical rows here; allow rounding noise only.
-        assert np.abs(got_rows - want_rows).max() <= 1e-6
-        assert np.abs(got_h - want_h).max() <= 1e-6
+        # Bitwise: the runtime batches (and mixes lengths) only where its probe showed that exact.
+        assert np.array_equal(got_rows, want_rows)
+        assert np.array_equal(got_h, want_h)
 
 
 async def until(condition, timeout: float = 10.0) -> None:
@@ -82,8 +83,8 @@ async def until(condition, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.001)
 
 
-async def test_distinct_lengths_run_as_separate_groups(tiny_model_dir):
-    rt = GatedRuntime(runtime_for(tiny_model_dir))
+async def test_distinct_lengths_run_as_separate_groups_where_the_runtime_does_not_mix(tiny_model_dir):
+    rt = GatedRuntime(runtime_for(tiny_model_dir, mix=False))
     batcher = Batcher(rt, max_batch=64)
     first = asyncio.create_task(drive(batcher, rt, [[1]]))
     await until(rt.entered.is_set)  # the worker holds the first step at the gate
@@ -94,6 +95,21 @@ async def test_distinct_lengths_run_as_separate_groups(tiny_model_dir):
     batcher.close()
     assert rt.shapes[0] == (1, 1)
     assert sorted(rt.shapes[1:]) == [(2, 1), (2, 2), (3, 3)]
+
+
+async def test_distinct_short_lengths_share_one_call_where_the_runtime_mixes(tiny_model_dir):
+    rt = GatedRuntime(runtime_for(tiny_model_dir))
+    assert rt.mixes
+    batcher = Batcher(rt, max_batch=64)
+    first = asyncio.create_task(drive(batcher, rt, [[1]]))
+    await until(rt.entered.is_set)
+    tasks = [asyncio.create_task(drive(batcher, rt, [[5] * t])) for t in (1, 2, 40, 2, 3, 1, 17, 3)]
+    await until(lambda: batcher.depth == 8)
+    rt.gate.set()
+    await asyncio.gather(first, *tasks)
+    batcher.close()
+    # The short steps in one call padded to 3 tokens, then the long ones in one padded to 40.
+    assert rt.shapes == [(1, 1), (6, 3), (2, 40)] and batcher.stats.mixed == 2
 
 
 async def test_cancelled_step_is_dropped_before_it_runs(tiny_model_dir):
