@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from lstm_service.model.card import load_card
+from lstm_service.service.core import exactness
 from lstm_service.service.core.batch_runner import MIX_MAX_T, BatchRunner, StepRequest
 from lstm_service.service.core.runtime import WIDE_MIN_ROWS, Runtime
 from lstm_service.service.core.sequence_lens import NAME, with_sequence_lens
@@ -102,6 +103,19 @@ def test_the_two_thread_session_gives_the_same_bits(tiny_model_dir):
     one = rt._feed(ids, state)
     two = rt.run(ids, state)  # through the two-thread session
     assert np.array_equal(one[0], two[0]) and all(np.array_equal(x, y) for x, y in zip(one[1], two[1]))
+
+
+def test_the_probes_catch_a_row_that_depends_on_its_batch(tiny_model_dir):
+    rt = Runtime.load(load_card(tiny_model_dir), "fp32", "cpu")
+
+    def batch_sized(tokens, state, lengths=None):  # the last bit of every logit depends on B
+        logits, new = rt.run(tokens, state, lengths)
+        return np.nextafter(logits, np.inf) if len(tokens) > 1 else logits, new
+
+    assert exactness.lone_rows_exact(rt.run, rt, True) and exactness.mixed_rows_exact(rt.run, rt)
+    assert not exactness.lone_rows_exact(batch_sized, rt, True)
+    assert not exactness.mixed_rows_exact(batch_sized, rt)
+    assert not exactness.same_results(rt.run, batch_sized, rt, True)
 
 
 def test_int8_does_not_mix_and_says_why(tiny_model_dir):
