@@ -68,6 +68,8 @@ class BatchStats:
     max_dispatch: int = 0
     inline_runs: int = 0
     mixed: int = 0  # model calls that held steps of different lengths
+    wakeups: int = 0  # times the loop woke the sleeping worker (service/core/scheduler.py)
+    handoffs: int = 0  # times the worker woke the loop with results
 
 
 class BatchRunner:

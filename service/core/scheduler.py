@@ -2,16 +2,24 @@
 
     out = await scheduler.submit(StepRequest(tokens[T], state, all_positions, top_k))
 
-Steps queue on the event loop. Whenever the worker thread is idle and
-something is queued, everything queued (up to max_batch) goes to the worker
-at once, where the BatchRunner (service/core/batch_runner.py) runs it; results
-are delivered on the loop. While a batch runs, new steps accumulate, so
-batches form from load alone ("continuous batching"). Nothing waits when the
-worker is idle, except when ``max_delay_ms`` > 0, the previous batch had more
-than one step and some active caller has not queued a step yet: then it
-waits up to that long for a full batch or a step from every active caller.
-One lone stream never waits; with many closed-loop streams this avoids
-alternating tiny and big batches.
+Steps queue on the event loop; one worker thread ("ort") takes everything
+queued (up to max_batch) whenever it is free, and the BatchRunner
+(service/core/batch_runner.py) runs it; results are delivered on the loop.
+While a batch runs, new steps accumulate, so batches form from load alone
+("continuous batching"). Nothing waits when the worker is idle, except when
+``max_delay_ms`` > 0, the previous batch had more than one step and some
+active caller has not queued a step yet: then it waits up to that long for a
+full batch or a step from every active caller. One lone stream never waits;
+with many closed-loop streams this avoids alternating tiny and big batches.
+
+Pipelined, not alternating: the worker pulls its next batch from the queue
+itself (under a lock) the moment it has handed the previous batch's results
+to the loop, so the next model call runs while the loop scores nothing but
+resolves futures, encodes and sends the previous batch's replies. The loop is
+never on the path from one batch to the next. Thread hand-offs: the loop
+wakes the worker only when it sleeps with nothing queued (``stats.wakeups``),
+and the worker wakes the loop once per model call with that call's results
+(``stats.handoffs``); under load both are per batch, not per message.
 
 One exception to "the model runs in the worker": a lone step (one active
 caller, nothing running or queued, the previous batch a single step) whose
@@ -29,9 +37,9 @@ cancelled leaves its session as it was.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Deque, List, Optional, Tuple
 
 from .batch_runner import BatchRunner, BatchStats, StepOutput, StepRequest
@@ -57,12 +65,18 @@ class Scheduler:
         self.inline_max = inline_max_ms / 1000.0
         self.active = active  # how many callers may send steps now (open streams, calls in flight)
         self.metrics = metrics
-        self._pending: Deque[Queued] = deque()
-        self._running = False
-        self._timer: Optional[asyncio.TimerHandle] = None
+        self._pending: Deque[Queued] = deque()  # appended on the loop, taken by the worker, under _lock
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._sleeping = False  # the worker waits for work (the loop must wake it)
+        self._delaying = False  # the worker waits out max_delay for a fuller batch
+        self._closed = False
+        self._running = False  # the worker holds a batch
         self._last_batch = 1
         self._batch_seconds = 0.001  # moving average, for the retry hint
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._worker = threading.Thread(target=self._work, name="ort", daemon=True)
+        self._worker.start()
 
     @property
     def stats(self) -> BatchStats:
@@ -94,13 +108,14 @@ class Scheduler:
             if isinstance(out, BaseException):
                 raise out
             return out
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._pending.append((step, future))
-        if self._timer is not None and len(self._pending) >= self._enough():
-            self._timer.cancel()
-            self._timer = None
-        self._kick(loop)
+        with self._lock:
+            self._pending.append((step, future))
+            if self._sleeping or (self._delaying and len(self._pending) >= self._enough()):
+                self._sleeping = False
+                self.stats.wakeups += 1
+                self._wake.notify()
         return await future
 
     def _lone(self) -> bool:
@@ -114,49 +129,64 @@ class Scheduler:
         """Queued steps worth dispatching without waiting: a full batch, or one from every active caller."""
         return min(self.max_batch, max(1, self.active())) if self.active else self.max_batch
 
-    def _kick(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self._running or self._timer is not None or not self._pending:
-            return
-        if self.max_delay > 0 and self._last_batch > 1 and len(self._pending) < self._enough():
-            self._timer = loop.call_later(self.max_delay, self._on_timer, loop)
-            return
-        self._dispatch(loop)
+    # -- the worker thread ------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            started = time.perf_counter()
 
-    def _on_timer(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._timer = None
-        if not self._running and self._pending:
-            self._dispatch(loop)
+            def on_group(indices: List[int], outputs: list, batch=batch) -> None:  # answer this group now
+                self._post([batch[i] for i in indices], outputs)
 
-    def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch: List[Queued] = []
-        while self._pending and len(batch) < self.max_batch:
-            queued = self._pending.popleft()
-            if not queued[1].done():  # cancelled callers are dropped
-                batch.append(queued)
-        if self.metrics:
-            self.metrics.queue_depth(len(self._pending))
-        if not batch:
-            return
-        self._running = True
-        self._last_batch = len(batch)
-        self.stats.max_dispatch = max(self.stats.max_dispatch, len(batch))
-        started = time.perf_counter()
+            try:
+                outputs = self.runner.execute([step for step, _ in batch], on_group)
+            except BaseException as exc:  # noqa: BLE001 - delivered to every caller
+                outputs = [exc] * len(batch)
+            self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.perf_counter() - started)
+            self._running = False
+            self._post(batch, outputs)  # whatever a group did not answer already
 
-        def on_group(indices: List[int], outputs: list) -> None:  # on the worker: answer this group now
-            loop.call_soon_threadsafe(self._deliver, [batch[i] for i in indices], outputs)
+    def _take(self) -> Optional[List[Queued]]:
+        """The next batch (after waiting for work, and for company where max_delay says so); None: closed."""
+        with self._lock:
+            while True:
+                while not self._pending and not self._closed:
+                    self._sleeping = True
+                    self._wake.wait()
+                self._sleeping = False
+                if self._closed:
+                    return None
+                if self.max_delay > 0 and self._last_batch > 1 and len(self._pending) < self._enough():
+                    deadline = time.monotonic() + self.max_delay
+                    self._delaying = True
+                    while not self._closed and len(self._pending) < self._enough():
+                        left = deadline - time.monotonic()
+                        if left <= 0 or not self._wake.wait(left):
+                            break
+                    self._delaying = False
+                batch: List[Queued] = []
+                while self._pending and len(batch) < self.max_batch:
+                    queued = self._pending.popleft()
+                    if not queued[1].done():  # cancelled callers are dropped
+                        batch.append(queued)
+                if self.metrics:
+                    self.metrics.queue_depth(len(self._pending))
+                if batch:
+                    self._running = True
+                    self._last_batch = len(batch)
+                    self.stats.max_dispatch = max(self.stats.max_dispatch, len(batch))
+                    return batch
 
-        job = self._executor.submit(self.runner.execute, [step for step, _ in batch], on_group)
-        job.add_done_callback(lambda done: loop.call_soon_threadsafe(self._finish, loop, batch, done, started))
-
-    def _finish(self, loop, batch: List[Queued], job, started: float) -> None:
-        self._running = False
-        self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.perf_counter() - started)
-        self._kick(loop)  # the worker starts the next batch
+    def _post(self, queued: List[Queued], outputs: list) -> None:
+        """Hand results to the loop: one wake-up of the loop per model call."""
+        assert self._loop is not None
+        self.stats.handoffs += 1
         try:
-            outputs = job.result()
-        except BaseException as exc:  # noqa: BLE001 - delivered to every caller
-            outputs = [exc] * len(batch)
-        self._deliver(batch, outputs)  # whatever a group did not answer already (a failed job)
+            self._loop.call_soon_threadsafe(self._deliver, queued, outputs)
+        except RuntimeError:  # the loop is closed: nobody is waiting any more
+            pass
 
     @staticmethod
     def _deliver(queued: List[Queued], outputs: list) -> None:
@@ -169,6 +199,7 @@ class Scheduler:
                 future.set_result(out)
 
     def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._executor.shutdown(wait=True, cancel_futures=True)
+        with self._lock:
+            self._closed = True
+            self._wake.notify()
+        self._worker.join()
