@@ -87,3 +87,67 @@ def measure(rt, batch: int, tokens: int, seconds: float, min_runs: int = 5, bind
         "run_ms": {"p50": float(np.percentile(per_run, 50)), "p99": float(np.percentile(per_run, 99)),
                    "mean": float(per_run.mean())},
     }
+
+
+def thread_rows(model: str, precision: str = "fp32", seconds: float = 0.3,
+                batches=(1, 2, 4, 8, 16, 32, 64), widths=(1, 8)) -> list:
+    """ORT step time (wall p50) and CPU time per run at 1 and 2 intra-op threads, per batch
+    size and width, each pair checked bitwise equal, and which session the runtime picks.
+
+    CPU time is this process's (time.process_time), so run it on an otherwise idle box
+    for the wall figures; the CPU figures and the ratios hold up better on a busy one."""
+    from lstm_service.model.card import load_card
+    from lstm_service.service.core.runtime import Runtime
+
+    card = load_card(model)
+    one = Runtime.load(card, precision, "cpu", intra_op_threads=1, wide_threads=0)
+    two = Runtime.load(card, precision, "cpu", intra_op_threads=2, wide_threads=0)
+    served = Runtime.load(card, precision, "cpu")
+    layers, hidden = one.state_shape
+    text = np.frombuffer(TEXT, dtype=np.uint8).astype(np.int64)
+    rows = []
+    for t in widths:
+        for b in batches:
+            ids = np.stack([np.roll(text, -7 * i)[:t] for i in range(b)])
+            state = tuple(np.full((layers, b, hidden), 0.1, np.float32) for _ in card.state_names)
+            row = {"batch": b, "tokens": t, "wide": served.wide_for(b, t)}
+            outs = []
+            for name, rt in (("1", one), ("2", two)):
+                for _ in range(3):
+                    out = rt.run(ids, state)
+                times, cpu0, began = [], time.process_time(), time.perf_counter()
+                while len(times) < 5 or time.perf_counter() - began < seconds:
+                    t0 = time.perf_counter()
+                    rt.run(ids, state)
+                    times.append(time.perf_counter() - t0)
+                row[f"wall_ms_{name}"] = 1000 * float(np.median(times))
+                row[f"cpu_ms_{name}"] = 1000 * (time.process_time() - cpu0) / len(times)
+                outs.append(out)
+            row["same_bits"] = bool(np.array_equal(outs[0][0], outs[1][0])
+                                    and all(np.array_equal(x, y) for x, y in zip(outs[0][1], outs[1][1])))
+            rows.append(row)
+    return rows
+
+
+def thread_table(rows: list) -> str:
+    lines = ["| T | B | 1 thread: step ms | CPU ms | 2 threads: step ms | CPU ms | step x | CPU x | same bits "
+             "| served on |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['tokens']} | {r['batch']} | {r['wall_ms_1']:.3f} | {r['cpu_ms_1']:.3f} | "
+                     f"{r['wall_ms_2']:.3f} | {r['cpu_ms_2']:.3f} | {r['wall_ms_2'] / r['wall_ms_1']:.2f} | "
+                     f"{r['cpu_ms_2'] / r['cpu_ms_1']:.2f} | {'yes' if r['same_bits'] else 'NO'} | "
+                     f"{'2 threads' if r['wide'] else '1 thread'} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # python -m bench.ceiling --threads [--model DIR] [--precision P] [--seconds S]
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m bench.ceiling",
+                                     description="ORT step and CPU time at 1 vs 2 intra-op threads per batch size")
+    parser.add_argument("--threads", action="store_true", required=True)
+    parser.add_argument("--model", default="models/shakespeare")
+    parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--seconds", type=float, default=0.3)
+    cli = parser.parse_args()
+    print(thread_table(thread_rows(cli.model, cli.precision, cli.seconds)))

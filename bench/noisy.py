@@ -3,9 +3,13 @@
 The victim sends 1-token Predicts on its own session, one at a time, and
 records each round trip. Neighbours, in a process of their own, loop
 4096-token stateless Predicts. Measured for 0, 1 and 8 neighbours, on a
-server that runs a prompt as one onnxruntime call (--prefill-chunk 0) and
-on one that runs it in chunks (the default, --prefill-chunk 64), back to
-back in one run. Prints the victim's p50/p99 per row.
+server that runs a prompt as one onnxruntime call (--prefill-chunk 0), on
+one that runs it in chunks (the default, --prefill-chunk 64) and on one with
+16-token chunks, back to back in one run. Prints the victim's p50/p99 per
+row, its p50 rise over the same server's row without neighbours (the target:
+<= 5 ms) and the CPU view: the server's process tree's cores used while the
+row ran (on a 2-core box, a rise that comes with ~2 cores busy is the box
+being full, not the victim queueing behind a chunk).
 """
 from __future__ import annotations
 
@@ -17,7 +21,7 @@ from typing import List
 
 from .machine import facts
 from .report import write_mode
-from .procs import ServiceProcess
+from .procs import CpuMeter, ServiceProcess
 
 PREFILL = 4096
 
@@ -93,22 +97,31 @@ def measure(target: str, neighbours: int, seconds: float) -> dict:
 
 
 def table(rows: List[dict]) -> str:
-    lines = ["| server | neighbours looping 4096-token prefills | victim steps | victim p50 ms | victim p99 ms |",
-             "| --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| server | neighbours looping 4096-token prefills | victim steps | victim p50 ms | victim p99 ms "
+             "| p50 rise ms | server cores |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        lines.append(f"| {r['server']} | {r['neighbours']} | {r['steps']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |")
+        lines.append(f"| {r['server']} | {r['neighbours']} | {r['steps']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+                     f"| {r.get('p50_rise_ms', 0.0):+.2f} | {r.get('server_cores', 0.0):.2f} |")
     return "\n".join(lines)
 
 
 def main(args, server_args: List[str], seconds: float) -> int:
     rows = []
     for name, extra in (("one call per prompt (--prefill-chunk 0)", ["--prefill-chunk", "0"]),
-                        ("chunked (--prefill-chunk 64)", ["--prefill-chunk", "64"])):
+                        ("chunked (--prefill-chunk 64)", ["--prefill-chunk", "64"]),
+                        ("chunked (--prefill-chunk 16)", ["--prefill-chunk", "16"])):
         server = ServiceProcess.start([*server_args, *extra, "--max-tokens-per-message", str(PREFILL)])
         try:
+            quiet = None
             for n in (0, 1, 8):
                 print(f"{name}: {n} neighbours ...", flush=True)
-                rows.append({"server": name, **measure(server.target, n, seconds)})
+                cpu = CpuMeter(server.pid).start()
+                row = {"server": name, **measure(server.target, n, seconds)}
+                row["server_cores"] = cpu.stop().cores()
+                quiet = row["p50_ms"] if quiet is None else quiet
+                row["p50_rise_ms"] = row["p50_ms"] - quiet
+                rows.append(row)
         finally:
             server.stop()
     text = table(rows)
