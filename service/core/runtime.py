@@ -150,7 +150,10 @@ class Runtime:
             self.why_not["wide"] = "not asked for, or one core, CUDA, or --ort-threads other than 1"
             return
         wide = _session(self.session_source, wide_threads, spin, self.providers)
-        if exactness.same_results(self._feed, lambda *a: self._feed(*a, session=wide), self, self.mixes):
+        def on_wide(tokens, state, lengths=None):
+            return self._feed(tokens, state, lengths, session=wide)
+
+        if exactness.same_results(self._feed, on_wide, self, self.mixes):
             self.wide = wide
         else:
             self.why_not["wide"] = f"{wide_threads} intra-op threads change the results"
@@ -221,7 +224,8 @@ class Runtime:
         its logits past them are meaningless and its new state is the one after them."""
         b, t = tokens.shape
         if b == 1 and not self.lone_exact:  # as two copies of itself: exactly what it gets in a batch
-            logits, new = self.run(np.concatenate([tokens, tokens]), tuple(np.concatenate([p, p], axis=1) for p in state),
+            twice = tuple(np.concatenate([part, part], axis=1) for part in state)
+            logits, new = self.run(np.concatenate([tokens, tokens]), twice,
                                    None if lengths is None else np.concatenate([lengths, lengths]))
             return logits[:1], tuple(part[:, :1] for part in new)
         return self._feed(tokens, state, lengths, session=self.wide if self.wide_for(b, t) else None)

@@ -140,6 +140,7 @@ class Scheduler:
             def on_group(indices: List[int], outputs: list, batch=batch) -> None:  # answer this group now
                 self._post([batch[i] for i in indices], outputs)
 
+            outputs: list
             try:
                 outputs = self.runner.execute([step for step, _ in batch], on_group)
             except BaseException as exc:  # noqa: BLE001 - delivered to every caller
