@@ -134,29 +134,34 @@ class Runtime:
         elif not self.mixes:
             self.why_not["mixes"] = ("the graph has no LSTM/GRU/RNN op that can take sequence_lens (a Loop, "
                                      "or DynamicQuantizeLSTM, whose batch-wide scales are not row-exact)")
-        self.lone_exact = exactness.lone_rows_exact(self._feed, self, self.mixes)
-        if not self.lone_exact:
+        lone, failed = _passes(exactness.lone_rows_exact, self._feed, self, self.mixes)
+        if not lone:
             # Two copies of a row help only where rows in a batch are exact among themselves;
             # the int8 model's are not (its activations' quantization scale spans the batch).
-            self.why_not["rows"] = "a row alone rounds differently from the same row in a batch"
-            if not exactness.lone_rows_exact(self._feed, self, self.mixes, copies=2):
+            self.why_not["rows"] = failed or "a row alone rounds differently from the same row in a batch"
+            if failed or not _passes(exactness.lone_rows_exact, self._feed, self, self.mixes, 2)[0]:
                 self.why_not["rows"] += ", and rows depend on the rest of their batch"
-                self.lone_exact = True  # nothing to gain from two copies
-        if self.mixes and not exactness.mixed_rows_exact(self.run, self):
-            self.why_not["mixes"] = "rows padded to the longest (sequence_lens) differ from the rows alone"
-            self.mixes = False
-            self.session = _session(str(self.path), threads, spin, self.providers)
+                lone = True  # nothing to gain from two copies
+        self.lone_exact = lone
+        if self.mixes:
+            mixed, failed = _passes(exactness.mixed_rows_exact, self.run, self)
+            if not mixed:
+                self.why_not["mixes"] = failed or "rows padded to the longest (sequence_lens) differ from alone"
+                self.mixes = False
+                self.session = _session(str(self.path), threads, spin, self.providers)
         if wide_threads < 2 or threads != 1 or CUDA in self.providers or (os.cpu_count() or 1) < 2:
             self.why_not["wide"] = "not asked for, or one core, CUDA, or --ort-threads other than 1"
             return
         wide = _session(self.session_source, wide_threads, spin, self.providers)
+
         def on_wide(tokens, state, lengths=None):
             return self._feed(tokens, state, lengths, session=wide)
 
-        if exactness.same_results(self._feed, on_wide, self, self.mixes):
+        same, failed = _passes(exactness.same_results, self._feed, on_wide, self, self.mixes)
+        if same:
             self.wide = wide
         else:
-            self.why_not["wide"] = f"{wide_threads} intra-op threads change the results"
+            self.why_not["wide"] = failed or f"{wide_threads} intra-op threads change the results"
 
     @property
     def session_source(self) -> Union[str, bytes]:
@@ -240,6 +245,14 @@ class Runtime:
             raise ValueError("rows of different lengths in one call, but this model does not mix them")
         out = (session or self.session).run(self._outputs, feeds)
         return out[0], tuple(out[1:])
+
+
+def _passes(probe, *args) -> Tuple[bool, str]:
+    """A probe's answer, and why it failed when it could not run (the model then serves as before)."""
+    try:
+        return bool(probe(*args)), ""
+    except Exception as exc:  # noqa: BLE001 - a probe that cannot run turns its way of batching off
+        return False, f"its probe failed ({type(exc).__name__}: {exc})"
 
 
 def _session(source: Union[str, bytes], threads: int, spin: bool, providers: List[str]) -> ort.InferenceSession:
