@@ -132,7 +132,8 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
     async def compute(self, ids: np.ndarray, state: State, options: StepOptions) -> Tuple[Scores, State]:
         """Run ``ids`` from ``state`` (in --prefill-chunk chunks, batched with other sessions' steps)."""
         began = time.perf_counter()
-        scores, state = await run_chunked(self.scheduler.submit, ids, state, options, self.config.prefill_chunk)
+        scores, state = await run_chunked(self.scheduler.submit, ids, state, options, self.config.prefill_chunk,
+                                          lambda: self.active() > 1)  # others active: short chunks
         if self.metrics:
             self.metrics.step(time.perf_counter() - began)
         return scores, state

@@ -2,35 +2,49 @@
 several model calls, each of at most that many tokens, carrying the state, so
 other sessions' steps are batched in between instead of queueing behind one
 huge call.
+
+While other sessions are active (``busy()``), chunks are at most BUSY_CHUNK
+tokens: short enough to share the short mixed call with their decode steps
+(batch_runner.MIX_MAX_T), so a one-token step beside long prompts waits for
+one short call, not for a 64-token chunk. A prompt alone keeps the configured
+size (fewer calls). Each chunk's size is chosen as it is submitted; the
+results do not depend on it (the state is carried exactly either way).
 """
 from __future__ import annotations
 
-from typing import Awaitable, Callable, List, Tuple
+from typing import Awaitable, Callable, List, Optional, Tuple
 
 import numpy as np
 
 from ..api.options import StepOptions
 from ..api.values import Scores, State
-from .batch_runner import StepOutput, StepRequest
+from .batch_runner import MIX_MAX_T, StepOutput, StepRequest
 
 Submit = Callable[[StepRequest], Awaitable[StepOutput]]
 
+BUSY_CHUNK = MIX_MAX_T
+
 
 async def run_chunked(submit: Submit, ids: np.ndarray, state: State, options: StepOptions,
-                      chunk: int) -> Tuple[Scores, State]:
-    """Run ``ids`` in chunks of at most ``chunk`` tokens (0: one call); the scores of every
-    position (all_positions) or of the last chunk's last position, and the new state."""
-    chunk = chunk or len(ids)
-    if len(ids) <= chunk:
+                      chunk: int, busy: Optional[Callable[[], bool]] = None) -> Tuple[Scores, State]:
+    """Run ``ids`` in chunks of at most ``chunk`` tokens (0: one call; at most BUSY_CHUNK while
+    ``busy()``); the scores of every position (all_positions) or of the last chunk's last
+    position, and the new state."""
+    if not chunk:  # --prefill-chunk 0: one call, whoever else is active
+        chunk, busy = len(ids), None
+    size = min(chunk, BUSY_CHUNK) if busy is not None and busy() else chunk
+    if len(ids) <= size:
         out = await submit(StepRequest(ids, state, options.all_positions, options.top_k))
         return out.scores, out.state
     parts: List[Scores] = []
-    for begin in range(0, len(ids), chunk):
-        last = begin + chunk >= len(ids)
+    begin = 0
+    while begin < len(ids):
+        size = min(chunk, BUSY_CHUNK) if busy is not None and busy() else chunk
+        last = begin + size >= len(ids)
         wanted = options.all_positions or last  # earlier chunks only carry the state on
-        out = await submit(StepRequest(ids[begin:begin + chunk], state, options.all_positions,
+        out = await submit(StepRequest(ids[begin:begin + size], state, options.all_positions,
                                        options.top_k if wanted else 0))
-        state = out.state
+        state, begin = out.state, begin + size
         if wanted:
             parts.append(out.scores)
     if len(parts) == 1:
