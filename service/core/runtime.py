@@ -49,7 +49,7 @@ CPU = "CPUExecutionProvider"
 
 # The two-thread session runs batches of at least this many rows of at most this many
 # tokens. Measured on the 2-core box (ORT step time and CPU time, B=1..64, T=1/2/4/8, the
-# shipped 2x512 model; bench/ceiling.py --threads prints the table): at T=1 two threads
+# shipped 2x512 model; `python -m bench.ceiling --threads` prints the table): at T=1 two threads
 # cut the step time from B=8 up at about the same CPU time per step; below 8 rows they
 # cost 10-20% more CPU for little, and at T>=2 the per-time-step thread wake-ups eat the
 # gain (no spinning: the engine shares the box with the front).
