@@ -5,15 +5,18 @@ part of batching (Triton python_backend's shape: execute(requests) -> responses)
 
 Where the runtime mixes lengths (``runtime.mixes``: the recurrent ops take
 ``sequence_lens``, and a load-time probe showed padded rows are bitwise what they
-are alone; service/core/runtime.py), steps of different lengths share a call,
-padded to the longest: one call for the short steps (at most MIX_MAX_T tokens:
-decode steps and short messages) and, after it, one for the longer ones (prefill
-chunks). Elsewhere steps are grouped by length T, one call per group (no padding,
-so every result is exactly what the step alone would give). Either way a short
-step is answered before a long chunk runs. For a call, each part of the state
-(h, and c where the cell has one) is gathered into [L, B, H], the model runs, the
-scores are computed on the whole batch (service/core/scoring.py) and each step
-gets its own copy of its new state rows.
+are alone; service/core/runtime.py), steps of similar lengths share a call, padded
+to the longest: one call per length bucket (1, 2, 3-4, 5-8, 9-16, ...; at most 2x
+padding). Elsewhere steps are grouped by exact length T (no padding). Calls run
+shortest first, and each call's steps are answered as soon as it is done, so a
+one-token step is answered before a prefill chunk beside it runs. Why not one
+call for everything: a call takes as many time steps as its longest row, so a
+decode step padded into a 16-token chunk's call waits for all 16 steps (measured
+with ``python -m bench --noisy``: the victim's p50 rise beside eight looping
+prompts was about twice that of decode steps first). For a call, each part of
+the state (h, and c where the cell has one) is gathered into [L, B, H], the model
+runs, the scores are computed on the whole batch (service/core/scoring.py) and
+each step gets its own copy of its new state rows.
 No asyncio here: the scheduler calls ``execute`` on its worker thread (or,
 for a lone cheap step, on the event loop).
 """
@@ -31,12 +34,11 @@ from .scoring import Scores, score
 
 State = Tuple[np.ndarray, ...]  # one session: [L, H] per part, in the card's state_names order
 
-# Steps of at most this many tokens share one call (where the runtime mixes lengths);
-# longer ones (prefill chunks) run in a call after it. A call's time is about
-# T_max x (a + b x rows): adding a row to a call costs little, padding a decode step
-# to a 64-token chunk makes it wait for the chunk. 16 keeps a short call short
-# (decode steps, K=8 messages) while K=1..16 mixes need one call instead of several.
-MIX_MAX_T = 16
+
+
+def bucket(length: int) -> int:
+    """The length bucket a step of ``length`` tokens shares a mixed call in: 1 | 2 | 3-4 | 5-8 | 9-16 | ..."""
+    return (length - 1).bit_length()
 
 
 @dataclass(eq=False)
@@ -110,9 +112,10 @@ class BatchRunner:
         ordered = [indices for _, indices in sorted(groups.items())]
         if not getattr(self.runtime, "mixes", False) or len(ordered) < 2:
             return ordered
-        short = [i for indices in ordered for i in indices if lengths[i] <= MIX_MAX_T]
-        long = [i for indices in ordered for i in indices if lengths[i] > MIX_MAX_T]
-        return [call for call in (short, long) if call]
+        buckets: Dict[int, List[int]] = {}
+        for indices in ordered:
+            buckets.setdefault(bucket(lengths[indices[0]]), []).extend(indices)
+        return [buckets[k] for k in sorted(buckets)]
 
     def run_group(self, steps: List[StepRequest]) -> List[StepOutput]:
         """Steps through one model call (of one length T, or of several where the runtime mixes them)."""

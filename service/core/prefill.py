@@ -4,11 +4,14 @@ other sessions' steps are batched in between instead of queueing behind one
 huge call.
 
 While other sessions are active (``busy()``), chunks are at most BUSY_CHUNK
-tokens: short enough to share the short mixed call with their decode steps
-(batch_runner.MIX_MAX_T), so a one-token step beside long prompts waits for
-one short call, not for a 64-token chunk. A prompt alone keeps the configured
-size (fewer calls). Each chunk's size is chosen as it is submitted; the
-results do not depend on it (the state is carried exactly either way).
+tokens, so a one-token step that arrives while a chunk runs waits for a short
+call, not a 64-token one (a call takes as many time steps as its longest row;
+with eight prompts looping beside a one-token victim, ``python -m bench --noisy``
+measured the victim's p50 rise at about 5 ms with 8-token chunks against 12-14
+with 16). A chunk costs one model call's overhead, small beside its 8 time steps
+of a batch; a prompt alone keeps the configured size. Each chunk's size is
+chosen as it is submitted; the results do not depend on it (bitwise; the state
+is carried exactly either way).
 """
 from __future__ import annotations
 
@@ -18,11 +21,11 @@ import numpy as np
 
 from ..api.options import StepOptions
 from ..api.values import Scores, State
-from .batch_runner import MIX_MAX_T, StepOutput, StepRequest
+from .batch_runner import StepOutput, StepRequest
 
 Submit = Callable[[StepRequest], Awaitable[StepOutput]]
 
-BUSY_CHUNK = MIX_MAX_T
+BUSY_CHUNK = 8
 
 
 async def run_chunked(submit: Submit, ids: np.ndarray, state: State, options: StepOptions,

@@ -42,7 +42,7 @@ def session_chunks(rng, n_sessions):
         ids = [rng.randrange(256) for _ in range(rng.randint(4, 12))]
         chunks, at = [], 0
         while at < len(ids):
-            n = rng.choice([1, 1, 1, 2, 3])
+            n = rng.choice([1, 1, 1, 2, 3, 4])  # 3 and 4 share a length bucket
             chunks.append(ids[at : at + n])
             at += n
         out.append(chunks)
@@ -101,19 +101,19 @@ async def test_distinct_lengths_run_as_separate_groups_where_the_runtime_does_no
     assert sorted(rt.shapes[1:]) == [(2, 1), (2, 2), (3, 3)]
 
 
-async def test_distinct_short_lengths_share_one_call_where_the_runtime_mixes(tiny_model_dir):
+async def test_similar_lengths_share_one_call_where_the_runtime_mixes(tiny_model_dir):
     rt = GatedRuntime(runtime_for(tiny_model_dir))
     assert rt.mixes
     batcher = Batcher(rt, max_batch=64)
     first = asyncio.create_task(drive(batcher, rt, [[1]]))
     await until(rt.entered.is_set)
-    tasks = [asyncio.create_task(drive(batcher, rt, [[5] * t])) for t in (1, 2, 40, 2, 3, 1, 17, 3)]
-    await until(lambda: batcher.depth == 8)
+    tasks = [asyncio.create_task(drive(batcher, rt, [[5] * t])) for t in (1, 3, 40, 4, 4, 1, 33, 5, 8, 2)]
+    await until(lambda: batcher.depth == 10)
     rt.gate.set()
     await asyncio.gather(first, *tasks)
     batcher.close()
-    # The short steps in one call padded to 3 tokens, then the long ones in one padded to 40.
-    assert rt.shapes == [(1, 1), (6, 3), (2, 40)] and batcher.stats.mixed == 2
+    # Shortest first, one call per length bucket padded to its longest: 1 | 2 | 3-4 | 5-8 | 33-64.
+    assert rt.shapes == [(1, 1), (2, 1), (1, 2), (3, 4), (2, 8), (2, 40)] and batcher.stats.mixed == 3
 
 
 async def test_cancelled_step_is_dropped_before_it_runs(tiny_model_dir):

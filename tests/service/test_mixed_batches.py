@@ -13,7 +13,7 @@ import pytest
 
 from lstm_service.model.card import load_card
 from lstm_service.service.core import exactness
-from lstm_service.service.core.batch_runner import MIX_MAX_T, BatchRunner, StepRequest
+from lstm_service.service.core.batch_runner import BatchRunner, StepRequest, bucket
 from lstm_service.service.core.runtime import WIDE_MIN_ROWS, Runtime
 from lstm_service.service.core.sequence_lens import NAME, with_sequence_lens
 
@@ -23,9 +23,9 @@ NATIVE = {"lstm", "gru", "rnn"}  # exported as ONNX LSTM/GRU/RNN ops; the others
 
 
 def sessions(seed: int, n: int, vocab: int):
-    """Each session's steps: decode steps, short messages and prefill chunks longer than MIX_MAX_T."""
+    """Each session's steps: decode steps, short messages and prefill chunks, most sharing a length bucket."""
     rng = random.Random(seed)
-    lengths = [1, 1, 1, 2, 3, 8, MIX_MAX_T, MIX_MAX_T + 1, 40]
+    lengths = [1, 1, 1, 2, 3, 4, 5, 8, 13, 16, 33, 40, 64]
     return [[np.array([rng.randrange(vocab) for _ in range(rng.choice(lengths))], np.int64) for _ in range(3)]
             for _ in range(n)]
 
@@ -116,6 +116,10 @@ def test_the_probes_catch_a_row_that_depends_on_its_batch(tiny_model_dir):
     assert not exactness.lone_rows_exact(batch_sized, rt, True)
     assert not exactness.mixed_rows_exact(batch_sized, rt)
     assert not exactness.same_results(rt.run, batch_sized, rt, True)
+
+
+def test_length_buckets_pad_at_most_twofold():
+    assert [bucket(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17, 64)] == [0, 1, 2, 2, 3, 3, 4, 4, 5, 6]
 
 
 def test_int8_does_not_mix_and_says_why(tiny_model_dir):
