@@ -3,13 +3,14 @@
 The victim sends 1-token Predicts on its own session, one at a time, and
 records each round trip. Neighbours, in a process of their own, loop
 4096-token stateless Predicts. Measured for 0, 1 and 8 neighbours, on a
-server that runs a prompt as one onnxruntime call (--prefill-chunk 0), on
-one that runs it in chunks (the default, --prefill-chunk 64) and on one with
-16-token chunks, back to back in one run. Prints the victim's p50/p99 per
-row, its p50 rise over the same server's row without neighbours (the target:
-<= 5 ms) and the CPU view: the server's process tree's cores used while the
-row ran (on a 2-core box, a rise that comes with ~2 cores busy is the box
-being full, not the victim queueing behind a chunk).
+server that runs a prompt as one onnxruntime call (--prefill-chunk 0) and
+on one that runs it in chunks (the default, --prefill-chunk 64: 8-token
+chunks while other sessions are active, service/core/prefill.py), back to
+back in one run. Prints the victim's p50/p99 per row, its p50 rise over the
+same server's row without neighbours (the target: <= 5 ms) and the CPU view:
+the server's process tree's cores used while the row ran (on a 2-core box,
+a rise that comes with ~2 cores busy is the box being full, not the victim
+queueing behind a chunk).
 """
 from __future__ import annotations
 
@@ -109,8 +110,7 @@ def table(rows: List[dict]) -> str:
 def main(args, server_args: List[str], seconds: float) -> int:
     rows = []
     for name, extra in (("one call per prompt (--prefill-chunk 0)", ["--prefill-chunk", "0"]),
-                        ("chunked (--prefill-chunk 64)", ["--prefill-chunk", "64"]),
-                        ("chunked (--prefill-chunk 16)", ["--prefill-chunk", "16"])):
+                        ("chunked (--prefill-chunk 64)", ["--prefill-chunk", "64"])):
         server = ServiceProcess.start([*server_args, *extra, "--max-tokens-per-message", str(PREFILL)])
         try:
             quiet = None
