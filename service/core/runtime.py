@@ -138,9 +138,12 @@ class Runtime:
         if not lone:
             # Two copies of a row help only where rows in a batch are exact among themselves;
             # the int8 model's are not (its activations' quantization scale spans the batch).
-            self.why_not["rows"] = failed or "a row alone rounds differently from the same row in a batch"
-            if failed or not _passes(exactness.lone_rows_exact, self._feed, self, self.mixes, 2)[0]:
-                self.why_not["rows"] += ", and rows depend on the rest of their batch"
+            if not failed and _passes(exactness.lone_rows_exact, self._feed, self, self.mixes, 2)[0]:
+                self.why_not["rows"] = "a row alone rounds differently from the same row in a batch: " \
+                                       "it runs as two copies of itself"
+            else:
+                self.why_not["rows"] = failed or "a row alone rounds differently from the same row in a batch, " \
+                                                 "and rows depend on the rest of their batch"
                 lone = True  # nothing to gain from two copies
         self.lone_exact = lone
         if self.mixes:
