@@ -21,7 +21,6 @@ THROUGH_THE_WIRE: Dict[str, str] = {
     "__main__": "tests/service/test_cli.py",  # `python -m lstm_service` as a user runs it (a shim to proc/main.py)
     "api.conformance": "Makefile",  # never imported: `make lint`'s mypy checks both engines against the contract
     "core.generation": "tests/service/test_generate.py",  # Generate, its sampling and commits, over a real channel
-    "core.prefill": "tests/service/core/test_hold.py",  # prefill chunks give what one call gives
     "core.session_records": "tests/service/test_sessions_api.py",  # get/reset/delete/fork/list over a channel
     "edge.lstm_v1": "tests/service/test_sessions_api.py",  # the lstm.v1 servicer (and most service tests)
     "edge.rpc": "tests/service/test_errors.py",  # each error's status and details as a client receives them
