@@ -8,6 +8,7 @@
     python -m bench --journal --model models/shakespeare               # journal off vs on: memory, 64 streams
     python -m bench --noisy --model models/shakespeare                 # victim latency beside 4096-token prefills
     python -m bench --fronts-compare --model models/shakespeare        # --fronts 0 vs 1 vs 2, ORT 1/2-thread ceilings
+    python -m bench --budget --model models/shakespeare                # one message's CPU and wall, part by part
 
 Starts ``python -m lstm_service`` (or uses --target), a bare gRPC echo server
 and client processes; prints a Markdown table, the ratios and the targets,
@@ -101,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fronts-compare", action="store_true",
                    help="single process vs --fronts 1 vs --fronts 2 (see --modes), every point, with the 1- and "
                         "2-thread ORT ceilings and server CPU per process (bench/fronts.py)")
+    p.add_argument("--budget", action="store_true",
+                   help="per-message cost budget: CPU and wall µs of each part of a K=1 step at 1 and 64 streams "
+                        "(see --streams), --fronts 0 and default, from the server's own timers (bench/budget.py)")
+    p.add_argument("--kserve-budget", action="store_true",
+                   help="--budget: also the KServe v2 path's parts under perf_analyzer")
+    p.add_argument("--write-docs", metavar="FILE",
+                   help="--budget: put the table between FILE's budget markers (docs/performance.md)")
     p.add_argument("--modes", default="0,1,2", type=lambda text: _ints(text, least=-1),
                    help="--fronts-compare: the server's --fronts values, one server each, in turn [0,1,2]")
     p.add_argument("--sequence-length", type=int, default=64, help="--kserve: steps per perf_analyzer sequence [64]")
@@ -138,6 +146,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .proxy import main as proxy_main
 
         return proxy_main(args, parser, server_args, _ints(args.streams or "1,64"), warmup, duration)
+    if args.budget:
+        from .budget import main as budget_main
+
+        return budget_main(args, server_args, args.duration or (1.0 if args.quick else 5.0),
+                           args.warmup if args.warmup is not None else (0.3 if args.quick else 1.5))
     if args.noisy:
         from .noisy import main as noisy_main
 

@@ -36,6 +36,7 @@ from typing import Callable, Deque, List, Optional, Tuple
 
 from .batch_runner import BatchRunner, BatchStats, StepOutput, StepRequest
 from ..api.errors import ResourceExhausted
+from ..proc import budget
 
 Queued = Tuple[StepRequest, "asyncio.Future[StepOutput]"]
 
@@ -63,6 +64,7 @@ class Scheduler:
         self._last_batch = 1
         self._batch_seconds = 0.001  # moving average, for the retry hint
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
+        self._batch_mark: budget.Mark = None
 
     @property
     def stats(self) -> BatchStats:
@@ -90,7 +92,10 @@ class Scheduler:
             # A lone step with nothing else queued: run it right here. The hop to
             # the worker thread and back costs more than a small model's step.
             self.stats.inline_runs += 1
+            mark = budget.start()  # the cost timers (proc/budget.py), None when off
             (out,) = self.runner.execute([step])
+            budget.add("engine.batch", mark)
+            budget.add_wall("engine.step", mark)
             if isinstance(out, BaseException):
                 raise out
             return out
@@ -100,8 +105,12 @@ class Scheduler:
         if self._timer is not None and len(self._pending) >= self._enough():
             self._timer.cancel()
             self._timer = None
+        mark = budget.start()
         self._kick(loop)
-        return await future
+        try:
+            return await future
+        finally:
+            budget.add_wall("engine.step", mark)  # queued -> its result on the loop
 
     def _lone(self) -> bool:
         """One caller, nothing running or queued, and a lone step is known to be cheap."""
@@ -128,6 +137,7 @@ class Scheduler:
             self._dispatch(loop)
 
     def _dispatch(self, loop: asyncio.AbstractEventLoop) -> None:
+        mark = budget.start()
         batch: List[Queued] = []
         while self._pending and len(batch) < self.max_batch:
             queued = self._pending.popleft()
@@ -147,8 +157,12 @@ class Scheduler:
 
         job = self._executor.submit(self.runner.execute, [step for step, _ in batch], on_group)
         job.add_done_callback(lambda done: loop.call_soon_threadsafe(self._finish, loop, batch, done, started))
+        budget.add("engine.dispatch", mark, len(batch))
+        self._batch_mark = mark
 
     def _finish(self, loop, batch: List[Queued], job, started: float) -> None:
+        budget.add_wall("engine.batch", self._batch_mark, len(batch))  # dispatched -> back on the loop
+        mark = budget.start()
         self._running = False
         self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.perf_counter() - started)
         self._kick(loop)  # the worker starts the next batch
@@ -157,6 +171,7 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001 - delivered to every caller
             outputs = [exc] * len(batch)
         self._deliver(batch, outputs)  # whatever a group did not answer already (a failed job)
+        budget.add("engine.deliver", mark, len(batch))
 
     @staticmethod
     def _deliver(queued: List[Queued], outputs: list) -> None:

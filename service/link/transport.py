@@ -35,6 +35,8 @@ from typing import Any, Callable, List, Optional
 import msgpack
 import numpy as np
 
+from ..proc import budget
+
 
 _NDARRAY = 1  # msgpack extension code for numpy arrays
 ABSTRACT = "unix-abstract:"  # address prefix: a name in Linux's abstract socket namespace
@@ -91,9 +93,11 @@ class Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
+        mark = budget.start()  # the cost timers (proc/budget.py): one read = one wake-up of this side
         self._unpacker.feed(data)
         for message in self._unpacker:
             self.on_message(self, message)
+        budget.add("link.read", mark)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         if not self.closed:
@@ -109,14 +113,18 @@ class Connection(asyncio.Protocol):
             return
         if not self._outbox and self._loop is not None and not now:
             self._loop.call_soon(self._flush)
+        mark = budget.start()
         self._outbox.append(pack(message))
+        budget.add("link.pack", mark)
         if now:
             self._flush()
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []
         if frames and self.transport is not None and not self.closed:
+            mark = budget.start()
             self.transport.write(b"".join(frames))
+            budget.add("link.write", mark)
 
     def close(self) -> None:
         if self.transport is not None:
