@@ -130,6 +130,11 @@ class EngineLink:
         if self.up and self._connection is not None:
             self._connection.send([request.op, 0, request.encode()], now=now)
 
+    def written(self) -> Optional[asyncio.Future]:
+        """None when nothing waits to be written to the engine; else a future done once it has
+        been (transport.Connection.written)."""
+        return self._connection.written() if self._connection is not None else None
+
     def _on_reply(self, _connection, message: list) -> None:
         rid, ok, body = message
         entry = self._waiting.pop(rid, None)
