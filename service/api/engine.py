@@ -16,7 +16,8 @@ is what the state store keeps of it.
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Awaitable, List, Optional, Protocol, Sequence, TYPE_CHECKING, Tuple, TypeVar, Union
+from typing import (Any, AsyncIterator, Awaitable, List, Optional, Protocol, Sequence, TYPE_CHECKING, Tuple, TypeVar,
+                    Union)
 
 import numpy as np
 
