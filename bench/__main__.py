@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .report import compare_table, summary, write
+from .targets import compare
 
 QUICK = {"streams": "1,4", "tokens_per_message": "1,8", "duration": 1.0, "warmup": 0.3, "ceiling_seconds": 0.3}
 FULL = {"streams": "1,16,64,256", "tokens_per_message": "1,8", "duration": 10.0, "warmup": 2.0, "ceiling_seconds": 3.0}
@@ -102,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fronts-compare", action="store_true",
                    help="single process vs --fronts 1 vs --fronts 2 (see --modes), every point, with the 1- and "
                         "2-thread ORT ceilings and server CPU per process (bench/fronts.py)")
+    p.add_argument("--no-noisy", action="store_true",
+                   help="skip the noisy-neighbour rows of the main run (a victim beside 0/1/8 4096-token loopers)")
+    p.add_argument("--noisy-seconds", type=float, help="seconds of victim steps per noisy-neighbour row [8; --quick 1]")
+    p.add_argument("--baseline", metavar="RESULTS_JSON",
+                   help="an earlier run's results.json: every target before (its rows, today's rules) and after")
     p.add_argument("--budget", action="store_true",
                    help="per-message cost budget: CPU and wall µs of each part of a K=1 step at 1 and 64 streams "
                         "(see --streams), --fronts 0 and default, from the server's own timers (bench/budget.py)")
@@ -168,6 +174,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .fronts import main as fronts_main
 
         return fronts_main(args, _config(parser, server_args), server_args, points, warmup, duration, ceiling_seconds)
+    noisy_seconds = None if args.no_noisy else (args.noisy_seconds or (1.0 if args.quick else 8.0))
+    baseline = None
+    if args.baseline:
+        import json
+
+        try:
+            baseline = json.loads(Path(args.baseline).read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--baseline {args.baseline}: {exc}")
     runs = []
     for precision in precisions:
         server_args = _server_args(args, precision)
@@ -175,7 +190,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       duration=duration, ceiling_seconds=ceiling_seconds, clients=args.clients,
                       target=args.target, metrics_url=args.metrics_url,
                       streams_per_channel=args.streams_per_channel, top_k=args.top_k,
-                      parse=args.parse_responses, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                      parse=args.parse_responses, noisy_seconds=noisy_seconds,
+                      log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        if baseline is not None:
+            results["baseline"] = {"name": args.baseline, "rows": compare(baseline, results)}
         print(summary(results) + "\n", flush=True)
         out = Path(args.out) / precision if len(precisions) > 1 else Path(args.out)
         for message in write(results, out):
