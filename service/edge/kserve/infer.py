@@ -16,7 +16,7 @@ Alice's sequence 42 and Bob's sequence 42 are two sessions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence as Seq
+from typing import Optional, Sequence as Seq
 
 import numpy as np
 
@@ -38,10 +38,11 @@ class Request:
     outputs: Seq[str]
 
 
-def decode(engine: EngineApi, request) -> Request:
-    """Validate everything before anything runs (INVALID_ARGUMENT with a message)."""
+def decode(engine: EngineApi, request, seq: Optional[sq.Sequence] = None) -> Request:
+    """Validate everything before anything runs (INVALID_ARGUMENT with a message); ``seq``: the
+    request's sequence controls when the caller has read them already (a stream, to order its requests)."""
     p = request.parameters
-    seq = sq.sequence_of(p)
+    seq = sq.sequence_of(p) if seq is None else seq
     outputs = tensors.requested_outputs(request)
     ids, text = tensors.request_input(request)
     tokens = engine.tokens(ids if ids is not None else (), text, tensors.INPUT_IDS if ids is not None else tensors.TEXT)

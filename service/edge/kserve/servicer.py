@@ -96,13 +96,13 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return self.stats.message(self.card)
 
     # -- inference ------------------------------------------------------------
-    async def infer(self, request, live=always, caller=ANYONE) -> pb.ModelInferResponse:
+    async def infer(self, request, live=always, caller=ANYONE, seq=None) -> pb.ModelInferResponse:
         """One request -> its response; ServiceError (nothing changed) when refused."""
         began, ok = time.perf_counter_ns(), False
         mark = budget.start()  # the cost timers (proc/budget.py), None when off
         try:
             model.check_model(self.card, request.model_name, request.model_version)
-            decoded = infer.decode(self.engine, request)
+            decoded = infer.decode(self.engine, request, seq)
             budget.add("kserve.check", mark)
             mark = budget.start()
             result = await infer.run(self.engine, decoded, live, caller)
