@@ -64,7 +64,6 @@ class Scheduler:
         self._last_batch = 1
         self._batch_seconds = 0.001  # moving average, for the retry hint
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ort")
-        self._batch_mark: budget.Mark = None
 
     @property
     def stats(self) -> BatchStats:
@@ -158,14 +157,13 @@ class Scheduler:
         job = self._executor.submit(self.runner.execute, [step for step, _ in batch], on_group)
         job.add_done_callback(lambda done: loop.call_soon_threadsafe(self._finish, loop, batch, done, started))
         budget.add("engine.dispatch", mark, len(batch))
-        self._batch_mark = mark
 
     def _finish(self, loop, batch: List[Queued], job, started: float) -> None:
-        budget.add_wall("engine.batch", self._batch_mark, len(batch))  # dispatched -> back on the loop
-        mark = budget.start()
+        budget.add_wall("engine.batch", budget.mark_at(started), len(batch))  # dispatched -> back on the loop
         self._running = False
         self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.perf_counter() - started)
         self._kick(loop)  # the worker starts the next batch
+        mark = budget.start()
         try:
             outputs = job.result()
         except BaseException as exc:  # noqa: BLE001 - delivered to every caller

@@ -142,7 +142,7 @@ class Connection(asyncio.Protocol):
         frames, self._outbox = self._outbox, []
         if frames and self.transport is not None and not self.closed:
             mark = budget.start()
-            self.transport.write(b"".join(frames))
+            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))  # a lone frame: no copy
             budget.add("link.write", mark)
             self._wake_writers(None)
 

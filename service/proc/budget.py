@@ -48,6 +48,11 @@ def start() -> Mark:
     return (_perf(), _cpu()) if ON else None
 
 
+def mark_at(perf_counter_seconds: float) -> Mark:
+    """A wall-only mark at an earlier ``time.perf_counter()`` reading (the same clock)."""
+    return (int(perf_counter_seconds * 1e9), 0) if ON else None
+
+
 def _slot(part: str) -> List[int]:
     slot = _parts.get(part)
     if slot is None:
