@@ -302,6 +302,26 @@ def kserve_client(args, streams: int, duration: float) -> Callable[[str], dict]:
     return run
 
 
+def kserve_extra(points: List[dict], kserve: List[dict]) -> List[str]:
+    """Per (mode, streams): KServe's CPU per step over lstm.v1's, and the parts that differ most."""
+    v1 = {p["name"]: p for p in points}
+    out = []
+    for k in kserve:
+        base = v1.get(k["name"].replace("KServe ", "", 1))
+        if base is None:
+            continue
+        ours = {label: cpu for label, cpu, _ in rows(Window(k["procs"], k["client"], True)) if cpu is not None}
+        theirs = {label: cpu for label, cpu, _ in rows(Window(base["procs"], base["client"])) if cpu is not None}
+        total = next(label for label in ours if label.startswith("**server total**"))
+        plain = {label.split(" (")[0]: cpu for label, cpu in theirs.items()}
+        diffs = sorted(((cpu - plain.get(label.split(" (")[0], 0.0), label.split(" (")[0])
+                        for label, cpu in ours.items() if label != total), reverse=True)
+        parts = ", ".join(f"{name} {d:+.0f}" for d, name in diffs[:4] if abs(d) >= 1)
+        out.append(f"- {k['name']}: {ours[total] - theirs[total]:+.0f} µs CPU per step over lstm.v1 "
+                   f"({ours[total]:.0f} vs {theirs[total]:.0f}); most: {parts}")
+    return out
+
+
 def render(results: dict) -> str:
     m = results["machine"]
     head = (f"Model {results['settings']['model']} ({results['settings']['precision']}), "
@@ -310,7 +330,8 @@ def render(results: dict) -> str:
     parts = [head, "", table(results["points"]), "", *notes(results["points"])]
     if results.get("kserve"):
         parts += ["", "KServe v2 (perf_analyzer, --streaming sequences), same parts:", "", table(results["kserve"]),
-                  "", *notes(results["kserve"])]
+                  "", *notes(results["kserve"]), "", "KServe's extra cost per step, beside lstm.v1 at the same point:",
+                  "", *kserve_extra(results["points"], results["kserve"])]
     return "\n".join(parts)
 
 

@@ -61,3 +61,24 @@ def test_write_docs_needs_the_markers(tmp_path):
     doc.write_text("no markers\n")
     with pytest.raises(ValueError, match="markers"):
         write_docs(doc, "table")
+
+
+def _proc(role, cpu_ns, **parts):
+    return {"pid": 1, "role": role, "cpu_ns": cpu_ns, "wall_ns": 10**9,
+            "parts": {name: {"events": n, "msgs": n, "wall_ns": wall, "cpu_ns": cpu}
+                      for name, (n, cpu, wall) in parts.items()}}
+
+
+def test_kserve_extra_names_the_parts_that_cost_more_than_lstm_v1():
+    from bench.budget import kserve_extra
+
+    client = {"latency_ms": {"mean": 1.0}}
+    v1 = {"name": "--fronts 0, 1 stream", "client": client,
+          "procs": [_proc("single", 100_000_000, **{"edge.check": (1000, 5_000_000, 5_000_000),
+                                                     "edge.residence": (1000, 0, 10**8)})]}
+    ks = {"name": "KServe --fronts 0, 1 stream", "client": client, "kserve": True,
+          "procs": [_proc("single", 150_000_000, **{"kserve.check": (1000, 25_000_000, 25_000_000)})]}
+    (line,) = kserve_extra([v1], [ks])
+    # 150 vs 100 µs per step; checks 25 vs 5; untimed 125 vs 95
+    assert line.startswith("- KServe --fronts 0, 1 stream: +50 µs CPU per step over lstm.v1 (150 vs 100)")
+    assert "untimed, single process or front +30" in line and "request checks +20" in line
