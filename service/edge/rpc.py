@@ -109,7 +109,7 @@ async def before_reply(engine, raised: Optional[BaseException] = None) -> None:
         return
     try:
         await waiting
-    except BaseException:
+    except Exception:  # (a cancel while waiting goes on up)
         if raised is None:
             raise
 
