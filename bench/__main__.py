@@ -8,6 +8,7 @@
     python -m bench --journal --model models/shakespeare               # journal off vs on: memory, 64 streams
     python -m bench --noisy --model models/shakespeare                 # victim latency beside 4096-token prefills
     python -m bench --fronts-compare --model models/shakespeare        # --fronts 0 vs 1 vs 2, ORT 1/2-thread ceilings
+    python -m bench --budget --model models/shakespeare                # one message's CPU and wall, part by part
 
 Starts ``python -m lstm_service`` (or uses --target), a bare gRPC echo server
 and client processes; prints a Markdown table, the ratios and the targets,
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import List, Optional, Sequence
 
 from .report import compare_table, summary, write
+from .targets import compare
 
 QUICK = {"streams": "1,4", "tokens_per_message": "1,8", "duration": 1.0, "warmup": 0.3, "ceiling_seconds": 0.3}
 FULL = {"streams": "1,16,64,256", "tokens_per_message": "1,8", "duration": 10.0, "warmup": 2.0, "ceiling_seconds": 3.0}
@@ -101,6 +103,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fronts-compare", action="store_true",
                    help="single process vs --fronts 1 vs --fronts 2 (see --modes), every point, with the 1- and "
                         "2-thread ORT ceilings and server CPU per process (bench/fronts.py)")
+    p.add_argument("--no-noisy", action="store_true",
+                   help="skip the noisy-neighbour rows of the main run (a victim beside 0/1/8 4096-token loopers)")
+    p.add_argument("--noisy-seconds", type=float, help="seconds of victim steps per noisy-neighbour row [8; --quick 1]")
+    p.add_argument("--baseline", metavar="RESULTS_JSON",
+                   help="an earlier run's results.json: every target before (its rows, today's rules) and after")
+    p.add_argument("--budget", action="store_true",
+                   help="per-message cost budget: CPU and wall µs of each part of a K=1 step at 1 and 64 streams "
+                        "(see --streams), --fronts 0 and default, from the server's own timers (bench/budget.py)")
+    p.add_argument("--kserve-budget", action="store_true",
+                   help="--budget: also the KServe v2 path's parts under perf_analyzer")
+    p.add_argument("--write-docs", metavar="FILE",
+                   help="--budget: put the table between FILE's budget markers (docs/performance.md)")
     p.add_argument("--modes", default="0,1,2", type=lambda text: _ints(text, least=-1),
                    help="--fronts-compare: the server's --fronts values, one server each, in turn [0,1,2]")
     p.add_argument("--sequence-length", type=int, default=64, help="--kserve: steps per perf_analyzer sequence [64]")
@@ -138,6 +152,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .proxy import main as proxy_main
 
         return proxy_main(args, parser, server_args, _ints(args.streams or "1,64"), warmup, duration)
+    if args.budget:
+        from .budget import main as budget_main
+
+        return budget_main(args, server_args, args.duration or (1.0 if args.quick else 5.0),
+                           args.warmup if args.warmup is not None else (0.3 if args.quick else 1.5))
     if args.noisy:
         from .noisy import main as noisy_main
 
@@ -155,6 +174,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .fronts import main as fronts_main
 
         return fronts_main(args, _config(parser, server_args), server_args, points, warmup, duration, ceiling_seconds)
+    noisy_seconds = None if args.no_noisy else (args.noisy_seconds or (1.0 if args.quick else 8.0))
+    baseline = None
+    if args.baseline:
+        import json
+
+        try:
+            baseline = json.loads(Path(args.baseline).read_text())
+        except (OSError, ValueError) as exc:
+            parser.error(f"--baseline {args.baseline}: {exc}")
     runs = []
     for precision in precisions:
         server_args = _server_args(args, precision)
@@ -162,7 +190,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                       duration=duration, ceiling_seconds=ceiling_seconds, clients=args.clients,
                       target=args.target, metrics_url=args.metrics_url,
                       streams_per_channel=args.streams_per_channel, top_k=args.top_k,
-                      parse=args.parse_responses, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+                      parse=args.parse_responses, noisy_seconds=noisy_seconds,
+                      log=lambda msg: print(msg, file=sys.stderr, flush=True))
+        if baseline is not None:
+            results["baseline"] = {"name": args.baseline, "rows": compare(baseline, results)}
         print(summary(results) + "\n", flush=True)
         out = Path(args.out) / precision if len(precisions) > 1 else Path(args.out)
         for message in write(results, out):

@@ -7,7 +7,8 @@ import math
 from pathlib import Path
 from typing import List, Optional
 
-from .targets import _find
+from .targets import _find, line
+from .targets import compare_table as targets_table
 
 
 def _f(x, fmt: str = "{:.0f}") -> str:
@@ -90,7 +91,25 @@ def histogram_lines(results: dict) -> List[str]:
 
 
 def target_lines(results: dict) -> List[str]:
-    return [f"{t['status']:4}  {t['target']}: {t['detail']}" for t in results.get("targets", [])]
+    return [line(t) for t in results.get("targets", [])]
+
+
+def noisy_lines(results: dict) -> List[str]:
+    rows = results.get("noisy") or []
+    if not rows:
+        return []
+    out = ["Noisy neighbour (a victim's 1-token Predicts beside clients looping 4096-token prefills):", "",
+           "| neighbours | victim steps | victim p50 ms | victim p99 ms |", "|---:|---:|---:|---:|"]
+    out += [f"| {r['neighbours']} | {r['steps']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} |" for r in rows]
+    return out + [""]
+
+
+def baseline_lines(results: dict) -> List[str]:
+    b = results.get("baseline")
+    if not b:
+        return []
+    return ["", f"Targets before ({b['name']}) and after (this run):", "",
+            targets_table(b["rows"], "before", "after")]
 
 
 def summary(results: dict) -> str:
@@ -103,8 +122,8 @@ def summary(results: dict) -> str:
             f"{m['cpu']}, {m['cores']} cores; {st['duration']} s per point after {st['warmup']} s warm-up")
     noise = results.get("notes", {}).get("noise")
     parts = [head, *([noise] if noise else []), "", main_table(results), "", "In-process onnxruntime ceiling:", "",
-             ceiling_table(results), "", "Server batch sizes:", *histogram_lines(results), "", "Targets:",
-             *target_lines(results)]
+             ceiling_table(results), "", "Server batch sizes:", *histogram_lines(results), "",
+             *noisy_lines(results), "Targets:", *target_lines(results), *baseline_lines(results)]
     return "\n".join(parts)
 
 
@@ -125,8 +144,8 @@ def markdown(results: dict) -> str:
         "CPU in cores (CPU-seconds per wall second) during the window; other CPU = everything else on the machine; "
         "CPU µs/msg = server CPU time per message (steadier than msg/s when the machine is shared).",
         "", main_table(results), "", "## In-process onnxruntime ceiling", "", ceiling_table(results), "",
-        "## Server batch sizes", "", *histogram_lines(results), "", "## Targets", "", "```",
-        *target_lines(results), "```", "", "## Notes", "", *notes, "",
+        "## Server batch sizes", "", *histogram_lines(results), "", *noisy_lines(results), "## Targets", "", "```",
+        *target_lines(results), "```", *baseline_lines(results), "", "## Notes", "", *notes, "",
     ])
 
 

@@ -94,10 +94,27 @@ def ratios(results: dict) -> List[dict]:
     return out
 
 
+def noisy_rows(server_args: List[str], seconds: float, log=print) -> List[dict]:
+    from . import noisy
+
+    server = ServiceProcess.start([*server_args, "--max-tokens-per-message", str(noisy.PREFILL)])
+    try:
+        rows = []
+        for n in (0, 1, 8):
+            log(f"noisy neighbour: victim beside {n} looper(s) of {noisy.PREFILL}-token prefills ...")
+            rows.append(noisy.measure(server.target, n, seconds))
+        return rows
+    finally:
+        server.stop()
+
+
 def run(config, server_args: List[str], points: List[Tuple[int, int]], *, warmup: float, duration: float,
         ceiling_seconds: float, clients: int, target: Optional[str] = None, metrics_url: Optional[str] = None,
-        streams_per_channel: int = 64, top_k: Optional[int] = None, parse: bool = False, log=print) -> dict:
-    """``config``: the service Config the server runs with (the ceiling uses the same)."""
+        streams_per_channel: int = 64, top_k: Optional[int] = None, parse: bool = False,
+        noisy_seconds: Optional[float] = None, log=print) -> dict:
+    """``config``: the service Config the server runs with (the ceiling uses the same).
+    ``noisy_seconds``: also the noisy-neighbour rows (bench/noisy.py: a victim beside 0, 1 and 8
+    clients looping 4096-token prefills), on a server of the same flags taking 4096-token messages."""
     results = {
         "machine": facts(),
         "settings": {"model": config.model, "precision": config.precision, "device": config.device,
@@ -138,6 +155,8 @@ def run(config, server_args: List[str], points: List[Tuple[int, int]], *, warmup
         echo.stop()
         if server and server.stop() not in (0, None):
             results["notes"]["server_exit"] = f"server exited with {server.proc.returncode}: {server.log_tail(10)}"
+    if noisy_seconds and not target:
+        results["noisy"] = noisy_rows(server_args, noisy_seconds, log)
     results["machine"]["loadavg_at_end"] = loadavg()
     if not any(r.get("batch_histogram") for r in results["service"]):
         results["notes"]["batch_histogram"] = (

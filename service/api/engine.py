@@ -16,7 +16,8 @@ is what the state store keeps of it.
 """
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, List, Optional, Protocol, Sequence, TYPE_CHECKING, Tuple, TypeVar, Union
+from typing import (Any, AsyncIterator, Awaitable, List, Optional, Protocol, Sequence, TYPE_CHECKING, Tuple, TypeVar,
+                    Union)
 
 import numpy as np
 
@@ -87,6 +88,8 @@ class EngineApi(Protocol):
 
     @property
     def zeros(self) -> State: ...
+
+    def written(self) -> Optional[Awaitable[None]]: ...
 
     # -- checks where the request is decoded (no engine work) -------------------------
     def tokens(self, tokens: Union[Sequence[int], np.ndarray], text: str, what: str = "input") -> np.ndarray: ...

@@ -48,6 +48,12 @@ class EngineBase:
         return opts.generate_options(max_tokens, temperature, top_k, top_p, seed, stop, self.vocab.size,
                                      self.config.max_generate_tokens)
 
+    def written(self) -> Optional[Awaitable[None]]:
+        """Something to await before a reply leaves, or None: what this call committed must have
+        reached the engine first (with --fronts the commit is a frame on the link, written with
+        the others of this loop turn; in one process it is applied already)."""
+        return None
+
     @property
     def zeros(self) -> State:
         """The zero state, one [L, H] array per part of the card's state."""

@@ -30,6 +30,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import numpy as np
 
 from ..api.errors import ServiceError
+from ..proc import budget
 from .scoring import Scores, score
 
 State = Tuple[np.ndarray, ...]  # one session: [L, H] per part, in the card's state_names order
@@ -120,6 +121,7 @@ class BatchRunner:
     def run_group(self, steps: List[StepRequest]) -> List[StepOutput]:
         """Steps through one model call (of one length T, or of several where the runtime mixes them)."""
         b = len(steps)
+        mark = budget.start()  # the cost timers (proc/budget.py), None when off
         lengths = [len(s.tokens) for s in steps]
         width = max(lengths)
         mixed = min(lengths) != width
@@ -134,19 +136,28 @@ class BatchRunner:
             else:  # one concatenate (same T) instead of np.stack's per-array Python work
                 tokens = np.concatenate([s.tokens for s in steps]).reshape(b, -1)  # [B, T]
             state = tuple(self._gather(i, [s.state[i] for s in steps]) for i in range(len(steps[0].state)))
+        budget.add("ort.gather", mark, b)
+        mark = budget.start()
         started = time.perf_counter()
         if mixed:
             logits, new_state = self.runtime.run(tokens, state, np.array(lengths, np.int32))
         else:
             logits, new_state = self.runtime.run(tokens, state)
         self._count(b, width, time.perf_counter() - started, mixed)
+        budget.add("ort.run", mark, b)
+        mark = budget.start()
         scores = score(logits, [s.all_positions for s in steps], [s.top_k for s in steps],
                        lengths if mixed else None)
+        budget.add("ort.score", mark, b)
+        mark = budget.start()
         if b == 1:
-            return [StepOutput(scores[0], tuple(part[:, 0, :].copy() for part in new_state))]
-        # Rows split off by list() on [B, L, H] views (in C, not a Python slice each).
-        per_step = zip(*(map(np.ndarray.copy, part.transpose(1, 0, 2)) for part in new_state))
-        return list(map(StepOutput, scores, per_step))
+            outputs = [StepOutput(scores[0], tuple(part[:, 0, :].copy() for part in new_state))]
+        else:
+            # Rows split off by list() on [B, L, H] views (in C, not a Python slice each).
+            per_step = zip(*(map(np.ndarray.copy, part.transpose(1, 0, 2)) for part in new_state))
+            outputs = list(map(StepOutput, scores, per_step))
+        budget.add("ort.split", mark, b)
+        return outputs
 
     def _count(self, b: int, t: int, seconds: float, mixed: bool = False) -> None:
         if b == 1:

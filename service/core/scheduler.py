@@ -44,6 +44,7 @@ from typing import Callable, Deque, List, Optional, Tuple
 
 from .batch_runner import BatchRunner, BatchStats, StepOutput, StepRequest
 from ..api.errors import ResourceExhausted
+from ..proc import budget
 
 Queued = Tuple[StepRequest, "asyncio.Future[StepOutput]"]
 
@@ -104,7 +105,10 @@ class Scheduler:
             # A lone step with nothing else queued: run it right here. The hop to
             # the worker thread and back costs more than a small model's step.
             self.stats.inline_runs += 1
+            mark = budget.start()  # the cost timers (proc/budget.py), None when off
             (out,) = self.runner.execute([step])
+            budget.add("engine.batch", mark)
+            budget.add_wall("engine.step", mark)
             if isinstance(out, BaseException):
                 raise out
             return out
@@ -116,7 +120,11 @@ class Scheduler:
                 self._sleeping = False
                 self.stats.wakeups += 1
                 self._wake.notify()
-        return await future
+        mark = budget.start()
+        try:
+            return await future
+        finally:
+            budget.add_wall("engine.step", mark)  # queued -> its result on the loop
 
     def _lone(self) -> bool:
         """One caller, nothing running or queued, and a lone step is known to be cheap."""
@@ -147,6 +155,7 @@ class Scheduler:
                 outputs = [exc] * len(batch)
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.perf_counter() - started)
             self._running = False
+            budget.add_wall("engine.batch", budget.mark_at(started), len(batch))  # taken -> results handed back
             self._post(batch, outputs)  # whatever a group did not answer already
 
     def _take(self) -> Optional[List[Queued]]:
@@ -167,6 +176,7 @@ class Scheduler:
                         if left <= 0 or not self._wake.wait(left):
                             break
                     self._delaying = False
+                mark = budget.start()
                 batch: List[Queued] = []
                 while self._pending and len(batch) < self.max_batch:
                     queued = self._pending.popleft()
@@ -178,6 +188,7 @@ class Scheduler:
                     self._running = True
                     self._last_batch = len(batch)
                     self.stats.max_dispatch = max(self.stats.max_dispatch, len(batch))
+                    budget.add("engine.dispatch", mark, len(batch))
                     return batch
 
     def _post(self, queued: List[Queued], outputs: list) -> None:
@@ -191,6 +202,7 @@ class Scheduler:
 
     @staticmethod
     def _deliver(queued: List[Queued], outputs: list) -> None:
+        mark = budget.start()
         for (_, future), out in zip(queued, outputs):
             if future.done():
                 continue
@@ -198,6 +210,7 @@ class Scheduler:
                 future.set_exception(out)
             else:
                 future.set_result(out)
+        budget.add("engine.deliver", mark, len(queued))
 
     def close(self) -> None:
         with self._lock:

@@ -14,6 +14,7 @@ from ..api.options import StepOptions
 from ..api.values import Caller
 from ..proto.lstm.v1 import lstm_pb2 as pb
 from ..proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
+from ..proc import budget
 from . import lstm_v1_codec as codec
 from .admission import Admission
 from .identity import Authenticator
@@ -85,18 +86,27 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         try:
             yield pb.StreamResponse(opened=codec.session(hold.info, engine.card.name))
             while (request := await self.next_request(requests)) is not None:
+                began = mark = budget.start()  # the cost timers (proc/budget.py), None when off
                 if request.WhichOneof("kind") != "step":
                     raise InvalidArgument("`open` may only be the first message; send `step` messages after it")
                 step = request.step
                 options = self._options(step) or defaults
                 ids = engine.tokens(step.input.tokens, step.input.text)
                 expected = step.expected_steps if step.HasField("expected_steps") else None
+                budget.add("edge.check", mark)
+                mark = budget.start()
                 pending = await hold.run(ids, options, step.start, expected)
+                budget.add_wall("edge.run", mark)
+                mark = budget.start()
                 response = pb.StreamResponse()
                 codec.step_result(response.result, pending.result, vocab, step.tag)
+                budget.add("edge.encode", mark)
+                mark = budget.start()
                 hold.commit(pending)  # committed as the reply goes out: a client never sees an uncommitted step
                 if step.end:
                     hold.end_session("was ended by its stream (step.end)")
+                budget.add("edge.commit", mark)
+                budget.add_wall("edge.residence", began)
                 yield response
         finally:
             hold.release()

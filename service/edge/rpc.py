@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import functools
 import inspect
+from typing import Optional
 
 import grpc
 
@@ -61,8 +62,10 @@ def rpc_handler(method):
                 call = self.auth.track(context)  # a long-lived call: a revoked token ends it (revocation.py)
                 async with contextlib.aclosing(method(self, check_decoded(request), context)) as responses:
                     while (response := await revocation.next_response(responses, call)) is not revocation.END:
+                        await before_reply(self.engine)
                         yield response
             except BaseException as raised:
+                await before_reply(self.engine, raised)
                 exc = revocation.as_status(call, raised)
                 code, abort = error_status.for_exception(name, context, exc)
                 if abort is None:
@@ -79,8 +82,11 @@ def rpc_handler(method):
         code, admitted = "OK", False
         try:
             admitted = self.admit()
-            return await method(self, check_decoded(request), context)
+            response = await method(self, check_decoded(request), context)
+            await before_reply(self.engine)
+            return response
         except BaseException as exc:
+            await before_reply(self.engine, exc)
             code, abort = error_status.for_exception(name, context, exc)
             if abort is None:
                 raise
@@ -89,6 +95,23 @@ def rpc_handler(method):
             self.finish(name, code, admitted)
 
     return handler
+
+
+async def before_reply(engine, raised: Optional[BaseException] = None) -> None:
+    """Wait until what this call committed has reached the engine (``engine.written()``: with
+    --fronts a commit is a frame written with the others of its loop turn, and a reply must not
+    leave before it). Before an error status too (a call can fail after its commit); an error
+    while waiting (the link closed) replaces a reply, not an error already on its way."""
+    if raised is not None and not isinstance(raised, Exception):
+        return  # cancelled, or the generator closed: nothing goes out, and it may not wait
+    waiting = engine.written()
+    if waiting is None:
+        return
+    try:
+        await waiting
+    except Exception:  # (a cancel while waiting goes on up)
+        if raised is None:
+            raise
 
 
 async def abort_call(context, abort) -> None:

@@ -18,6 +18,7 @@ from typing import Any, Awaitable, Callable, Dict, Optional, Set, Tuple, Type
 from ..api.errors import ServiceError, SessionBusy, Unavailable
 from ..api.values import Generated, SessionInfo, State, StepResult
 from ..core.engine import Engine
+from ..proc import budget
 from . import messages as m
 from .held_keys import Held, HeldKeys
 from . import transport
@@ -80,18 +81,22 @@ class EngineHost:
             self._fail(peer, rid, op, ServiceError(f"the engine does not know the request {op!r}"))
             return
         cls, handler = entry
+        mark = budget.start()  # the cost timers (proc/budget.py), None when off
         try:
             request: Any = cls.decode(body)  # type: ignore[attr-defined]
         except Exception as exc:  # noqa: BLE001 - a malformed message is answered, not fatal
             self._fail(peer, rid, op, exc)
             return
+        budget.add("host.decode", mark)
         if cls.in_order:  # answered now, before anything this front sent after it
+            mark = budget.start()
             try:
                 value = handler(peer, request)
             except BaseException as exc:  # noqa: BLE001 - answered as a status
                 self._fail(peer, rid, op, exc)
                 return
             self._reply_ok(peer, rid, cls, value)
+            budget.add("host.in_order", mark)  # commits, releases: applied as they are read
             return
         task = asyncio.get_running_loop().create_task(self._answer(peer, rid, cls, handler, request))
         if rid:
@@ -101,6 +106,7 @@ class EngineHost:
 
     async def _answer(self, peer: transport.Connection, rid: int, cls: Type[m.Message],
                       handler: Callable[..., Awaitable[Any]], request: Any) -> None:
+        mark = budget.start()
         try:
             value = await self._patiently(lambda: handler(peer, request))
         except BaseException as exc:  # noqa: BLE001 - answered as a status (a cancel: nobody waits)
@@ -109,10 +115,13 @@ class EngineHost:
             return
         finally:
             self._running.pop((peer, rid), None)
+        budget.add_wall("host.answer", mark)  # read -> its answer ready (a step: queued, batched, run)
         self._reply_ok(peer, rid, cls, value)
 
     def _reply_ok(self, peer: transport.Connection, rid: int, cls: Type[m.Message], value: Any) -> None:
+        mark = budget.start()
         body = cls.encode_reply(value)  # type: ignore[attr-defined]
+        budget.add("host.encode", mark)
         if cls.makes_key:
             self.keys.remember(peer, rid, cls.key_of(body))  # type: ignore[attr-defined]
         if rid:

@@ -20,6 +20,7 @@ from collections import Counter
 from typing import Any, Callable, Dict, Optional, Tuple, Type
 
 from ..api.errors import Unavailable
+from ..proc import budget
 from . import transport
 from .messages import PING_SECONDS, Cancel, Message, Ping, ReleaseUnused
 from .wire_values import decode_error, encode_error
@@ -101,9 +102,13 @@ class EngineLink:
         rid = next(self._ids)
         future = asyncio.get_running_loop().create_future()
         self._waiting[rid] = (future, cls)
-        self._connection.send([cls.op, rid, request.encode()])
+        mark = budget.start()  # the cost timers (proc/budget.py), None when off
+        body = request.encode()
+        budget.add("front.encode", mark)
+        self._connection.send([cls.op, rid, body])
         try:
             ok, body = await future
+            budget.add_wall("front.call", mark)  # sent -> its reply read: the engine's time and both hops
         except asyncio.CancelledError:  # the caller went away, maybe with the answer already in
             if future.done() and not future.cancelled():
                 self._release_unread(cls, *future.result())
@@ -112,7 +117,11 @@ class EngineLink:
             raise
         if not ok:
             raise decode_error(body)
-        return cls.decode_reply(body)  # type: ignore[attr-defined]
+        mark = budget.start()
+        try:
+            return cls.decode_reply(body)  # type: ignore[attr-defined]
+        finally:
+            budget.add("front.decode", mark)
 
     def tell(self, request: Message, now: bool = False) -> None:
         """A message with no reply (commit, release, ...); dropped while the engine is down
@@ -120,6 +129,11 @@ class EngineLink:
         this returns (transport.Connection.send), for what must reach the engine before a reply goes out."""
         if self.up and self._connection is not None:
             self._connection.send([request.op, 0, request.encode()], now=now)
+
+    def written(self) -> Optional[asyncio.Future]:
+        """None when nothing waits to be written to the engine; else a future done once it has
+        been (transport.Connection.written)."""
+        return self._connection.written() if self._connection is not None else None
 
     def _on_reply(self, _connection, message: list) -> None:
         rid, ok, body = message

@@ -12,7 +12,7 @@ live. Holds taken from an engine instance that is gone fail UNAVAILABLE.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import AsyncIterator, List, Optional, Tuple
+from typing import AsyncIterator, Awaitable, List, Optional, Tuple
 
 import numpy as np
 
@@ -81,7 +81,7 @@ class RemoteHold:
     def commit(self, pending: RemotePending, live: Live = always) -> StepResult:
         if not live():
             raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
-        self._tell(m.Commit(self.key), now=True)  # on the socket before the reply is written
+        self._tell(m.Commit(self.key))  # written with this loop turn's frames; the reply waits (written())
         return pending.result
 
     async def step(self, ids: np.ndarray, options: StepOptions, start: bool = False,
@@ -97,7 +97,7 @@ class RemoteHold:
     def _commit_and_release(self, wanted: bool) -> None:
         if not self.released:
             self.released = True
-            self._tell(m.DeferredCommit(self.key, bool(wanted)), now=wanted)  # a kept result: before its reply
+            self._tell(m.DeferredCommit(self.key, bool(wanted)))  # a kept result: its reply waits (written())
 
     def end_session(self, why: str) -> None:
         self._tell(m.EndSession(self.key, why))
@@ -135,6 +135,20 @@ class RemoteEngine(EngineBase):
     def __init__(self, config, card, vocab, link: EngineLink) -> None:
         super().__init__(config, card, vocab)
         self.link = link
+
+    def written(self) -> Optional[Awaitable[None]]:
+        """The edge awaits this before any reply leaves (edge/rpc.py): commits are queued frames,
+        and a whole loop turn's commits (a batch's worth of streams) go out in one write."""
+        waiting = self.link.written()
+        return None if waiting is None else self._wait_written(waiting)
+
+    @staticmethod
+    async def _wait_written(waiting: Awaitable[None]) -> None:
+        try:
+            await waiting
+        except ConnectionError:  # the engine released this front's holds uncommitted: say so
+            raise Unavailable("the link to the engine closed before this call's commit was written; its result "
+                              "was not kept; retry", retry_after_ms=500, reason="ENGINE_UNAVAILABLE") from None
 
     @property
     def runtime(self) -> RuntimeInfo:

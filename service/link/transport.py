@@ -22,7 +22,9 @@ closes it), where ZeroMQ would need a heartbeat to notice.
 One socket per front means the engine sees a front's messages in the order
 they were sent: a commit sent before the next step of the same session
 arrives before it. Frames queued in one turn of the event loop leave in one
-write: one syscall and one wake-up of the peer for a whole batch's replies.
+write: one syscall and one wake-up of the peer for a whole batch's replies,
+and for the commits of the streams they answer (the replies behind those
+commits wait for ``written()``, edge/rpc.py).
 """
 from __future__ import annotations
 
@@ -34,6 +36,8 @@ from typing import Any, Callable, List, Optional
 
 import msgpack
 import numpy as np
+
+from ..proc import budget
 
 
 _NDARRAY = 1  # msgpack extension code for numpy arrays
@@ -84,6 +88,7 @@ class Connection(asyncio.Protocol):
         self._unpacker = msgpack.Unpacker(ext_hook=_ext_hook, raw=False, strict_map_key=False,
                                           max_buffer_size=MAX_MESSAGE_BYTES)
         self._outbox: List[bytes] = []
+        self._written: Optional[asyncio.Future] = None  # done when the outbox has been written
         self._loop: Optional[asyncio.AbstractEventLoop] = None
 
     def connection_made(self, transport) -> None:  # type: ignore[override]
@@ -91,32 +96,63 @@ class Connection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
 
     def data_received(self, data: bytes) -> None:
+        mark = budget.start()  # the cost timers (proc/budget.py): one read = one wake-up of this side
         self._unpacker.feed(data)
         for message in self._unpacker:
             self.on_message(self, message)
+        budget.add("link.read", mark)
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         if not self.closed:
             self.closed = True
+            self._wake_writers(ConnectionError("the link closed before these frames were written"))
             self.on_lost(self)
 
     def send(self, message: Any, now: bool = False) -> None:
         """Queue ``message`` (written with the others at the end of this loop turn), or with
-        ``now`` write it and everything queued before it at once: a commit must be in the
+        ``now`` write it and everything queued before it at once. A commit must be in the
         kernel's socket buffer before the reply it stands behind can leave, or a front killed
-        right after the reply would take the commit with it."""
+        right after the reply would take the commit with it: either ``now``, or queued and the
+        reply held until ``written()`` (then a whole batch's commits leave in one write, one
+        wake-up of the engine, instead of one each)."""
         if self.closed:
             return
         if not self._outbox and self._loop is not None and not now:
             self._loop.call_soon(self._flush)
+        mark = budget.start()
         self._outbox.append(pack(message))
+        budget.add("link.pack", mark)
         if now:
             self._flush()
+
+    def written(self) -> Optional[asyncio.Future]:
+        """None when nothing is queued; else a future done once everything queued so far has been
+        handed to the socket (failed with ConnectionError if the link closes first)."""
+        if not self._outbox:
+            return None
+        if self.closed or self._loop is None:
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(ConnectionError("the link is closed: these frames will not be written"))
+            return failed
+        if self._written is None:
+            self._written = self._loop.create_future()
+        return self._written
 
     def _flush(self) -> None:
         frames, self._outbox = self._outbox, []
         if frames and self.transport is not None and not self.closed:
-            self.transport.write(b"".join(frames))
+            mark = budget.start()
+            self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))  # a lone frame: no copy
+            budget.add("link.write", mark)
+            self._wake_writers(None)
+
+    def _wake_writers(self, error: Optional[BaseException]) -> None:
+        waiting, self._written = self._written, None
+        if waiting is not None and not waiting.done():
+            if error is None:
+                waiting.set_result(None)
+            else:
+                waiting.set_exception(error)
 
     def close(self) -> None:
         if self.transport is not None:

@@ -13,6 +13,7 @@ import logging
 import time
 from typing import Optional
 
+from . import budget
 from .config import Config
 from ..link.engine_host import EngineHost
 from ..api.errors import ConfigError
@@ -68,6 +69,7 @@ async def serve_engine(config: Config, address: str) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(STOP_SIGNAL, stop.set)
+    budget.install(loop)  # LSTM_BUDGET set: SIGUSR2 dumps the cost timers (python -m bench --budget)
     await stop.wait()
     await process.stop()
     return 0

@@ -23,7 +23,7 @@ from typing import Optional, Sequence, Tuple
 
 from lstm_service.model.card import ModelCardError, load_card
 
-from . import grpc_log, logs, port_claim, supervisor
+from . import budget, grpc_log, logs, port_claim, supervisor
 from .config import Config, invoked_as, load_config
 from ..api.errors import ConfigError
 
@@ -77,6 +77,7 @@ async def serve(config: Config, role: str = "", claim: Optional[port_claim.PortC
     for sig in (signal.SIGTERM, signal.SIGINT) if not role else (supervisor.STOP_SIGNAL,):
         loop.add_signal_handler(sig, on_signal, sig)
     loop.add_signal_handler(signal.SIGHUP, app.auth.reload)  # re-read --tokens-file
+    budget.install(loop)  # LSTM_BUDGET set: SIGUSR2 dumps the cost timers (python -m bench --budget)
     await stop.wait()
     await app.stop()
     if claim is not None:

@@ -100,7 +100,7 @@ def _room(module: str) -> str:
     return module.split(".")[0]
 
 
-ANYWHERE = {"proc.logs"}  # the one structured-log line format: a leaf every room may log through
+ANYWHERE = {"proc.logs", "proc.budget"}  # leaves every room may use: the log line format, the cost timers
 
 
 def test_rooms_import_one_way():

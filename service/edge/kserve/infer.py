@@ -16,7 +16,7 @@ Alice's sequence 42 and Bob's sequence 42 are two sessions.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence as Seq
+from typing import Optional, Sequence as Seq
 
 import numpy as np
 
@@ -38,10 +38,11 @@ class Request:
     outputs: Seq[str]
 
 
-def decode(engine: EngineApi, request) -> Request:
-    """Validate everything before anything runs (INVALID_ARGUMENT with a message)."""
+def decode(engine: EngineApi, request, seq: Optional[sq.Sequence] = None) -> Request:
+    """Validate everything before anything runs (INVALID_ARGUMENT with a message); ``seq``: the
+    request's sequence controls when the caller has read them already (a stream, to order its requests)."""
     p = request.parameters
-    seq = sq.sequence_of(p)
+    seq = sq.sequence_of(p) if seq is None else seq
     outputs = tensors.requested_outputs(request)
     ids, text = tensors.request_input(request)
     tokens = engine.tokens(ids if ids is not None else (), text, tensors.INPUT_IDS if ids is not None else tensors.TEXT)
@@ -74,17 +75,30 @@ async def run(engine: EngineApi, r: Request, live: Live = always, caller: Caller
     return await _continue(engine, r, False, live, caller)
 
 
+def _not_active(seq: sq.Sequence, exc: NotFound) -> NotFound:
+    return NotFound(
+        f"sequence {seq.label} is not active ({exc.message}); begin it with sequence_start=true",
+        reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata={"session_id": seq.session_id},
+    )
+
+
 async def _continue(engine: EngineApi, r: Request, start: bool, live: Live, caller: Caller) -> StepResult:
     seq = r.sequence
+    if not start and not seq.end:
+        # The common step (neither start nor end) is a Predict on the sequence's session: hold, run,
+        # commit and release in one engine call and one commit message (with --fronts: one round
+        # trip to the engine and one frame after it, as an lstm.v1 stream step, where a hold, a step
+        # and a release of their own cost two round trips and four frames).
+        try:
+            return await engine.predict(seq.session_id, r.ids, r.options, live=live, caller=caller)
+        except NotFound as exc:
+            raise _not_active(seq, exc) from None
     try:
         hold = await engine.hold(seq.session_id, caller)
     except NotFound as exc:
         if start:
             raise
-        raise NotFound(
-            f"sequence {seq.label} is not active ({exc.message}); begin it with sequence_start=true",
-            reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata={"session_id": seq.session_id},
-        ) from None
+        raise _not_active(seq, exc) from None
     try:
         result = await hold.step(r.ids, r.options, start, live=live)
         if seq.end:

@@ -17,6 +17,7 @@ from ...proto.inference import grpc_service_pb2_grpc as pb_grpc
 from ...api.values import ANYONE, always
 from ...api.engine import EngineApi
 from ..lstm_v1 import LstmServicer
+from ...proc import budget
 from ..rpc import live_check, rpc_handler
 from . import infer, model, tensors
 from .stream import serve_stream
@@ -95,15 +96,21 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return self.stats.message(self.card)
 
     # -- inference ------------------------------------------------------------
-    async def infer(self, request, live=always, caller=ANYONE) -> pb.ModelInferResponse:
+    async def infer(self, request, live=always, caller=ANYONE, seq=None) -> pb.ModelInferResponse:
         """One request -> its response; ServiceError (nothing changed) when refused."""
         began, ok = time.perf_counter_ns(), False
+        mark = budget.start()  # the cost timers (proc/budget.py), None when off
         try:
             model.check_model(self.card, request.model_name, request.model_version)
-            decoded = infer.decode(self.engine, request)
+            decoded = infer.decode(self.engine, request, seq)
+            budget.add("kserve.check", mark)
+            mark = budget.start()
             result = await infer.run(self.engine, decoded, live, caller)
+            budget.add_wall("kserve.run", mark)
+            mark = budget.start()
             response = pb.ModelInferResponse(model_name=self.card.name, model_version=model.VERSION, id=request.id)
             tensors.write_outputs(response, result.scores, decoded.outputs)
+            budget.add("kserve.encode", mark)
             ok = True
             return response
         finally:

@@ -33,11 +33,12 @@ def error_reply(exc: ServiceError, request=None) -> pb.ModelStreamInferResponse:
     return reply
 
 
-async def _answer(servicer, request, before: Optional[asyncio.Task], live, caller) -> pb.ModelStreamInferResponse:
+async def _answer(servicer, request, seq: sq.Sequence, before: Optional[asyncio.Task], live,
+                  caller) -> pb.ModelStreamInferResponse:
     if before is not None:
         await asyncio.wait((before,))  # the same sequence's previous request, however it ended
     try:
-        return pb.ModelStreamInferResponse(infer_response=await servicer.infer(request, live, caller))
+        return pb.ModelStreamInferResponse(infer_response=await servicer.infer(request, live, caller, seq))
     except ServiceError as exc:
         return error_reply(exc, request)
 
@@ -70,12 +71,13 @@ async def _read(servicer, requests, replies: asyncio.Queue, live, caller) -> Non
             if request is None:
                 break
             try:
-                key = sq.sequence_of(request.parameters).session_id
+                seq = sq.sequence_of(request.parameters)  # read once: decode takes it from here
             except ServiceError as exc:
                 replies.put_nowait(error_reply(exc, request))
                 continue
+            key = seq.session_id
             await slots.acquire()
-            task = asyncio.ensure_future(_answer(servicer, request, last.get(key) if key else None, live, caller))
+            task = asyncio.ensure_future(_answer(servicer, request, seq, last.get(key) if key else None, live, caller))
             tasks.add(task)
             if key:
                 last[key] = task

@@ -44,3 +44,47 @@ async def test_a_message_sent_now_is_on_the_socket_before_send_returns_after_wha
     finally:
         connection.close()
         theirs.close()
+
+
+async def test_written_is_done_once_everything_queued_is_on_the_socket_in_one_write():
+    """The edge awaits ``written()`` before a reply leaves (edge/rpc.py): the commits of every
+    stream answered in one loop turn go out together, in order, and each reply waits for them."""
+    connection, theirs = await _pair()
+    try:
+        assert connection.written() is None  # nothing queued: nothing to wait for
+        for i in range(5):
+            connection.send(["commit", 0, [i]])
+        waiting = connection.written()
+        assert waiting is not None and connection.written() is waiting  # one write, one future for all
+        assert not waiting.done() and _received(theirs) == []
+        await waiting
+        assert _received(theirs) == [["commit", 0, [i]] for i in range(5)]
+        assert connection.written() is None
+    finally:
+        connection.close()
+        theirs.close()
+
+
+async def test_written_fails_when_the_link_closes_first():
+    connection, theirs = await _pair()
+    try:
+        connection.send(["commit", 0, ["a"]])
+        waiting = connection.written()
+        connection.connection_lost(None)  # as the loop reports a closed socket
+        try:
+            await waiting
+        except ConnectionError:
+            pass
+        else:
+            raise AssertionError("written() succeeded on a closed link")
+        again = connection.written()  # asked after the close: the frame is still unwritten
+        assert again is not None
+        try:
+            await again
+        except ConnectionError:
+            pass
+        else:
+            raise AssertionError("written() succeeded on a closed link")
+    finally:
+        connection.close()
+        theirs.close()
