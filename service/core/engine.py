@@ -19,17 +19,19 @@ touches, through the public methods under "for holds" below.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, AsyncIterator, Optional, Tuple
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Optional, Tuple
 
 import numpy as np
 
 from ..api import options as opts
 from ..api.engine_base import CreateCommit, EngineBase, RecordCommit
 from ..api.options import GenerateOptions, StepOptions
-from ..api.values import ANYONE, Caller, DeferredCommit, Generated, Scores, SessionInfo, State, StepResult
+from ..api.values import (ANYONE, Caller, DeferredCommit, Generated, Kept, Remembrance, Scores, SessionInfo, State,
+                          StepResult)
 from ..persist.durability import Durability
 from .batch_runner import BatchRunner, StepOutput, StepRequest
 from .generation import generate
@@ -221,9 +223,10 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
         return self.store.create(name.id or None, ttl, owner=name.owner)
 
     async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool,
-                          caller: Caller = ANYONE) -> Hold:
-        """Attach a stream to a session, creating it first when asked. Counts against the
-        caller's open streams until released."""
+                          caller: Caller = ANYONE, remember: Optional[Remembrance] = None) -> Hold:
+        """Attach a stream to a session, creating it first when asked (``remember``: keep the
+        session's record under its request id, with the creation). Counts against the caller's
+        open streams until released."""
         self.quotas.open_stream(caller.principal)
         try:
             if create:
@@ -235,14 +238,51 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             self.quotas.close_stream(caller.principal)
             raise
         hold.stream = True
+        if remember is not None:
+            self.ledger.keep(caller.principal, remember, hold.info)
         return hold
 
-    # -- request ids: no await inside, so a remember right after a commit is atomic with it ---------
-    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[bytes]:
+    # -- request ids: each answer is kept right after its commit, no await between ------------------
+    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[Kept]:
         return self.ledger.recall(caller.principal, request_id, fingerprint)
 
-    async def remember(self, request_id: str, fingerprint: bytes, answer: bytes, caller: Caller = ANYONE) -> None:
-        self.ledger.remember(caller.principal, request_id, fingerprint, answer)
+    def remembering(self, commit: Callable[[bool], Awaitable[Optional[SessionInfo]]],
+                    caller: Caller) -> RecordCommit:
+        """``commit(wanted, remember=None)``: ``commit``, then the answer kept under the request
+        id. The commits wrapped have no await inside, so nothing runs between the two."""
+        async def remembered(wanted: bool = True, remember: Optional[Remembrance] = None) -> Optional[SessionInfo]:
+            info = await commit(wanted)
+            if info is not None and remember is not None:
+                self.ledger.keep(caller.principal, remember, info)
+            return info
+
+        return remembered
+
+    def deferred_commit(self, hold: Hold, pending: Pending) -> DeferredCommit:
+        """A held step's ``commit(wanted, remember=None)``, the answer kept with the commit."""
+        commit, session = hold.deferred_commit(pending), hold.session
+
+        def remembered(wanted: bool, remember: Optional[Remembrance] = None) -> None:
+            applies = wanted and (session is None or session.alive)
+            commit(wanted)
+            if applies and remember is not None:
+                self.ledger.keep(hold.caller.principal, remember)
+
+        return remembered
+
+    async def reset_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
+        return self.remembering(await super().reset_deferred(session_id, caller), caller)
+
+    async def delete_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
+        return self.remembering(await super().delete_deferred(session_id, caller), caller)
+
+    async def fork_deferred(self, session_id: str, new_id: Optional[str], ttl: float,
+                            caller: Caller = ANYONE) -> RecordCommit:
+        return self.remembering(await super().fork_deferred(session_id, new_id, ttl, caller), caller)
+
+    async def import_deferred(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
+                              caller: Caller = ANYONE) -> RecordCommit:
+        return self.remembering(await super().import_deferred(blob, key, session_id, ttl, caller), caller)
 
     async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
         """Spend ``n`` of the caller's tokens (--tokens-per-second-per-principal) for model work
@@ -267,7 +307,7 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
         except BaseException:
             hold.release()
             raise
-        return pending.result, hold.deferred_commit(pending)
+        return pending.result, self.deferred_commit(hold, pending)
 
     async def rewind_deferred(self, session_id: str, steps: int, caller: Caller = ANYONE) -> RecordCommit:
         """The session's state after ``steps`` tokens, replayed from its journal under a hold;
@@ -282,7 +322,7 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             hold.release()
             raise
 
-        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
+        async def commit(wanted: bool = True, remember: None = None) -> Optional[SessionInfo]:
             try:
                 if not wanted:
                     return None
@@ -310,7 +350,7 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             async def create(wanted: bool = True) -> Optional[SessionInfo]:
                 return self.info(self._new_session(session_id, ttl, caller), caller) if wanted else None
 
-            return None, create
+            return None, self.remembering(create, caller)
         store.check_ttl(ttl)
         name = self.session_name(session_id or "", caller)
         if session_id:
@@ -330,13 +370,32 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             pending.result.session_id = session.id
             return self.info(session, caller)
 
-        return pending.result, commit
+        return pending.result, self.remembering(commit, caller)
 
     def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
-                 expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]:
+                 expected_steps: Optional[int] = None, caller: Caller = ANYONE,
+                 remember: Optional[Remembrance] = None) -> AsyncIterator[Generated]:
         """Sample tokens one at a time, each committed as it is handed to the consumer
-        (core/generation.py). Use with ``contextlib.aclosing`` so the session is released on cancel."""
-        return generate(self, session_id, prompt, options, expected_steps, caller)
+        (core/generation.py), and with ``remember`` kept under its request id as it is committed.
+        Use with ``contextlib.aclosing`` so the session is released on cancel."""
+        tokens = generate(self, session_id, prompt, options, expected_steps, caller)
+        return tokens if remember is None else self._kept_tokens(tokens, remember, caller)
+
+    async def _kept_tokens(self, tokens: AsyncIterator[Generated], remember: Remembrance,
+                           caller: Caller) -> AsyncIterator[Generated]:
+        """Each token appended to the request id's answer right after its commit (no await
+        between: the token is committed as the generator yields it)."""
+        kept: Optional[Kept] = None
+        try:
+            async with contextlib.aclosing(tokens):  # type: ignore[type-var]
+                async for g in tokens:
+                    if kept is None:  # the first token: the call changed the session, its answer is kept
+                        kept = self.ledger.keep(caller.principal, remember, running=True) or Kept(b"")
+                    self.ledger.add_token(caller.principal, remember.request_id, kept, g)
+                    yield g
+        finally:
+            if kept is not None:
+                self.ledger.finished(kept)
 
     async def sample_step(self, token: int, state: State) -> StepOutput:
         """One generated token through the model (batched with other sessions' steps), no top-k."""

@@ -12,7 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from lstm_service.service.core.request_ledger import ENTRY_OVERHEAD, RequestLedger
+from lstm_service.service.api.values import Generated, Remembrance
+from lstm_service.service.core.request_ledger import ENTRY_OVERHEAD, TOKEN_OVERHEAD, RequestLedger
 from lstm_service.service.api.errors import InvalidArgument
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from svc_helpers import serving
@@ -125,16 +126,32 @@ async def test_timed_out_creates_and_forks_retried_with_their_id_leave_exactly_o
 def test_the_ledger_keeps_answers_for_its_window_and_within_its_bounds():
     now = [0.0]
     ledger = RequestLedger(lambda: now[0], window=600, max_ids=3, max_bytes=10 * (100 + ENTRY_OVERHEAD))
-    ledger.remember("alice", "a", b"f", b"answer-a")
-    ledger.remember("alice", "a", b"f", b"another")  # a first answer is never replaced
-    assert ledger.recall("alice", "a", b"f") == b"answer-a"
+    ledger.keep("alice", Remembrance("a", b"f", b"answer-a"))
+    assert ledger.keep("alice", Remembrance("a", b"f", b"another")) is None  # a first answer is never replaced
+    kept = ledger.recall("alice", "a", b"f")
+    assert kept is not None and kept.answer == b"answer-a"
     assert ledger.recall("bob", "a", b"f") is None  # per principal
     with pytest.raises(InvalidArgument):
         ledger.recall("alice", "a", b"g")
     for rid in "bcd":
-        ledger.remember("alice", rid, b"f", b"x")
+        ledger.keep("alice", Remembrance(rid, b"f", b"x"))
     assert ledger.recall("alice", "a", b"f") is None and len(ledger) == 3  # the oldest went first
     now[0] = 601
     assert ledger.recall("alice", "d", b"f") is None and len(ledger) == 0  # past the window
-    ledger.remember("alice", "big", b"f", b"x" * (11 * (100 + ENTRY_OVERHEAD)))
+    ledger.keep("alice", Remembrance("big", b"f", b"x" * (11 * (100 + ENTRY_OVERHEAD))))
     assert len(ledger) == 0  # over the byte bound on its own: not kept
+
+
+def test_a_generate_answer_grows_with_its_tokens_and_counts_against_the_byte_bound():
+    ledger = RequestLedger(window=600, max_ids=10, max_bytes=2 * ENTRY_OVERHEAD + 3 * (TOKEN_OVERHEAD + 2))
+    ledger.keep("alice", Remembrance("older", b"f"))
+    kept = ledger.keep("alice", Remembrance("gen", b"g"), running=True)
+    assert kept is not None and kept.running
+    for steps in range(1, 4):
+        ledger.add_token("alice", "gen", kept, Generated(7, b"a", "a", -1.0, steps, None))
+    again = ledger.recall("alice", "gen", b"g")
+    assert again is kept and [g.steps for g in again.tokens] == [1, 2, 3] and ledger.knows("alice", "older")
+    ledger.add_token("alice", "gen", kept, Generated(7, b"a", "a", -1.0, 4, "length"))
+    ledger.finished(kept)
+    assert not kept.running and not ledger.knows("alice", "older")  # the oldest made room for it
+    assert ledger.knows("alice", "gen")
