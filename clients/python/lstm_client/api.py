@@ -115,6 +115,9 @@ class Api:
             request.prompt.CopyFrom(make_input(prompt, tokens))
         set_expected_steps(request, expected_steps)
         self._carry_seen(session_id, request)
+        # With a retry policy it carries a request id: a resend after a lost reply generates
+        # nothing again, the server replays the tokens the first send kept (docs/errors.md).
+        self._request_id(request, retry)
 
         def attempt() -> Steps:  # a lost reply is recoverable only before the first token arrives
             handle = yield OpenServerStream("Generate", request, session_id)
@@ -219,7 +222,9 @@ class Api:
                 if not policy.may_retry(error, n):
                     raise
                 yield Sleep(policy.pause(error, n))
-                if session_id and error.code() in LOST_REPLY:
+                # With a request id the resend is safe whatever happened: the server answers it from
+                # what the first send kept, if it applied. Without one, only if the count shows it did not.
+                if session_id and error.code() in LOST_REPLY and not request.request_id:
                     steps = yield from self._session_steps(session_id, policy)
                     if steps != request.expected_steps:
                         error.step_applied = True
