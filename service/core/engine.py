@@ -332,6 +332,9 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
                     session.journal.truncate(base.steps)
                     self.store.rewound(session, base.state, base.steps, base.last_logprobs)
                     self.record_if_due(session)
+                elif session.journal is not None:  # to its own count: the client saw every step
+                    session.journal = self.journals.confirmed_all(session.steps, session.state,
+                                                                  session.last_logprobs)
                 return self.info(session, caller)
             finally:
                 hold.release()
