@@ -10,17 +10,23 @@ Sequence semantics, as Triton's sequence batcher:
     no sequence   a stateless step from the zero state; nothing is committed
 A request that fails leaves the sequence as it was (a failed start creates nothing),
 and a step is committed only while the call is live (not cancelled, not past
-its deadline). Sequence ids are per principal, as session ids are (service/core/session_ids.py):
+its deadline). Reconciling a request whose outcome is in doubt (DEADLINE_EXCEEDED,
+a lost reply; docs/errors.md): every answer of a sequence carries the session's count
+(response parameter ``sequence_steps``); a continue or end resent with parameter
+``expected_steps`` = the count last seen is rewound there first (the session's journal),
+so it applies exactly once; a start resent runs from the zero state again (the same
+outcome); an end that did apply leaves SEQUENCE_NOT_FOUND with metadata ``ended`` =
+``sequence_end``, and a start + end changes nothing that a resend would change again. Sequence ids are per principal, as session ids are (service/core/session_ids.py):
 Alice's sequence 42 and Bob's sequence 42 are two sessions.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence as Seq
+from typing import Optional, Sequence as Seq
 
 import numpy as np
 
-from ...api.errors import AlreadyExists, NotFound
+from ...api.errors import AlreadyExists, InvalidArgument, NotFound
 from ...api.engine import EngineApi
 from ...api.options import StepOptions
 from ...api.values import ANYONE, Caller, Live, StepResult, always
@@ -36,6 +42,7 @@ class Request:
     options: StepOptions
     sequence: sq.Sequence
     outputs: Seq[str]
+    expected_steps: Optional[int] = None  # a continue's or end's count the client last saw (a resend)
 
 
 def decode(engine: EngineApi, request) -> Request:
@@ -47,7 +54,12 @@ def decode(engine: EngineApi, request) -> Request:
     tokens = engine.tokens(ids if ids is not None else (), text, tensors.INPUT_IDS if ids is not None else tensors.TEXT)
     options = engine.step_options(sq.int_parameter(p, "top_k"), sq.bool_parameter(p, "all_positions"),
                                   tensors.LOGPROBS in outputs)
-    return Request(tokens, options, seq, outputs)
+    expected = sq.int_parameter(p, "expected_steps")
+    if expected is not None and (not seq.session_id or seq.start or expected < 0):
+        raise InvalidArgument(
+            f"parameter expected_steps ({expected}) is the count a continue or end of a sequence last saw "
+            "(>= 0); a stateless step or a sequence_start has none", field="parameters.expected_steps")
+    return Request(tokens, options, seq, outputs, expected)
 
 
 async def run(engine: EngineApi, r: Request, live: Live = always, caller: Caller = ANYONE) -> StepResult:
@@ -81,12 +93,15 @@ async def _continue(engine: EngineApi, r: Request, start: bool, live: Live, call
     except NotFound as exc:
         if start:
             raise
+        metadata = {"session_id": seq.session_id}
+        if ENDED in exc.message:  # a resent end that did apply learns it did
+            metadata["ended"] = "sequence_end"
         raise NotFound(
             f"sequence {seq.label} is not active ({exc.message}); begin it with sequence_start=true",
-            reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata={"session_id": seq.session_id},
+            reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata=metadata,
         ) from None
     try:
-        result = await hold.step(r.ids, r.options, start, live=live)
+        result = await hold.step(r.ids, r.options, start, None if start else r.expected_steps, live=live)
         if seq.end:
             hold.end_session(ENDED)
         return result
