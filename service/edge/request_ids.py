@@ -43,7 +43,8 @@ def fingerprint(method: str, request) -> bytes:
     return hashlib.sha256(method.encode() + b"\0" + body.SerializeToString(deterministic=True)).digest()
 
 
-async def recall(engine: EngineApi, method: str, request, caller: Caller) -> "tuple[Optional[Kept], Optional[Remembrance]]":
+async def recall(engine: EngineApi, method: str, request,
+                 caller: Caller) -> "tuple[Optional[Kept], Optional[Remembrance]]":
     """(what an earlier call with the request's id kept, None) or (None, the remembrance for this
     call's commit); (None, None) without a request id."""
     request_id = request.request_id

@@ -10,7 +10,7 @@ from typing import ClassVar, Optional, Tuple
 import numpy as np
 
 from ..api.options import GenerateOptions, StepOptions
-from ..api.values import Caller, Generated, Kept, Remembrance, StepResult
+from ..api.values import Caller, Generated, Remembrance, StepResult
 from . import wire_values as w
 from .ops import Message, Op, none
 

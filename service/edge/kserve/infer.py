@@ -16,13 +16,15 @@ a lost reply; docs/errors.md): every answer of a sequence carries the session's 
 ``expected_steps`` = the count last seen is rewound there first (the session's journal),
 so it applies exactly once; a start resent runs from the zero state again (the same
 outcome); an end that did apply leaves SEQUENCE_NOT_FOUND with metadata ``ended`` =
-``sequence_end``, and a start + end changes nothing that a resend would change again. Sequence ids are per principal, as session ids are (service/core/session_ids.py):
+``sequence_end``, and a start + end changes nothing that a resend would change again.
+Sequence ids are per principal, as session ids are (service/core/session_ids.py):
 Alice's sequence 42 and Bob's sequence 42 are two sessions.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence as Seq
+from typing import Optional
+from typing import Sequence as Seq
 
 import numpy as np
 
