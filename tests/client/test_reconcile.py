@@ -80,3 +80,14 @@ def test_with_retry_a_stream_open_carries_a_request_id(server):
     with Client(server.target) as client:
         with client.stream() as stream:
             assert stream.request_id == ""
+
+
+def test_with_retry_a_generate_cut_mid_way_resumes_from_the_replay_of_what_was_kept(relay):
+    with Client(relay.target, retry=True) as client:
+        sid = client.create_session("To be").session.id
+        relay.drop("Generate", "cut")  # two tokens reach the client, then the connection is cut
+        tokens = list(client.generate(session_id=sid, max_tokens=60, seed=4))
+        steps = client.get_session(sid).steps
+        # the two read, then the rest the server kept, each once: the session holds exactly these
+        assert [t.steps for t in tokens] == list(range(6, steps + 1)) and len(tokens) >= 3
+    assert [m for m, _ in relay.calls].count("Generate") == 2

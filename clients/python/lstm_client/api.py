@@ -129,13 +129,30 @@ class Api:
         # yielded (or to where the call began, if none was).
         seen: Optional[int] = request.expected_steps if request.HasField("expected_steps") else None
         finished = False
+        policy = as_policy(retry) if retry is not None else self.retry
+        cuts = 0
         try:
-            while response is not END:
-                seen = response.steps
-                finished = response.finish_reason != pb.FINISH_REASON_UNSPECIFIED
-                yield Emit(response)
-                response = yield Next(handle)
-            finished = True
+            while True:
+                try:
+                    while response is not END:
+                        seen = response.steps
+                        finished = response.finish_reason != pb.FINISH_REASON_UNSPECIFIED
+                        yield Emit(response)
+                        response = yield Next(handle)
+                    finished = True
+                    break
+                except ClientError as error:
+                    # Cut mid-way (a lost connection): resent with its request id, the server replays
+                    # every token the first send kept; those already yielded are skipped. A replay
+                    # that ends without a finish reason means the first send was cut there too.
+                    if policy is None or not request.request_id or error.code() not in LOST_REPLY \
+                            or not policy.may_retry(error, cuts):
+                        raise
+                    yield Sleep(policy.pause(error, cuts))
+                    cuts += 1
+                    handle, response = yield from self._with_retry(attempt, request, session_id, retry)
+                    while response is not END and seen is not None and response.steps <= seen:
+                        response = yield Next(handle)
         finally:
             if session_id and not finished and seen is not None:
                 self.seen[session_id] = seen
