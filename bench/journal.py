@@ -83,8 +83,14 @@ def main(args, server_args: List[str], streams: List[int], warmup: float, durati
     try:
         plain = ServiceProcess.start([*server_args, "--journal-calls", "0"])
         journaled = ServiceProcess.start(server_args)
+        # each figure on a server of its own: the sessions of one measurement stay, and would skew the next
+        confirmed = ServiceProcess.start(server_args)
+        try:
+            on_confirmed = memory_per_session(confirmed, SESSIONS, confirm_all=True)
+        finally:
+            confirmed.stop()
         memory = {"off": memory_per_session(plain, SESSIONS), "on": memory_per_session(journaled, SESSIONS),
-                  "on_confirmed": memory_per_session(journaled, SESSIONS, confirm_all=True)}
+                  "on_confirmed": on_confirmed}
         print(f"memory per idle session: off {memory['off']:.1f} KB, on {memory['on']:.1f} KB, on and confirmed "
               f"whole {memory['on_confirmed']:.1f} KB", flush=True)
         with ClientPool(args.clients, args.streams_per_channel, args.top_k, args.parse_responses) as pool:
