@@ -19,19 +19,17 @@ touches, through the public methods under "for holds" below.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import time
-from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, AsyncIterator, Optional, Tuple
 
 import numpy as np
 
 from ..api import options as opts
 from ..api.engine_base import CreateCommit, EngineBase, RecordCommit
 from ..api.options import GenerateOptions, StepOptions
-from ..api.values import (ANYONE, Caller, DeferredCommit, Generated, Kept, Remembrance, Scores, SessionInfo, State,
-                          StepResult)
+from ..api.values import ANYONE, Caller, DeferredCommit, Generated, Remembrance, Scores, SessionInfo, State, StepResult
 from ..persist.durability import Durability
 from .batch_runner import BatchRunner, StepOutput, StepRequest
 from .generation import generate
@@ -41,7 +39,7 @@ from .quotas import Quotas, StreamSlot
 from .scheduler import Scheduler
 from .session_ids import SessionName, address, is_valid
 from .journal import Journal, Journals
-from .request_ledger import RequestLedger
+from .request_ledger import AnswersKept, RequestLedger
 from .session_records import SessionRecords
 from .sessions import Session, SessionStore
 from .vocab import served_vocab
@@ -52,7 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("service.engine")
 
 
-class Engine(SessionRecords, EngineBase):  # the records' deferred halves before the base's stubs
+class Engine(AnswersKept, SessionRecords, EngineBase):  # request ids' commits, the records' deferred halves,
+    # then the base's stubs (AnswersKept wraps the records' commits: it comes first)
     def __init__(self, config, card, runtime, metrics=None, clock=time.monotonic, on_event=None) -> None:
         super().__init__(config, card, served_vocab(card))
         self.runtime = runtime  # what is served (precision, providers), for model descriptions
@@ -242,48 +241,6 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             self.ledger.keep(caller.principal, remember, hold.info)
         return hold
 
-    # -- request ids: each answer is kept right after its commit, no await between ------------------
-    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[Kept]:
-        return self.ledger.recall(caller.principal, request_id, fingerprint)
-
-    def remembering(self, commit: Callable[[bool], Awaitable[Optional[SessionInfo]]],
-                    caller: Caller) -> RecordCommit:
-        """``commit(wanted, remember=None)``: ``commit``, then the answer kept under the request
-        id. The commits wrapped have no await inside, so nothing runs between the two."""
-        async def remembered(wanted: bool = True, remember: Optional[Remembrance] = None) -> Optional[SessionInfo]:
-            info = await commit(wanted)
-            if info is not None and remember is not None:
-                self.ledger.keep(caller.principal, remember, info)
-            return info
-
-        return remembered
-
-    def deferred_commit(self, hold: Hold, pending: Pending) -> DeferredCommit:
-        """A held step's ``commit(wanted, remember=None)``, the answer kept with the commit."""
-        commit, session = hold.deferred_commit(pending), hold.session
-
-        def remembered(wanted: bool, remember: Optional[Remembrance] = None) -> None:
-            applies = wanted and (session is None or session.alive)
-            commit(wanted)
-            if applies and remember is not None:
-                self.ledger.keep(hold.caller.principal, remember)
-
-        return remembered
-
-    async def reset_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
-        return self.remembering(await super().reset_deferred(session_id, caller), caller)
-
-    async def delete_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
-        return self.remembering(await super().delete_deferred(session_id, caller), caller)
-
-    async def fork_deferred(self, session_id: str, new_id: Optional[str], ttl: float,
-                            caller: Caller = ANYONE) -> RecordCommit:
-        return self.remembering(await super().fork_deferred(session_id, new_id, ttl, caller), caller)
-
-    async def import_deferred(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
-                              caller: Caller = ANYONE) -> RecordCommit:
-        return self.remembering(await super().import_deferred(blob, key, session_id, ttl, caller), caller)
-
     async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
         """Spend ``n`` of the caller's tokens (--tokens-per-second-per-principal) for model work
         that runs outside a hold (Explain without commit); ResourceExhausted, nothing spent, if over."""
@@ -382,23 +339,7 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
         (core/generation.py), and with ``remember`` kept under its request id as it is committed.
         Use with ``contextlib.aclosing`` so the session is released on cancel."""
         tokens = generate(self, session_id, prompt, options, expected_steps, caller)
-        return tokens if remember is None else self._kept_tokens(tokens, remember, caller)
-
-    async def _kept_tokens(self, tokens: AsyncIterator[Generated], remember: Remembrance,
-                           caller: Caller) -> AsyncIterator[Generated]:
-        """Each token appended to the request id's answer right after its commit (no await
-        between: the token is committed as the generator yields it)."""
-        kept: Optional[Kept] = None
-        try:
-            async with contextlib.aclosing(tokens):  # type: ignore[type-var]
-                async for g in tokens:
-                    if kept is None:  # the first token: the call changed the session, its answer is kept
-                        kept = self.ledger.keep(caller.principal, remember, running=True) or Kept(b"")
-                    self.ledger.add_token(caller.principal, remember.request_id, kept, g)
-                    yield g
-        finally:
-            if kept is not None:
-                self.ledger.finished(kept)
+        return tokens if remember is None else self.kept_tokens(tokens, remember, caller)
 
     async def sample_step(self, token: int, state: State) -> StepOutput:
         """One generated token through the model (batched with other sessions' steps), no top-k."""

@@ -17,13 +17,18 @@ is not kept: its retry simply runs.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional
+from typing import TYPE_CHECKING, AsyncIterator, Awaitable, Callable, Dict, Optional
 
+from ..api.engine_base import RecordCommit
 from ..api.errors import InvalidArgument, quote
-from ..api.values import Generated, Kept, Remembrance, SessionInfo
+from ..api.values import ANYONE, Caller, DeferredCommit, Generated, Kept, Remembrance, SessionInfo
+
+if TYPE_CHECKING:
+    from .hold import Hold, Pending
 
 WINDOW = 600.0  # seconds an answer is kept
 MAX_IDS = 1000  # per principal
@@ -127,3 +132,74 @@ class RequestLedger:
 
     def __len__(self) -> int:
         return sum(len(ledger.outcomes) for ledger in self._by_principal.values())
+
+
+class AnswersKept:
+    """The engine's side of request ids (mixed into core.engine.Engine, before SessionRecords,
+    whose record ops' commits it wraps): each call's answer kept under its request id in the
+    same synchronous stretch as its commit. Every commit wrapped here has no await inside,
+    so nothing runs between the commit and the keeping, in either server mode (with
+    --fronts, the engine host calls these with the id the commit's message carried)."""
+
+    ledger: RequestLedger
+
+    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[Kept]:
+        return self.ledger.recall(caller.principal, request_id, fingerprint)
+
+    def remembering(self, commit: Callable[[bool], Awaitable[Optional[SessionInfo]]],
+                    caller: Caller) -> RecordCommit:
+        """``commit(wanted, remember=None)``: ``commit``, then the answer (the session record it
+        gave) kept under the request id."""
+        async def remembered(wanted: bool = True, remember: Optional[Remembrance] = None) -> Optional[SessionInfo]:
+            info = await commit(wanted)
+            if info is not None and remember is not None:
+                self.ledger.keep(caller.principal, remember, info)
+            return info
+
+        return remembered
+
+    def deferred_commit(self, hold: "Hold", pending: "Pending") -> DeferredCommit:
+        """A held step's ``commit(wanted, remember=None)``, the answer kept with the commit."""
+        commit, session = hold.deferred_commit(pending), hold.session
+
+        def remembered(wanted: bool, remember: Optional[Remembrance] = None) -> None:
+            applies = wanted and (session is None or session.alive)
+            commit(wanted)
+            if applies and remember is not None:
+                self.ledger.keep(hold.caller.principal, remember)
+
+        return remembered
+
+    async def kept_tokens(self, tokens: AsyncIterator[Generated], remember: Remembrance,
+                          caller: Caller) -> AsyncIterator[Generated]:
+        """A Generate's tokens, each appended to its request id's answer right after its commit
+        (the token is committed as the generator yields it). Kept from the first token on: a
+        Generate that kept none changed nothing, and its retry runs afresh."""
+        kept: Optional[Kept] = None
+        try:
+            async with contextlib.aclosing(tokens):  # type: ignore[type-var]
+                async for g in tokens:
+                    if kept is None:
+                        kept = self.ledger.keep(caller.principal, remember, running=True) or Kept(b"")
+                    self.ledger.add_token(caller.principal, remember.request_id, kept, g)
+                    yield g
+        finally:
+            if kept is not None:
+                self.ledger.finished(kept)
+
+    # the record ops' commits (core/session_records.py), wrapped to keep their answers
+    async def reset_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
+        return self.remembering(await super().reset_deferred(session_id, caller), caller)  # type: ignore[misc]
+
+    async def delete_deferred(self, session_id: str, caller: Caller = ANYONE) -> RecordCommit:
+        return self.remembering(await super().delete_deferred(session_id, caller), caller)  # type: ignore[misc]
+
+    async def fork_deferred(self, session_id: str, new_id: Optional[str], ttl: float,
+                            caller: Caller = ANYONE) -> RecordCommit:
+        return self.remembering(await super().fork_deferred(session_id, new_id, ttl, caller),  # type: ignore[misc]
+                                caller)
+
+    async def import_deferred(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
+                              caller: Caller = ANYONE) -> RecordCommit:
+        return self.remembering(await super().import_deferred(  # type: ignore[misc]
+            blob, key, session_id, ttl, caller), caller)
