@@ -4,8 +4,10 @@ Two service processes on the same model, one with the journal (the shipped
 --journal-calls), one with ``--journal-calls 0``:
 
 - memory per idle session: the server tree's resident memory grows by this much
-  per session that was created with a 16-token prompt and then stepped once
-  (a call that could be in doubt, so the journal holds a state);
+  per session that was created with a 16-token prompt, stepped once, then stepped
+  again with expected_steps (confirming the first: the last call is in doubt), and,
+  on the journaled server, the same then confirmed whole with a RewindSession to its
+  own count (the journal then shares the session's state: nothing of its own);
 - cost per step at 64 streams (1 token per message): steps/s, p50/p99 and server
   CPU per step, off then on and on then off, so background load shows as a
   difference between the two orders; the ratio on/off is per order.
@@ -31,8 +33,9 @@ def tree_rss_kb(pid: int) -> int:
     return sum(memory_kb(p) for p in tree(pid))
 
 
-def memory_per_session(server: ServiceProcess, sessions: int) -> float:
-    """KB of resident memory per idle session, over ``sessions`` sessions (created, stepped once)."""
+def memory_per_session(server: ServiceProcess, sessions: int, confirm_all: bool = False) -> float:
+    """KB of resident memory per idle session, over ``sessions`` sessions (created, stepped, stepped
+    again confirming the first; ``confirm_all``: then a RewindSession to its own count)."""
     from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
     from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 
@@ -47,14 +50,18 @@ def memory_per_session(server: ServiceProcess, sessions: int) -> float:
         for _ in range(sessions):
             sid = stub.CreateSession(pb.CreateSessionRequest(prompt=prompt)).session.id
             stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(tokens=[65])))
+            stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(tokens=[66]), expected_steps=17))
+            if confirm_all:
+                stub.RewindSession(pb.RewindSessionRequest(session_id=sid, steps=18))
         time.sleep(0.5)
         after = tree_rss_kb(server.pid)
     return (after - before) / sessions
 
 
 def table(memory: dict, rows: List[dict]) -> str:
-    lines = [f"memory per idle session (created with a 16-token prompt, stepped once; {SESSIONS} sessions): "
-             f"journal off {memory['off']:.1f} KB, on {memory['on']:.1f} KB",
+    lines = [f"memory per idle session (created with a 16-token prompt, stepped twice, the second confirming the "
+             f"first; {SESSIONS} sessions): journal off {memory['off']:.1f} KB, on {memory['on']:.1f} KB, "
+             f"on and confirmed whole (RewindSession to its count) {memory['on_confirmed']:.1f} KB",
              "",
              "| streams | order | off steps/s | on steps/s | on/off | off p50 / p99 ms | on p50 / p99 ms "
              "| server CPU us/step off / on |",
@@ -76,8 +83,16 @@ def main(args, server_args: List[str], streams: List[int], warmup: float, durati
     try:
         plain = ServiceProcess.start([*server_args, "--journal-calls", "0"])
         journaled = ServiceProcess.start(server_args)
-        memory = {"off": memory_per_session(plain, SESSIONS), "on": memory_per_session(journaled, SESSIONS)}
-        print(f"memory per idle session: off {memory['off']:.1f} KB, on {memory['on']:.1f} KB", flush=True)
+        # each figure on a server of its own: the sessions of one measurement stay, and would skew the next
+        confirmed = ServiceProcess.start(server_args)
+        try:
+            on_confirmed = memory_per_session(confirmed, SESSIONS, confirm_all=True)
+        finally:
+            confirmed.stop()
+        memory = {"off": memory_per_session(plain, SESSIONS), "on": memory_per_session(journaled, SESSIONS),
+                  "on_confirmed": on_confirmed}
+        print(f"memory per idle session: off {memory['off']:.1f} KB, on {memory['on']:.1f} KB, on and confirmed "
+              f"whole {memory['on_confirmed']:.1f} KB", flush=True)
         with ClientPool(args.clients, args.streams_per_channel, args.top_k, args.parse_responses) as pool:
             for n in streams:
                 for on_first in (False, True):

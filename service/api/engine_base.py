@@ -16,7 +16,7 @@ import numpy as np
 from . import options as opts
 from .errors import CallEnded
 from .options import GenerateOptions, StepOptions
-from .values import ANYONE, Caller, DeferredCommit, Live, SessionInfo, State, StepResult, always
+from .values import ANYONE, Caller, DeferredCommit, Live, Remembrance, SessionInfo, State, StepResult, always
 
 if TYPE_CHECKING:  # types only: api/ imports no other room at run time
     from lstm_service.model.card import ModelCard
@@ -24,10 +24,13 @@ if TYPE_CHECKING:  # types only: api/ imports no other room at run time
     from ..core.vocab import Vocab
     from ..proc.config import Config
 
-CreateCommit = Callable[[bool], Awaitable[Optional[SessionInfo]]]  # create's commit(wanted): the new session
-# A session-record op's commit(wanted) (reset, delete, fork, import): applies it with True (the
-# session's record after it), drops it with False. Everything that can refuse runs before.
+# create's commit(wanted, remember=None): the new session; a Remembrance is kept under its
+# request id with the session's record, in the same synchronous stretch as the commit
+CreateCommit = Callable[..., Awaitable[Optional[SessionInfo]]]
+# A session-record op's commit(wanted, remember=None) (reset, delete, fork, import): applies it
+# with True (the session's record after it), drops it with False. Everything that can refuse runs before.
 RecordCommit = CreateCommit
+Remembering = Callable[[Optional[StepResult]], Remembrance]  # a create's remembrance, given its prompt's result
 
 
 class EngineBase:
@@ -90,34 +93,43 @@ class EngineBase:
 
     # -- one-shot calls, from their two-phase halves ----------------------------------------
     async def predict(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
-                      expected_steps: Optional[int] = None, live: Live = always, caller: Caller = ANYONE) -> StepResult:
+                      expected_steps: Optional[int] = None, live: Live = always, caller: Caller = ANYONE,
+                      remember: Optional[Remembrance] = None) -> StepResult:
         """One step, committed only if ``live()`` still holds once its result is in."""
         result, commit = await self.predict_deferred(session_id, ids, options, start, expected_steps, caller)
         wanted = live()
-        commit(wanted)
+        commit(wanted, remember)
         if not wanted:
             raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
         return result
 
     async def create(self, session_id: Optional[str], ttl: float, prompt: Optional[np.ndarray],
-                     options: StepOptions, live: Live = always,
-                     caller: Caller = ANYONE) -> Tuple[SessionInfo, Optional[StepResult]]:
+                     options: StepOptions, live: Live = always, caller: Caller = ANYONE,
+                     remember: Optional[Remembering] = None) -> Tuple[SessionInfo, Optional[StepResult]]:
         """A new session, prefilled with ``prompt`` if given. Nothing is created unless the
-        whole call succeeds (no orphan whose id the client never learns)."""
+        whole call succeeds (no orphan whose id the client never learns). ``remember(result)``:
+        the request id to keep with the commit."""
         result, commit = await self.create_deferred(session_id, ttl, prompt, options, caller)
+        try:
+            remembrance = remember(result) if remember is not None else None
+        except BaseException:
+            await commit(False)
+            raise
         if not live():  # with or without a prompt: a call that ends non-OK creates nothing
             await commit(False)
             raise CallEnded("the call ended (cancelled or past its deadline) before the session was created")
-        info = await commit(True)
+        info = await commit(True, remembrance)
         assert info is not None
         return info, result
 
-    async def reset_session(self, session_id: str, live: Live = always, caller: Caller = ANYONE) -> SessionInfo:
+    async def reset_session(self, session_id: str, live: Live = always, caller: Caller = ANYONE,
+                            remember: Optional[Remembrance] = None) -> SessionInfo:
         """The session back at its zero state, only if the call is still live once all checks passed."""
-        return await self._apply_if_live(await self.reset_deferred(session_id, caller), live)
+        return await self._apply_if_live(await self.reset_deferred(session_id, caller), live, remember)
 
-    async def delete_session(self, session_id: str, live: Live = always, caller: Caller = ANYONE) -> SessionInfo:
-        return await self._apply_if_live(await self.delete_deferred(session_id, caller), live)
+    async def delete_session(self, session_id: str, live: Live = always, caller: Caller = ANYONE,
+                             remember: Optional[Remembrance] = None) -> SessionInfo:
+        return await self._apply_if_live(await self.delete_deferred(session_id, caller), live, remember)
 
     async def rewind_session(self, session_id: str, steps: int, live: Live = always,
                              caller: Caller = ANYONE) -> SessionInfo:
@@ -125,23 +137,26 @@ class EngineBase:
         return await self._apply_if_live(await self.rewind_deferred(session_id, steps, caller), live)
 
     async def fork_session(self, session_id: str, new_id: Optional[str], ttl: float, live: Live = always,
-                           caller: Caller = ANYONE) -> SessionInfo:
-        return await self._apply_if_live(await self.fork_deferred(session_id, new_id, ttl, caller), live)
+                           caller: Caller = ANYONE, remember: Optional[Remembrance] = None) -> SessionInfo:
+        return await self._apply_if_live(await self.fork_deferred(session_id, new_id, ttl, caller), live, remember)
 
     async def import_session(self, blob: bytes, key: bytes, session_id: Optional[str], ttl: float,
-                             live: Live = always, caller: Caller = ANYONE) -> SessionInfo:
-        return await self._apply_if_live(await self.import_deferred(blob, key, session_id, ttl, caller), live)
+                             live: Live = always, caller: Caller = ANYONE,
+                             remember: Optional[Remembrance] = None) -> SessionInfo:
+        return await self._apply_if_live(await self.import_deferred(blob, key, session_id, ttl, caller), live,
+                                         remember)
 
     @staticmethod
-    async def _apply_if_live(commit: RecordCommit, live: Live) -> SessionInfo:
+    async def _apply_if_live(commit: RecordCommit, live: Live, remember: Optional[Remembrance] = None) -> SessionInfo:
         """Apply a checked record op only while its call is live: one that ends non-OK changed
-        nothing (the late OK, a reply sent in time that arrives late, is the one window left)."""
+        nothing (the late OK, a reply sent in time that arrives late, is the one window left;
+        its retry with the request id gets this answer, kept with the commit)."""
         if not live():
             await commit(False)
             raise CallEnded("the call ended (cancelled or past its deadline) before it was applied")
-        info = await commit(True)
+        info = await commit(True, remember)
         assert info is not None
         return info
 
 
-__all__ = ["CreateCommit", "EngineBase", "RecordCommit"]
+__all__ = ["CreateCommit", "EngineBase", "RecordCommit", "Remembering"]

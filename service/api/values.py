@@ -6,7 +6,7 @@ engines build them, the edge encodes them, the link carries them.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, List, Optional, Protocol, Tuple
 
 import numpy as np
@@ -16,7 +16,9 @@ from .options import StepOptions
 ANONYMOUS = "anonymous"  # the one principal when no authentication is configured
 State = Tuple[np.ndarray, ...]  # a session's recurrent state: one [L, H] array per card.state_names
 Live = Callable[[], bool]  # is the call still wanted? (not cancelled, deadline not passed)
-DeferredCommit = Callable[[bool], None]  # commit(wanted): commit if wanted (and the session lives), then release
+# commit(wanted, remember=None): commit if wanted (and the session lives), then release; a Remembrance
+# is kept under its request id in the same synchronous stretch as the commit
+DeferredCommit = Callable[..., None]
 
 
 def always() -> bool:
@@ -82,6 +84,28 @@ class SessionInfo:
     ttl_seconds: float
     expires_in_seconds: float
     busy: bool
+
+
+@dataclass(frozen=True)
+class Remembrance:
+    """A call's request id (AIP-155), handed to the engine with its commit: the engine keeps
+    the answer in the same synchronous stretch as the commit, so no call applies without
+    its answer being kept (in either server mode)."""
+
+    request_id: str
+    fingerprint: bytes  # the method and the request without its id (a reuse for another request is refused)
+    answer: bytes = b""  # the reply as far as it is known before the commit (the edge's encoding)
+
+
+@dataclass
+class Kept:
+    """What the engine kept under a request id: the reply known before the commit, and what
+    the commit added (the session record; a Generate's tokens, as each was kept)."""
+
+    answer: bytes
+    info: Optional[SessionInfo] = None
+    tokens: List[Generated] = field(default_factory=list)
+    running: bool = False  # a Generate still running (its retry is SESSION_BUSY until it ends)
 
 
 class ServedRuntime(Protocol):

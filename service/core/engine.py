@@ -29,7 +29,7 @@ import numpy as np
 from ..api import options as opts
 from ..api.engine_base import CreateCommit, EngineBase, RecordCommit
 from ..api.options import GenerateOptions, StepOptions
-from ..api.values import ANYONE, Caller, DeferredCommit, Generated, Scores, SessionInfo, State, StepResult
+from ..api.values import ANYONE, Caller, DeferredCommit, Generated, Remembrance, Scores, SessionInfo, State, StepResult
 from ..persist.durability import Durability
 from .batch_runner import BatchRunner, StepOutput, StepRequest
 from .generation import generate
@@ -39,7 +39,7 @@ from .quotas import Quotas, StreamSlot
 from .scheduler import Scheduler
 from .session_ids import SessionName, address, is_valid
 from .journal import Journal, Journals
-from .request_ledger import RequestLedger
+from .request_ledger import AnswersKept, RequestLedger
 from .session_records import SessionRecords
 from .sessions import Session, SessionStore
 from .vocab import served_vocab
@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("service.engine")
 
 
-class Engine(SessionRecords, EngineBase):  # the records' deferred halves before the base's stubs
+class Engine(AnswersKept, SessionRecords, EngineBase):  # request ids' commits, the records' deferred halves,
+    # then the base's stubs (AnswersKept wraps the records' commits: it comes first)
     def __init__(self, config, card, runtime, metrics=None, clock=time.monotonic, on_event=None) -> None:
         super().__init__(config, card, served_vocab(card))
         self.runtime = runtime  # what is served (precision, providers), for model descriptions
@@ -222,9 +223,10 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
         return self.store.create(name.id or None, ttl, owner=name.owner)
 
     async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool,
-                          caller: Caller = ANYONE) -> Hold:
-        """Attach a stream to a session, creating it first when asked. Counts against the
-        caller's open streams until released."""
+                          caller: Caller = ANYONE, remember: Optional[Remembrance] = None) -> Hold:
+        """Attach a stream to a session, creating it first when asked (``remember``: keep the
+        session's record under its request id, with the creation). Counts against the caller's
+        open streams until released."""
         self.quotas.open_stream(caller.principal)
         try:
             if create:
@@ -236,14 +238,9 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             self.quotas.close_stream(caller.principal)
             raise
         hold.stream = True
+        if remember is not None:
+            self.ledger.keep(caller.principal, remember, hold.info)
         return hold
-
-    # -- request ids: no await inside, so a remember right after a commit is atomic with it ---------
-    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[bytes]:
-        return self.ledger.recall(caller.principal, request_id, fingerprint)
-
-    async def remember(self, request_id: str, fingerprint: bytes, answer: bytes, caller: Caller = ANYONE) -> None:
-        self.ledger.remember(caller.principal, request_id, fingerprint, answer)
 
     async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
         """Spend ``n`` of the caller's tokens (--tokens-per-second-per-principal) for model work
@@ -268,7 +265,7 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
         except BaseException:
             hold.release()
             raise
-        return pending.result, hold.deferred_commit(pending)
+        return pending.result, self.deferred_commit(hold, pending)
 
     async def rewind_deferred(self, session_id: str, steps: int, caller: Caller = ANYONE) -> RecordCommit:
         """The session's state after ``steps`` tokens, replayed from its journal under a hold;
@@ -283,7 +280,7 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             hold.release()
             raise
 
-        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
+        async def commit(wanted: bool = True, remember: None = None) -> Optional[SessionInfo]:
             try:
                 if not wanted:
                     return None
@@ -293,6 +290,9 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
                     session.journal.truncate(base.steps)
                     self.store.rewound(session, base.state, base.steps, base.last_logprobs)
                     self.record_if_due(session)
+                elif session.journal is not None:  # to its own count: the client saw every step
+                    session.journal = self.journals.confirmed_all(session.steps, session.state,
+                                                                  session.last_logprobs)
                 return self.info(session, caller)
             finally:
                 hold.release()
@@ -311,7 +311,7 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             async def create(wanted: bool = True) -> Optional[SessionInfo]:
                 return self.info(self._new_session(session_id, ttl, caller), caller) if wanted else None
 
-            return None, create
+            return None, self.remembering(create, caller)
         store.check_ttl(ttl)
         name = self.session_name(session_id or "", caller)
         if session_id:
@@ -331,13 +331,16 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             pending.result.session_id = session.id
             return self.info(session, caller)
 
-        return pending.result, commit
+        return pending.result, self.remembering(commit, caller)
 
     def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
-                 expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]:
+                 expected_steps: Optional[int] = None, caller: Caller = ANYONE,
+                 remember: Optional[Remembrance] = None) -> AsyncIterator[Generated]:
         """Sample tokens one at a time, each committed as it is handed to the consumer
-        (core/generation.py). Use with ``contextlib.aclosing`` so the session is released on cancel."""
-        return generate(self, session_id, prompt, options, expected_steps, caller)
+        (core/generation.py), and with ``remember`` kept under its request id as it is committed.
+        Use with ``contextlib.aclosing`` so the session is released on cancel."""
+        tokens = generate(self, session_id, prompt, options, expected_steps, caller)
+        return tokens if remember is None else self.kept_tokens(tokens, remember, caller)
 
     async def sample_step(self, token: int, state: State) -> StepOutput:
         """One generated token through the model (batched with other sessions' steps), no top-k."""

@@ -101,7 +101,7 @@ class Hold:
         if expected_steps is None or expected_steps == session.steps:
             return Base(session.steps, session.state, session.last_logprobs, confirmed=expected_steps is not None)
         journal = session.journal
-        if journal is None or not journal.steps <= expected_steps <= session.steps:
+        if journal is None or not journal.reaches(expected_steps, session.steps):
             raise unreachable(session.steps, expected_steps, journal, "expected_steps")
         state, last = await self.engine.replay(journal, expected_steps)
         return Base(expected_steps, state, last, rewound=True)

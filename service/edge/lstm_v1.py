@@ -9,7 +9,7 @@ import contextlib
 from typing import Optional
 
 from ..api.engine import EngineApi
-from ..api.errors import FailedPrecondition, InvalidArgument, NotFound, quote
+from ..api.errors import FailedPrecondition, InvalidArgument, NotFound, SessionBusy, quote
 from ..api.options import StepOptions
 from ..api.values import Caller
 from ..proto.lstm.v1 import lstm_pb2 as pb
@@ -18,7 +18,7 @@ from ..proc import budget
 from . import lstm_v1_codec as codec
 from .admission import Admission
 from .identity import Authenticator
-from .request_ids import once
+from .request_ids import once, recall
 from .rpc import commit_if_live, live_check, rpc_handler
 
 SESSION_HEADER = "x-session-id"
@@ -58,6 +58,10 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
             return self.engine.tokens(message.tokens, message.text, what)
         return None
 
+    def _fill_session(self, response, info) -> None:
+        """A record op's reply from the session record its commit gave (also a retry's)."""
+        response.session.CopyFrom(codec.session(info, self.engine.card.name))
+
     @staticmethod
     def _expected(message, session_id: str) -> Optional[int]:
         if not message.HasField("expected_steps"):
@@ -78,10 +82,12 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
             raise InvalidArgument("the first message on a stream must be `open` (attach to or create a session)")
         o = first.open
         defaults = self._options(o) or self.engine.step_options(None, False, False)
-        session_id = self._session_id(o.session_id, context)
+        session_id, create, caller = self._session_id(o.session_id, context), o.create, self._caller(context)
         end_with_stream = o.end_with_stream if o.HasField("end_with_stream") else (o.create and not session_id)
-        hold = await self.engine.open_stream(session_id, o.create, o.ttl_seconds, end_with_stream,
-                                              self._caller(context))
+        kept, remember = await recall(self.engine, "Stream.open", o, caller)
+        if kept is not None and kept.info is not None:  # a retried open: the session the first one opened
+            session_id, create = kept.info.id, False
+        hold = await self.engine.open_stream(session_id, create, o.ttl_seconds, end_with_stream, caller, remember)
         engine, vocab = self.engine, self.engine.vocab
         try:
             yield pb.StreamResponse(opened=codec.session(hold.info, engine.card.name))
@@ -119,16 +125,17 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         expected = self._expected(request, session_id)
         caller = self._caller(context)
 
-        async def run() -> pb.PredictResponse:
+        async def run(note) -> pb.PredictResponse:
             result, commit = await self.engine.predict_deferred(session_id, ids, options, request.start, expected,
                                                                 caller)
             try:
                 response = pb.PredictResponse()
                 codec.step_result(response.result, result, self.engine.vocab)
+                remember = note(response) if note is not None else None
             except BaseException:
                 commit(False)
                 raise
-            commit_if_live(context, commit)
+            commit_if_live(context, commit, remember)  # the answer kept with the commit
             return response
 
         return await once(self.engine, "Predict", request, caller, pb.PredictResponse, run)
@@ -147,7 +154,16 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
             list(s.stop),
         )
         expected = self._expected(request, session_id)
-        tokens = self.engine.generate(session_id, prompt, options, expected, self._caller(context))
+        caller = self._caller(context)
+        kept, remember = await recall(self.engine, "Generate", request, caller)
+        if kept is not None:  # a retry: the tokens the first call kept, generated nothing again
+            if kept.running:
+                raise SessionBusy(f"the first Generate with request_id {quote(request.request_id)} is still "
+                                  "running; retry once it ends (its retry then replays the tokens it kept)")
+            for g in kept.tokens:
+                yield codec.generated(g, session_id)
+            return
+        tokens = self.engine.generate(session_id, prompt, options, expected, caller, remember)
         async with contextlib.aclosing(tokens):
             async for g in tokens:
                 yield codec.generated(g, session_id)
@@ -159,16 +175,28 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
         prompt = self._prompt(request.prompt)
         options = self._options(request) or self.engine.step_options(None, False, False)
         caller = self._caller(context)
+        model, vocab = self.engine.card.name, self.engine.vocab
 
-        async def run() -> pb.CreateSessionResponse:
-            info, result = await self.engine.create(session_id or None, request.ttl_seconds, prompt, options,
-                                                    live_check(context), caller)
-            response = pb.CreateSessionResponse(session=codec.session(info, self.engine.card.name))
+        def before_commit(result) -> pb.CreateSessionResponse:
+            response = pb.CreateSessionResponse()
             if result is not None:
-                codec.step_result(response.result, result, self.engine.vocab)
+                codec.step_result(response.result, result, vocab)
             return response
 
-        return await once(self.engine, "CreateSession", request, caller, pb.CreateSessionResponse, run)
+        def fill(response: pb.CreateSessionResponse, info) -> None:
+            response.session.CopyFrom(codec.session(info, model))
+            if response.HasField("result"):
+                response.result.session_id = info.id
+
+        async def run(note) -> pb.CreateSessionResponse:
+            remember = (lambda result: note(before_commit(result))) if note is not None else None
+            info, result = await self.engine.create(session_id or None, request.ttl_seconds, prompt, options,
+                                                    live_check(context), caller, remember)
+            response = before_commit(result)
+            fill(response, info)
+            return response
+
+        return await once(self.engine, "CreateSession", request, caller, pb.CreateSessionResponse, run, fill)
 
     @rpc_handler
     async def GetSession(self, request, context):
@@ -179,21 +207,31 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
     async def ResetSession(self, request, context):
         session_id, caller = self._session_id(request.session_id, context), self._caller(context)
 
-        async def run() -> pb.ResetSessionResponse:
-            info = await self.engine.reset_session(session_id, live_check(context), caller)
-            return pb.ResetSessionResponse(session=codec.session(info, self.engine.card.name))
+        async def run(note) -> pb.ResetSessionResponse:
+            response = pb.ResetSessionResponse()
+            info = await self.engine.reset_session(session_id, live_check(context), caller,
+                                                   note(response) if note is not None else None)
+            self._fill_session(response, info)
+            return response
 
-        return await once(self.engine, "ResetSession", request, caller, pb.ResetSessionResponse, run)
+        return await once(self.engine, "ResetSession", request, caller, pb.ResetSessionResponse, run,
+                          self._fill_session)
 
     @rpc_handler
     async def DeleteSession(self, request, context):
         session_id, caller = self._session_id(request.session_id, context), self._caller(context)
 
-        async def run() -> pb.DeleteSessionResponse:
-            info = await self.engine.delete_session(session_id, live_check(context), caller)
-            return pb.DeleteSessionResponse(steps=info.steps)
+        def fill(response: pb.DeleteSessionResponse, info) -> None:
+            response.steps = info.steps
 
-        return await once(self.engine, "DeleteSession", request, caller, pb.DeleteSessionResponse, run)
+        async def run(note) -> pb.DeleteSessionResponse:
+            response = pb.DeleteSessionResponse()
+            info = await self.engine.delete_session(session_id, live_check(context), caller,
+                                                    note(response) if note is not None else None)
+            fill(response, info)
+            return response
+
+        return await once(self.engine, "DeleteSession", request, caller, pb.DeleteSessionResponse, run, fill)
 
     @rpc_handler
     async def RewindSession(self, request, context):
@@ -205,12 +243,16 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
     async def ForkSession(self, request, context):
         source, caller = self._session_id(request.session_id, context), self._caller(context)
 
-        async def run() -> pb.ForkSessionResponse:
+        async def run(note) -> pb.ForkSessionResponse:
+            response = pb.ForkSessionResponse()
             info = await self.engine.fork_session(source, request.new_session_id or None, request.ttl_seconds,
-                                                  live_check(context), caller)
-            return pb.ForkSessionResponse(session=codec.session(info, self.engine.card.name))
+                                                  live_check(context), caller,
+                                                  note(response) if note is not None else None)
+            self._fill_session(response, info)
+            return response
 
-        return await once(self.engine, "ForkSession", request, caller, pb.ForkSessionResponse, run)
+        return await once(self.engine, "ForkSession", request, caller, pb.ForkSessionResponse, run,
+                          self._fill_session)
 
     def _key(self) -> bytes:
         if not self.session_key:
@@ -228,12 +270,16 @@ class LstmServicer(Admission, pb_grpc.LstmServiceServicer):
     async def ImportSession(self, request, context):
         session_id, caller, key = self._session_id(request.session_id, context), self._caller(context), self._key()
 
-        async def run() -> pb.ImportSessionResponse:
+        async def run(note) -> pb.ImportSessionResponse:
+            response = pb.ImportSessionResponse()
             info = await self.engine.import_session(request.blob, key, session_id or None, request.ttl_seconds,
-                                                    live_check(context), caller)
-            return pb.ImportSessionResponse(session=codec.session(info, self.engine.card.name))
+                                                    live_check(context), caller,
+                                                    note(response) if note is not None else None)
+            self._fill_session(response, info)
+            return response
 
-        return await once(self.engine, "ImportSession", request, caller, pb.ImportSessionResponse, run)
+        return await once(self.engine, "ImportSession", request, caller, pb.ImportSessionResponse, run,
+                          self._fill_session)
 
     @rpc_handler
     async def ListSessions(self, request, context):

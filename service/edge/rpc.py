@@ -13,7 +13,7 @@ from typing import Optional
 import grpc
 
 from ..api.errors import CallEnded
-from ..api.values import DeferredCommit
+from ..api.values import DeferredCommit, Remembrance
 from . import error_status, revocation
 from .safe_decoding import check_decoded
 
@@ -32,18 +32,22 @@ def live_check(context):
     return live
 
 
-def commit_if_live(context, commit: DeferredCommit) -> None:
+def commit_if_live(context, commit: DeferredCommit, remember: Optional[Remembrance] = None) -> None:
     """Commit a unary step whose reply is encoded and about to be returned, if the call is
     still live; else commit nothing and end the call (DEADLINE_EXCEEDED or CANCELLED).
 
     An OK reply always means the step was committed. The reverse has a window no server can
     close: a reply sent with DEADLINE_MARGIN to spare can still reach the client after
     its own deadline, which runs a little ahead of the server's (the request's
-    transit). expected_steps is the client's tool for that window."""
+    transit). expected_steps and request ids (kept with the commit: ``remember``) are the
+    client's tools for that window."""
     if not live_check(context)():
         commit(False)
         raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
-    commit(True)
+    if remember is None:
+        commit(True)
+    else:
+        commit(True, remember)
 
 
 def rpc_handler(method):

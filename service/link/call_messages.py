@@ -10,7 +10,7 @@ from typing import ClassVar, Optional, Tuple
 import numpy as np
 
 from ..api.options import GenerateOptions, StepOptions
-from ..api.values import Caller, Generated, StepResult
+from ..api.values import Caller, Generated, Remembrance, StepResult
 from . import wire_values as w
 from .ops import Message, Op, none
 
@@ -78,18 +78,20 @@ class Create(Message):
 
 @dataclass(slots=True)
 class CreateCommit(Message):
-    """Create the session CREATE computed (the call is still live): its record."""
+    """Create the session CREATE computed (the call is still live): its record. With ``remember``,
+    the engine keeps the answer under its request id with the commit."""
 
     key: int
+    remember: Optional[Remembrance] = None
 
     op: ClassVar[Op] = Op.CREATE_COMMIT
 
     def encode(self) -> list:
-        return [self.key]
+        return [self.key, w.encode_remembrance(self.remember)]
 
     @classmethod
     def decode(cls, body: list) -> "CreateCommit":
-        return cls(body[0])
+        return cls(body[0], w.decode_remembrance(body[1]))
 
     encode_reply = staticmethod(w.encode_info)
     decode_reply = staticmethod(w.decode_info)
@@ -105,6 +107,7 @@ class GenOpen(Message):
     options: GenerateOptions
     expected_steps: Optional[int]
     caller: Caller
+    remember: Optional[Remembrance] = None  # each token kept under this request id as it is committed
 
     op: ClassVar[Op] = Op.GEN_OPEN
     in_order: ClassVar[bool] = True
@@ -112,12 +115,12 @@ class GenOpen(Message):
 
     def encode(self) -> list:
         return [self.session_id, w.encode_ids(self.prompt), w.encode_generate_options(self.options),
-                self.expected_steps, w.encode_caller(self.caller)]
+                self.expected_steps, w.encode_caller(self.caller), w.encode_remembrance(self.remember)]
 
     @classmethod
     def decode(cls, body: list) -> "GenOpen":
         return cls(body[0], w.decode_ids(body[1]), w.decode_generate_options(body[2]), body[3],
-                   w.decode_caller(body[4]))
+                   w.decode_caller(body[4]), w.decode_remembrance(body[5]))
 
     @staticmethod
     def encode_reply(key: int) -> int:
@@ -203,12 +206,13 @@ class Slot(Message):
         return body
 
 
-# -- request ids (AIP-155): the engine's ledger of OK answers, shared by every front ------------------
+# -- request ids (AIP-155): the engine's ledger of answers, shared by every front; each answer is kept
+# with its commit (the commit messages carry the request id), so there is no "remember" message ------
 
 
 @dataclass(slots=True)
 class Recall(Message):
-    """The answer an earlier call with this request id got (None: not seen in the window)."""
+    """What an earlier call with this request id kept (None: not seen in the window)."""
 
     request_id: str
     fingerprint: bytes
@@ -223,34 +227,5 @@ class Recall(Message):
     def decode(cls, body: list) -> "Recall":
         return cls(body[0], body[1], w.decode_caller(body[2]))
 
-    @staticmethod
-    def encode_reply(answer: Optional[bytes]) -> Optional[bytes]:
-        return answer
-
-    @staticmethod
-    def decode_reply(body: Optional[bytes]) -> Optional[bytes]:
-        return body
-
-
-@dataclass(slots=True)
-class Remember(Message):
-    """Keep an OK call's answer under its request id. One way, sent right after the call's commit
-    and before its reply: the engine reads them in that order."""
-
-    request_id: str
-    fingerprint: bytes
-    answer: bytes
-    caller: Caller
-
-    op: ClassVar[Op] = Op.REMEMBER
-    in_order: ClassVar[bool] = True
-
-    def encode(self) -> list:
-        return [self.request_id, self.fingerprint, self.answer, w.encode_caller(self.caller)]
-
-    @classmethod
-    def decode(cls, body: list) -> "Remember":
-        return cls(body[0], body[1], body[2], w.decode_caller(body[3]))
-
-    encode_reply = staticmethod(none)
-    decode_reply = staticmethod(none)
+    encode_reply = staticmethod(w.encode_kept)
+    decode_reply = staticmethod(w.decode_kept)

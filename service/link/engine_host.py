@@ -16,7 +16,7 @@ import secrets
 from typing import Any, Awaitable, Callable, Dict, Optional, Set, Tuple, Type
 
 from ..api.errors import ServiceError, SessionBusy, Unavailable
-from ..api.values import Generated, SessionInfo, State, StepResult
+from ..api.values import Generated, Kept, SessionInfo, State, StepResult
 from ..core.engine import Engine
 from ..proc import budget
 from . import messages as m
@@ -55,7 +55,7 @@ class EngineHost:
                 (m.DeleteSession, self.delete_session), (m.ForkSession, self.fork_session),
                 (m.ListSessions, self.list_sessions), (m.ExportSession, self.export_session),
                 (m.ImportSession, self.import_session), (m.ReadState, self.read_state),
-                (m.RecordCommit, self.record_commit), (m.Recall, self.recall), (m.Remember, self.remember),
+                (m.RecordCommit, self.record_commit), (m.Recall, self.recall),
                 (m.RewindSession, self.rewind_session),
             )}
         assert set(self._handlers) == set(m.Op), "every op has its handler"
@@ -190,7 +190,7 @@ class EngineHost:
 
     # -- holds: streams, unary steps, Explain with commit ---------------------------------
     async def open_stream(self, peer, r: m.OpenStream) -> Tuple[int, SessionInfo]:
-        hold = await self.engine.open_stream(r.session_id, r.create, r.ttl, r.end_with_stream, r.caller)
+        hold = await self.engine.open_stream(r.session_id, r.create, r.ttl, r.end_with_stream, r.caller, r.remember)
         return self.keys.add(Held(peer, hold)), hold.info
 
     async def hold(self, peer, r: m.Hold) -> Tuple[int, int]:
@@ -222,10 +222,11 @@ class EngineHost:
         self.keys.release(r.key, unused=True)
 
     def deferred_commit(self, peer, r: m.DeferredCommit) -> None:
-        """Commit a held step (if wanted and the session lives) and release the hold."""
+        """Commit a held step (if wanted and the session lives) and release the hold; the answer
+        kept under its request id with the commit."""
         hold, pending = self.keys.hold_of(r.key), self.keys.pop(r.key).pending
         assert pending is not None, "deferred commit without a step"
-        hold.deferred_commit(pending)(r.wanted)
+        self.engine.deferred_commit(hold, pending)(r.wanted, r.remember)
 
     async def predict(self, peer, r: m.Predict) -> Tuple[int, StepResult]:
         hold = await self.engine.hold(r.session_id, r.caller)
@@ -251,14 +252,14 @@ class EngineHost:
     async def create_commit(self, peer, r: m.CreateCommit) -> SessionInfo:
         commit = self.keys.pop(r.key).create_commit
         assert commit is not None, "not a create"
-        info = await commit(True)
+        info = await commit(True, r.remember)  # the answer kept with the commit, no await between
         assert info is not None
         return info
 
     # -- generation: one token per GEN_NEXT, committed as it is handed to the front ---------
     def gen_open(self, peer, r: m.GenOpen) -> int:
         def start():
-            return self.engine.generate(r.session_id, r.prompt, r.options, r.expected_steps, r.caller)
+            return self.engine.generate(r.session_id, r.prompt, r.options, r.expected_steps, r.caller, r.remember)
 
         return self.keys.add(Held(peer, start_generation=start))
 
@@ -308,17 +309,14 @@ class EngineHost:
         commit = await self.engine.import_deferred(r.blob, r.key, r.session_id, r.ttl, r.caller)
         return self.keys.add(Held(peer, create_commit=commit))
 
-    async def recall(self, peer, r: m.Recall) -> Optional[bytes]:
+    async def recall(self, peer, r: m.Recall) -> Optional[Kept]:
         return await self.engine.recall(r.request_id, r.fingerprint, r.caller)
-
-    def remember(self, peer, r: m.Remember) -> None:  # in order: right after the commit before it
-        self.engine.ledger.remember(r.caller.principal, r.request_id, r.fingerprint, r.answer)
 
     async def record_commit(self, peer, r: m.RecordCommit) -> SessionInfo:
         commit = self.keys[r.key].create_commit
         assert commit is not None, "not a record op"
         try:
-            info = await commit(True)
+            info = await commit(True, r.remember)  # the answer kept with the commit, no await between
         except SessionBusy:  # kept for _patiently's next try (the op is checked again then)
             raise
         except BaseException:

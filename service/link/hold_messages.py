@@ -9,7 +9,7 @@ from typing import ClassVar, Optional, Tuple
 import numpy as np
 
 from ..api.options import StepOptions
-from ..api.values import Caller, SessionInfo, StepResult
+from ..api.values import Caller, Remembrance, SessionInfo, StepResult
 from . import wire_values as w
 from .ops import Message, Op, SessionMessage, none
 
@@ -21,16 +21,19 @@ class OpenStream(Message):
     ttl: float
     end_with_stream: bool
     caller: Caller
+    remember: Optional[Remembrance] = None  # the session's record kept under this request id
 
     op: ClassVar[Op] = Op.OPEN_STREAM
     makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:
-        return [self.session_id, self.create, self.ttl, self.end_with_stream, w.encode_caller(self.caller)]
+        return [self.session_id, self.create, self.ttl, self.end_with_stream, w.encode_caller(self.caller),
+                w.encode_remembrance(self.remember)]
 
     @classmethod
     def decode(cls, body: list) -> "OpenStream":
-        return cls(body[0], bool(body[1]), body[2], bool(body[3]), w.decode_caller(body[4]))
+        return cls(body[0], bool(body[1]), body[2], bool(body[3]), w.decode_caller(body[4]),
+                   w.decode_remembrance(body[5]))
 
     @staticmethod
     def encode_reply(reply: Tuple[int, SessionInfo]) -> list:
@@ -128,20 +131,22 @@ class Commit(Message):
 
 @dataclass(slots=True)
 class DeferredCommit(Message):
-    """One-way: commit the held step if ``wanted`` (and the session lives), then release the hold."""
+    """One-way: commit the held step if ``wanted`` (and the session lives), then release the hold;
+    with ``remember``, the answer is kept under its request id with the commit."""
 
     key: int
     wanted: bool
+    remember: Optional[Remembrance] = None
 
     op: ClassVar[Op] = Op.DEFERRED_COMMIT
     in_order: ClassVar[bool] = True
 
     def encode(self) -> list:
-        return [self.key, self.wanted]
+        return [self.key, self.wanted, w.encode_remembrance(self.remember)]
 
     @classmethod
     def decode(cls, body: list) -> "DeferredCommit":
-        return cls(body[0], bool(body[1]))
+        return cls(body[0], bool(body[1]), w.decode_remembrance(body[2]))
 
     encode_reply = decode_reply = staticmethod(none)
 

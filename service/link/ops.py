@@ -40,7 +40,7 @@ class Op(IntEnum):
     READ_STATE = 26
     RECORD_COMMIT = 27
     RECALL = 28
-    REMEMBER = 29
+    # 29 was REMEMBER: an answer is now kept with its commit (the commit messages carry its request id)
     REWIND_SESSION = 30
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, List, Optional, Tuple
 
-from ..api.values import Caller, SessionInfo, State
+from ..api.values import Caller, Remembrance, SessionInfo, State
 from . import wire_values as w
 from .ops import Message, Op, SessionMessage
 
@@ -19,18 +19,20 @@ def _key(key: int) -> int:
 @dataclass(slots=True)
 class RecordCommit(Message):
     """Apply the record op (reset, delete, fork, import) checked under ``key``: the front's call
-    is still live. The reply is the session's record after it."""
+    is still live. The reply is the session's record after it. With ``remember``, the engine
+    keeps the answer under its request id with the commit (whatever happens to the call after)."""
 
     key: int
+    remember: Optional[Remembrance] = None
 
     op: ClassVar[Op] = Op.RECORD_COMMIT
 
     def encode(self) -> list:
-        return [self.key]
+        return [self.key, w.encode_remembrance(self.remember)]
 
     @classmethod
     def decode(cls, body: list) -> "RecordCommit":
-        return cls(body[0])
+        return cls(body[0], w.decode_remembrance(body[1]))
 
     encode_reply = staticmethod(w.encode_info)
     decode_reply = staticmethod(w.decode_info)

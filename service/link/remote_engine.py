@@ -19,8 +19,8 @@ import numpy as np
 from ..api.engine_base import CreateCommit, EngineBase, RecordCommit
 from ..api.errors import CallEnded, Unavailable
 from ..api.options import GenerateOptions, StepOptions
-from ..api.values import (ANYONE, Caller, DeferredCommit, Generated, Live, SessionInfo, State, StepResult,
-                          always)
+from ..api.values import (ANYONE, Caller, DeferredCommit, Generated, Kept, Live, Remembrance, SessionInfo, State,
+                          StepResult, always)
 from . import messages as m
 from .engine_link import EngineLink
 
@@ -94,10 +94,11 @@ class RemoteHold:
     def deferred_commit(self, pending: RemotePending) -> DeferredCommit:
         return self._commit_and_release
 
-    def _commit_and_release(self, wanted: bool) -> None:
+    def _commit_and_release(self, wanted: bool, remember: Optional[Remembrance] = None) -> None:
         if not self.released:
             self.released = True
-            self._tell(m.DeferredCommit(self.key, bool(wanted)))  # a kept result: its reply waits (written())
+            # a kept result: its reply waits (written()); the engine keeps ``remember`` with the commit
+            self._tell(m.DeferredCommit(self.key, bool(wanted), remember if wanted else None))
 
     def end_session(self, why: str) -> None:
         self._tell(m.EndSession(self.key, why))
@@ -160,8 +161,8 @@ class RemoteEngine(EngineBase):
         return RemoteHold(self.link, key, steps=steps, has_session=bool(session_id))
 
     async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool,
-                          caller: Caller = ANYONE) -> RemoteHold:
-        key, info = await self.link.call(m.OpenStream(session_id, create, ttl, end_with_stream, caller))
+                          caller: Caller = ANYONE, remember: Optional[Remembrance] = None) -> RemoteHold:
+        key, info = await self.link.call(m.OpenStream(session_id, create, ttl, end_with_stream, caller, remember))
         return RemoteHold(self.link, key, info)
 
     async def predict_deferred(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
@@ -177,18 +178,19 @@ class RemoteEngine(EngineBase):
         key, result = await self.link.call(m.Create(session_id, ttl, prompt, options, caller))
         instance = self.link.instance
 
-        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
+        async def commit(wanted: bool = True, remember: Optional[Remembrance] = None) -> Optional[SessionInfo]:
             if not wanted:  # the call ended: the engine releases the prompt's result
                 if self.link.instance == instance:
                     self.link.tell(m.ReleaseUnused(key))
                 return None
-            return await self.link.call(m.CreateCommit(key))
+            return await self.link.call(m.CreateCommit(key, remember))  # kept with the commit, in the engine
 
         return result, commit
 
     async def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
-                       expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]:
-        key = await self.link.call(m.GenOpen(session_id, prompt, options, expected_steps, caller))
+                       expected_steps: Optional[int] = None, caller: Caller = ANYONE,
+                       remember: Optional[Remembrance] = None) -> AsyncIterator[Generated]:
+        key = await self.link.call(m.GenOpen(session_id, prompt, options, expected_steps, caller, remember))
         instance = self.link.instance
         try:
             while (item := await self.link.call(m.GenNext(key))) is not None:
@@ -197,11 +199,8 @@ class RemoteEngine(EngineBase):
             if self.link.instance == instance:
                 self.link.tell(m.Release(key))
 
-    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[bytes]:
+    async def recall(self, request_id: str, fingerprint: bytes, caller: Caller = ANYONE) -> Optional[Kept]:
         return await self.link.call(m.Recall(request_id, fingerprint, caller))
-
-    async def remember(self, request_id: str, fingerprint: bytes, answer: bytes, caller: Caller = ANYONE) -> None:
-        self.link.tell(m.Remember(request_id, fingerprint, answer, caller))  # after the commit, before the reply
 
     async def charge_tokens(self, n: int, caller: Caller = ANYONE) -> None:
         if self.config.tokens_per_second_per_principal:  # no limit: no round trip
@@ -221,12 +220,14 @@ class RemoteEngine(EngineBase):
     def _record_commit(self, key: int) -> RecordCommit:
         instance = self.link.instance
 
-        async def commit(wanted: bool = True) -> Optional[SessionInfo]:
+        async def commit(wanted: bool = True, remember: Optional[Remembrance] = None) -> Optional[SessionInfo]:
             if not wanted:
                 if self.link.instance == instance:
                     self.link.tell(m.ReleaseUnused(key))
                 return None
-            return await self.link.call(m.RecordCommit(key))
+            # the engine keeps ``remember`` with the commit: a cancel while this is on its way
+            # cannot leave the op applied with its answer unkept
+            return await self.link.call(m.RecordCommit(key, remember))
 
         return commit
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..api import errors
 from ..api.options import GenerateOptions, SamplingOptions, StepOptions
-from ..api.values import Caller, Generated, Scores, SessionInfo, State, StepResult
+from ..api.values import Caller, Generated, Kept, Remembrance, Scores, SessionInfo, State, StepResult
 
 _EMPTY = np.empty((0,), np.float32)
 
@@ -107,6 +107,30 @@ def encode_generated(g: Optional[Generated]) -> Optional[list]:
 
 def decode_generated(body: Optional[list]) -> Optional[Generated]:
     return None if body is None else Generated(*body)
+
+
+def encode_remembrance(r: Optional[Remembrance]) -> Optional[list]:
+    """A request id to keep with a commit; None: none."""
+    return None if r is None else [r.request_id, r.fingerprint, r.answer]
+
+
+def decode_remembrance(body: Optional[list]) -> Optional[Remembrance]:
+    return None if body is None else Remembrance(body[0], body[1], body[2])
+
+
+def encode_kept(kept: Optional[Kept]) -> Optional[list]:
+    """What the engine kept under a request id; None: nothing."""
+    if kept is None:
+        return None
+    return [kept.answer, None if kept.info is None else encode_info(kept.info),
+            [encode_generated(g) for g in kept.tokens], kept.running]
+
+
+def decode_kept(body: Optional[list]) -> Optional[Kept]:
+    if body is None:
+        return None
+    return Kept(body[0], None if body[1] is None else decode_info(body[1]),
+                [Generated(*g) for g in body[2]], bool(body[3]))
 
 
 def encode_state(state: State) -> list:

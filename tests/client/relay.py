@@ -34,7 +34,7 @@ class Relay(grpc.GenericRpcHandler):
         self.target = f"127.0.0.1:{self.port}"
 
     def drop(self, method: str, what: str) -> None:
-        assert what in ("request", "reply")
+        assert what in ("request", "reply", "cut")
         with self._lock:
             self._drops[method] = what
 
@@ -77,8 +77,8 @@ class Relay(grpc.GenericRpcHandler):
             context.abort(grpc.StatusCode.UNAVAILABLE, "relay: the request was lost")
         call = self.backend.unary_stream(path)(request, metadata=metadata, timeout=30)
         try:
-            for reply in call:
-                if fault == "reply":
+            for n, reply in enumerate(call):
+                if fault == "reply" or (fault == "cut" and n == 2):  # "cut": after two replies went through
                     call.cancel()
                     context.abort(grpc.StatusCode.UNAVAILABLE, "relay: the reply was lost")
                 yield reply

@@ -43,3 +43,20 @@ def test_the_node_example_runs_against_a_real_server(node_dir, server):
     assert re.fullmatch(r'predict steps 8 next( ".*" \d\.\d{3}){3}', lines[2].replace("  ", " "))
     assert lines[3].startswith("generated ")
     assert lines[4] == "stream opened at 48 steps, now 49" and lines[5] == "deleted after 49 steps"
+
+
+def node_errors_example() -> str:
+    doc = (ROOT / "docs" / "errors.md").read_text()
+    return re.search(r"<!-- node-errors-example[^>]*-->\n```js\n(.+?)\n```", doc, flags=re.S).group(1)
+
+
+def test_the_node_reconcile_example_in_errors_md_runs_against_a_real_server(node_dir, server):
+    script = node_dir / "reconcile.js"
+    script.write_text(node_errors_example())
+    out = subprocess.run(["node", str(script), server.target, str(ROOT / "protos" / "lstm" / "v1" / "lstm.proto")],
+                         cwd=node_dir, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "created once steps 6"
+    assert re.fullmatch(r"read 3 replayed \d+ same in the session", lines[1]), lines[1]
+    assert int(lines[1].split()[3]) >= 3

@@ -61,3 +61,33 @@ def test_with_retry_a_lost_create_reply_is_resent_and_applies_once(relay):
         assert client.list_sessions().total == before + 1
         relay.drop("DeleteSession", "reply")
         assert client.delete_session(fork.id) == 5  # the first answer, not NOT_FOUND
+
+
+def test_with_retry_a_generate_whose_reply_was_lost_is_replayed_not_generated_again(relay):
+    with Client(relay.target, retry=True) as client:
+        sid = client.create_session("To be").session.id
+        relay.drop("Generate", "reply")  # the server kept a token or more, the client read none
+        tokens = list(client.generate(session_id=sid, max_tokens=50, seed=3))  # resent with its request id
+        steps = client.get_session(sid).steps
+        # every token the server kept was handed to the caller once, none was generated twice
+        assert tokens and [t.steps for t in tokens] == list(range(6, steps + 1))
+
+
+def test_with_retry_a_stream_open_carries_a_request_id(server):
+    with Client(server.target, retry=True) as client:
+        with client.stream() as stream:
+            assert stream.request_id and stream.send("ab").steps == 2
+    with Client(server.target) as client:
+        with client.stream() as stream:
+            assert stream.request_id == ""
+
+
+def test_with_retry_a_generate_cut_mid_way_resumes_from_the_replay_of_what_was_kept(relay):
+    with Client(relay.target, retry=True) as client:
+        sid = client.create_session("To be").session.id
+        relay.drop("Generate", "cut")  # two tokens reach the client, then the connection is cut
+        tokens = list(client.generate(session_id=sid, max_tokens=60, seed=4))
+        steps = client.get_session(sid).steps
+        # the two read, then the rest the server kept, each once: the session holds exactly these
+        assert [t.steps for t in tokens] == list(range(6, steps + 1)) and len(tokens) >= 3
+    assert [m for m, _ in relay.calls].count("Generate") == 2

@@ -23,6 +23,8 @@ ALLOWED = {
     "ResetSession": SESSION_LOOKUP | {C.ABORTED},
     "DeleteSession": SESSION_LOOKUP | {C.ABORTED},
     "ForkSession": SESSION_LOOKUP | {C.ALREADY_EXISTS, C.RESOURCE_EXHAUSTED},
+    "ExportSession": SESSION_LOOKUP | {C.FAILED_PRECONDITION},
+    "ImportSession": {C.OK, C.INVALID_ARGUMENT, C.ALREADY_EXISTS, C.RESOURCE_EXHAUSTED, C.FAILED_PRECONDITION},
     "ListSessions": {C.OK, C.INVALID_ARGUMENT},
     "ListModels": {C.OK},
     "GetModel": {C.OK, C.NOT_FOUND, C.INVALID_ARGUMENT},
@@ -61,10 +63,14 @@ class Stats:
     late_accepted: int = 0  # a late `start` or `end` step: kept, the client learns it (no rewind crosses them)
     unresolved: List[str] = field(default_factory=list)  # an ambiguous end the journal could not reconcile
     resyncs: int = 0  # twin re-copied from its session where a replay could not be exact
+    # calls that ended DEADLINE_EXCEEDED/CANCELLED and were resent with their request id (the first
+    # answer if they applied, a fresh run if not): record ops, and Generates (their kept tokens replayed)
+    retried_with_id: int = 0
+    replayed_tokens: int = 0  # of the Generates', tokens the retry replayed that the first call never showed
 
     def merge(self, other: "Stats") -> None:
         for name in ("cases", "sequences", "calls", "reconciled", "unread_tokens", "late_accepted", "resyncs",
-                     "bounded"):
+                     "bounded", "retried_with_id", "replayed_tokens"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.statuses.update(other.statuses)
         for name in ("crashes", "unexpected", "mismatches", "oversize", "unresolved"):
@@ -81,6 +87,8 @@ class Stats:
                  f"reconciled (ambiguous ends rewound to what the client saw) {self.reconciled}, of them generate "
                  f"tokens kept unread {self.unread_tokens}  late start/end steps accepted {self.late_accepted}  "
                  f"twin resyncs {self.resyncs}",
+                 f"reconciled by request id (timed-out or cancelled calls resent with their id) "
+                 f"{self.retried_with_id}, Generate tokens replayed unread {self.replayed_tokens}",
                  f"errors measured against the bounds ({MAX_MESSAGE_BYTES} B message, {MAX_TRAILER_BYTES} B "
                  f"details) {self.bounded}  over them {len(self.oversize)}",
                  f"server log: ERROR lines {len(server_errors)}",

@@ -2,6 +2,8 @@
 judged, what S accepted replayed on its twin, then a checkpoint and a sweep."""
 from __future__ import annotations
 
+import time
+
 import grpc
 
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
@@ -21,6 +23,7 @@ class CaseRunner:
         self.channel, self.stub, self.caller, self.slots = channel, stub, caller, slots
 
     def run(self, case: Case) -> None:
+        self.generates = 0  # every other Generate carries a request id (the others reconcile by the journal)
         self.book = Book(self.slots)
         self.twins = TwinKeeper(self.stub, self.caller, self.book)
         for index, prompt in enumerate(case.prompts):
@@ -150,6 +153,9 @@ class CaseRunner:
         request.CopyFrom(op.request)
         request.session_id = self._id(op.session)
         self._expected(request, twin)
+        self.generates += 1
+        if self.generates % 2 == 0:
+            request.request_id = self.book.fresh_id("rid")
         meta, disagree = self._meta(op, request.session_id)
         cancel_after = op.extra[0]
         received, code, error = [], C.OK, None
@@ -172,8 +178,46 @@ class CaseRunner:
         tokens = [r.token for r in received]
         if code == C.OK:
             self.twins.generated(twin, request, tokens, len(tokens))
+        elif code in (C.CANCELLED, C.DEADLINE_EXCEEDED) and request.request_id:
+            self._resend_generate(twin, request, tokens)
         elif code in (C.CANCELLED, C.DEADLINE_EXCEEDED) or received:
             self.twins.resolve_generate(twin, request, tokens, limit)
+
+    def _resend_generate(self, twin: Twin, request: pb.GenerateRequest, received) -> None:
+        """A Generate the client ended, resent with its request id (no deadline, read to its end):
+        it replays exactly the tokens the first call kept, read or not (or, if it kept none, runs
+        afresh); S then holds the prompt and those tokens, and so is the twin fed."""
+        resend = pb.GenerateRequest()
+        resend.CopyFrom(request)
+        for _ in range(200):  # the first call may still hold the session (or still run) for a moment
+            code, replies = self.caller.call("Generate", lambda: list(self.stub.Generate(resend)))
+            if code != C.ABORTED:
+                break
+            time.sleep(0.005)
+        self.caller.judge("Generate", code, replies, what="resent with its request id")
+        tokens = [r.token for r in replies] if code == C.OK else []
+        if code != C.OK and received:
+            self.caller.stats.unresolved.append(f"{self.caller.context}: Generate resent with its id got {code.name}")
+            self.twins.resync(twin)
+            return
+        if tokens[: len(received)] != list(received):
+            self.caller.mismatch(f"Generate resent with its id replayed {tokens[:8]}, the first call sent {received[:8]}")
+            self.twins.resync(twin)
+            return
+        self.caller.stats.retried_with_id += 1
+        self.caller.stats.replayed_tokens += len(tokens) - len(received)
+        prompt = list(token_ids(request.prompt)) if request.HasField("prompt") else []
+        now = self.twins.steps_now(twin.s)
+        want = twin.steps + (len(prompt) + len(tokens) if tokens else 0)
+        if now != want:
+            self.caller.mismatch(f"after a Generate resent with its id: {now} steps, {want} replayed")
+            self.twins.resync(twin)
+            return
+        if tokens:  # as the one-token steps the server ran
+            if prompt:
+                self.twins.step(twin, prompt)
+            for token in tokens:
+                self.twins.step(twin, [token])
 
     def _check_generated(self, request, received, code) -> None:
         limit = request.sampling.max_tokens or DEFAULT_MAX_TOKENS
@@ -196,7 +240,7 @@ class CaseRunner:
         if empty:
             request.ttl_seconds = 0  # a fuzzed session must not expire mid-case
         meta, disagree = self._meta(op, request.session_id)
-        code, reply = self.caller.call("CreateSession", lambda: self.stub.CreateSession(request, metadata=meta))
+        code, reply = self._once(op, "CreateSession", request, meta)
         self._judge("CreateSession", code, reply, op, disagree)
         if code != C.OK:
             return
@@ -213,12 +257,34 @@ class CaseRunner:
         else:
             self.book.strays.add(reply.session.id)
 
+    def _once(self, op: Op, method: str, request, meta):
+        """Call a mutating ``method`` with a fresh request id under the op's deadline; one that ends
+        DEADLINE_EXCEEDED is resent, the same request with the same id, without one: it must end
+        with exactly one effect whatever the first attempt did (the first answer if it applied).
+        (code, reply) of the call that settled it."""
+        request.request_id = self.book.fresh_id("rid")
+        call = getattr(self.stub, method)
+        code, reply = self.caller.call(method, lambda: call(request, timeout=op.call.timeout, metadata=meta))
+        if code != C.DEADLINE_EXCEEDED:
+            return code, reply
+        self.caller.stats.statuses[(method, code.name)] += 1
+        for _ in range(200):  # the first attempt may still hold the session for a moment
+            code, reply = self.caller.call(method, lambda: call(request, metadata=meta))
+            if code != C.ABORTED:
+                break
+            time.sleep(0.005)
+        self.caller.stats.retried_with_id += 1
+        return code, reply
+
     def _by_id(self, op: Op, method: str, message):
         twin, request = self._twin(op.session), type(message)()
         request.CopyFrom(message)
         request.session_id = self._id(op.session)
         meta, disagree = self._meta(op, request.session_id)
-        code, reply = self.caller.call(method, lambda: getattr(self.stub, method)(request, metadata=meta))
+        if method == "GetSession":
+            code, reply = self.caller.call(method, lambda: getattr(self.stub, method)(request, metadata=meta))
+        else:
+            code, reply = self._once(op, method, request, meta)
         self._judge(method, code, reply, op, disagree)
         if twin is not None and code == C.NOT_FOUND:
             self.caller.mismatch(f"{method}: fuzzed session {twin.s} vanished: {reply.details()[:200]}")
@@ -266,6 +332,24 @@ class CaseRunner:
                 pb.ForkSessionRequest(session_id=twin.t, new_session_id=tid)), "fork") is not None:
             self.book.slots[slot] = Twin(reply.session.id, tid, twin.steps, twin.fed)
         else:
+            self.book.strays.add(reply.session.id)
+
+    def _import(self, op: Op) -> None:
+        """Export a fuzzed session and import its blob with a request id (and maybe a deadline,
+        resent with the id after one): exactly one new session, holding S's steps."""
+        twin = self._twin(op.session)
+        if twin is None:
+            return
+        code, blob = self.caller.call("ExportSession", lambda: self.stub.ExportSession(
+            pb.ExportSessionRequest(session_id=twin.s)))
+        self.caller.judge("ExportSession", code, blob, what=repr(op))
+        if code != C.OK:
+            return
+        code, reply = self._once(op, "ImportSession", pb.ImportSessionRequest(blob=blob.blob), ())
+        self._judge("ImportSession", code, reply, op, False)
+        if code == C.OK:
+            if reply.session.steps != twin.steps:
+                self.caller.mismatch(f"ImportSession: {reply.session.steps} steps, its source {twin.steps}")
             self.book.strays.add(reply.session.id)
 
     def _list(self, op: Op) -> None:

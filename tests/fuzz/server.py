@@ -3,6 +3,9 @@ process on a free 127.0.0.1 port (tools/server_process.py), so a crash is a dead
 process and its log (tracebacks, ERROR lines) can be counted."""
 from __future__ import annotations
 
+import atexit
+import os
+import tempfile
 from pathlib import Path
 from typing import List, Sequence
 
@@ -11,10 +14,19 @@ from tools import server_process as process
 GRPC_SEND_AFTER_LEFT = "ExecuteBatchError raised in core by servicer method"
 
 
+def session_key_file() -> str:
+    """A signing key for ExportSession/ImportSession (the fuzzer imports), removed at exit."""
+    handle, path = tempfile.mkstemp(prefix="lstm-fuzz-", suffix=".key")
+    os.write(handle, os.urandom(32))
+    os.close(handle)
+    atexit.register(lambda: os.path.exists(path) and os.remove(path))
+    return path
+
+
 class ServerProcess(process.ServerProcess):
     def __init__(self, model_dir: Path, flags: Sequence[str] = ()) -> None:
-        super().__init__(["--model", str(model_dir), "--device", "cpu", "--log-level", "WARNING", *flags],
-                         timeout=60.0)
+        super().__init__(["--model", str(model_dir), "--device", "cpu", "--log-level", "WARNING",
+                          "--session-key-file", session_key_file(), *flags], timeout=60.0)
 
     def alive(self) -> bool:
         return self.proc.poll() is None

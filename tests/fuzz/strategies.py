@@ -224,7 +224,7 @@ TIMEOUT = st.one_of(st.none(), st.none(), st.none(), st.none(), st.none(), st.no
 HEADER = st.one_of(*[st.none()] * 8, st.just("same"), st.just("same"), st.integers(0, SLOTS - 1).map(Slot),
                    VALID_ID.map(Raw))
 CALLS = st.builds(Call, timeout=TIMEOUT, header=HEADER)
-PLAIN_CALLS = st.builds(Call, header=HEADER)  # no deadline: state-creating calls must not be ambiguous
+PLAIN_CALLS = st.builds(Call, header=HEADER)  # no deadline
 STATELESS = st.just(Raw(""))
 
 
@@ -258,11 +258,14 @@ OPERATIONS = st.one_of(
     _op("predict", st.integers(0, SLOTS - 1).map(Slot), predict_requests(), CALLS),
     stream_ops(),
     generate_ops(),
-    _op("create", st.one_of(st.integers(0, SLOTS - 1).map(Slot), HOSTILE_ID.map(Raw)), create_requests()),
+    # Record ops with deadlines too: each carries a request id, and one that ends DEADLINE_EXCEEDED
+    # is resent with it (ops.py _by_id): exactly one effect, whatever the first attempt did.
+    _op("create", st.one_of(st.integers(0, SLOTS - 1).map(Slot), HOSTILE_ID.map(Raw)), create_requests(), CALLS),
     _op("get", SESSION_REF, st.just(pb.GetSessionRequest())),
-    _op("reset", SESSION_REF, st.just(pb.ResetSessionRequest())),
-    _op("delete", SESSION_REF, st.just(pb.DeleteSessionRequest())),
-    _op("fork", SESSION_REF, FORK_REQUESTS, extra=st.tuples(FORK_TARGET)),
+    _op("reset", SESSION_REF, st.just(pb.ResetSessionRequest()), CALLS),
+    _op("delete", SESSION_REF, st.just(pb.DeleteSessionRequest()), CALLS),
+    _op("fork", SESSION_REF, FORK_REQUESTS, CALLS, extra=st.tuples(FORK_TARGET)),
+    _op("import", st.integers(0, SLOTS - 1).map(Slot), st.just(pb.ImportSessionRequest()), CALLS),
     _op("list", st.none(), LIST_REQUESTS),
     _op("models", st.none(), st.one_of(st.just(pb.ListModelsRequest()), MODEL_REQUESTS)),
     _op("raw", st.none(), st.none(), extra=st.tuples(st.sampled_from(METHODS), RAW_PAYLOAD)),

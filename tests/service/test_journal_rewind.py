@@ -142,3 +142,30 @@ async def test_rewind_session_goes_back_exactly_and_says_how_far_it_can(tiny_mod
             assert info.reason == reason
             assert int(info.metadata["reachable_to"]) == now and int(info.metadata["reachable_from"]) <= base
             assert await steps_of(s.stub, sid) == now  # refused: nothing changed
+
+
+async def test_a_journal_holds_a_state_of_its_own_only_while_the_last_call_could_be_in_doubt(tiny_model_dir):
+    """Confirming (expected_steps = the count) takes no state; a RewindSession to the session's own
+    count confirms every step, and the journal then shares the session's state (an idle session
+    keeps nothing of its own); a step after it is in doubt again, and can be undone."""
+    async with serving(tiny_model_dir) as s:
+        sid = "journal-held-session"
+        await s.stub.CreateSession(pb.CreateSessionRequest(session_id=sid, prompt=pb.Input(text="ab")))
+        await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="c")))
+        await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="d"), expected_steps=3))
+        await s.sync()
+        session = s.engine.store.get(sid)
+        assert session.journal.state is s.engine.zeros  # counted from zero: no state of its own
+        err = None
+        try:  # confirmed: below 3 is out of reach now
+            await s.stub.RewindSession(pb.RewindSessionRequest(session_id=sid, steps=2))
+        except grpc.aio.AioRpcError as exc:
+            err = exc
+        assert err is not None and err.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert (await s.stub.RewindSession(pb.RewindSessionRequest(session_id=sid, steps=4))).session.steps == 4
+        await s.sync()
+        assert all(a is b for a, b in zip(session.journal.state, session.state))  # shared: nothing of its own
+        stepped = await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="e"), output=PROBE))
+        again = await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="e"), output=PROBE,
+                                                       expected_steps=4))
+        assert again.result == stepped.result  # the step after it rewound and applied again, bitwise

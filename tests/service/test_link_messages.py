@@ -10,7 +10,7 @@ import pytest
 
 from lstm_service.service.api import errors
 from lstm_service.service.api.options import GenerateOptions, SamplingOptions, StepOptions
-from lstm_service.service.api.values import Caller, Generated, Scores, SessionInfo, StepResult
+from lstm_service.service.api.values import Caller, Generated, Kept, Remembrance, Scores, SessionInfo, StepResult
 from lstm_service.service.link import messages as m
 from lstm_service.service.link import wire_values as w
 from lstm_service.service.link.transport import pack, unpack
@@ -34,24 +34,25 @@ def result(logprobs: bool = True) -> StepResult:
 
 
 GENERATED = Generated(65, b"A", "A", -0.5, 10, "stop")
+REMEMBER = Remembrance("3f1c-retry", b"\x01" * 32)
 
 # One example request and one example reply per op.
 EXAMPLES = {
     m.Op.PING: (m.Ping("front-1", [["Predict", "OK", 3]]), {"instance": "ab12", "store": True}),
-    m.Op.OPEN_STREAM: (m.OpenStream("abcdefghijklmnop", True, 60.0, False, ALICE), (5, INFO)),
+    m.Op.OPEN_STREAM: (m.OpenStream("abcdefghijklmnop", True, 60.0, False, ALICE, REMEMBER), (5, INFO)),
     m.Op.HOLD: (m.Hold("", ADMIN), (6, 0)),
     m.Op.RUN: (m.Run(6, IDS, OPTIONS, True, 4), result()),
     m.Op.READ_HELD_STATE: (m.ReadHeldState(6), STATE),
     m.Op.COMMIT: (m.Commit(6), None),
-    m.Op.DEFERRED_COMMIT: (m.DeferredCommit(6, True), None),
+    m.Op.DEFERRED_COMMIT: (m.DeferredCommit(6, True, Remembrance("3f1c-retry", b"\x01" * 32, b"\x0a\x02ok")), None),
     m.Op.END_SESSION: (m.EndSession(6, "was ended by its stream"), None),
     m.Op.RELEASE: (m.Release(6), None),
     m.Op.RELEASE_UNUSED: (m.ReleaseUnused(6), None),
     m.Op.CANCEL: (m.Cancel(99), None),
     m.Op.PREDICT: (m.Predict("abcdefghijklmnop", IDS, StepOptions(), False, None, ALICE), (7, result(False))),
     m.Op.CREATE: (m.Create(None, 0.0, None, OPTIONS, ALICE), (8, None)),
-    m.Op.CREATE_COMMIT: (m.CreateCommit(8), INFO),
-    m.Op.GEN_OPEN: (m.GenOpen("abcdefghijklmnop", IDS, GEN, 3, ADMIN), 9),
+    m.Op.CREATE_COMMIT: (m.CreateCommit(8, REMEMBER), INFO),
+    m.Op.GEN_OPEN: (m.GenOpen("abcdefghijklmnop", IDS, GEN, 3, ADMIN, REMEMBER), 9),
     m.Op.GEN_NEXT: (m.GenNext(9), GENERATED),
     m.Op.CHARGE: (m.Charge(17, ALICE), None),
     m.Op.SLOT: (m.Slot(ALICE), 10),
@@ -62,10 +63,9 @@ EXAMPLES = {
     m.Op.LIST_SESSIONS: (m.ListSessions(100, ADMIN), ([INFO, INFO], 2)),
     m.Op.EXPORT_SESSION: (m.ExportSession("abcdefghijklmnop", b"k" * 32, ALICE), (b"LSTB\x00blob", 7)),
     m.Op.IMPORT_SESSION: (m.ImportSession(b"LSTB\x00blob", b"k" * 32, None, 0.0, ALICE), 14),
-    m.Op.RECORD_COMMIT: (m.RecordCommit(14), INFO),
+    m.Op.RECORD_COMMIT: (m.RecordCommit(14), INFO),  # no request id: None on the wire
     m.Op.REWIND_SESSION: (m.RewindSession("abcdefghijklmnop", 5, ALICE), 15),
-    m.Op.RECALL: (m.Recall("3f1c-retry", b"\x01" * 32, ALICE), b"\x0a\x02ok"),
-    m.Op.REMEMBER: (m.Remember("3f1c-retry", b"\x01" * 32, b"\x0a\x02ok", ALICE), None),
+    m.Op.RECALL: (m.Recall("3f1c-retry", b"\x01" * 32, ALICE), Kept(b"\x0a\x02ok", INFO, [GENERATED], True)),
     m.Op.READ_STATE: (m.ReadState("abcdefghijklmnop", ALICE), (7, STATE)),
 }
 

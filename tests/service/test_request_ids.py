@@ -12,7 +12,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from lstm_service.service.core.request_ledger import ENTRY_OVERHEAD, RequestLedger
+from lstm_service.service.api.values import Generated, Remembrance
+from lstm_service.service.core.request_ledger import ENTRY_OVERHEAD, TOKEN_OVERHEAD, RequestLedger
 from lstm_service.service.api.errors import InvalidArgument
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
 from svc_helpers import serving
@@ -125,16 +126,87 @@ async def test_timed_out_creates_and_forks_retried_with_their_id_leave_exactly_o
 def test_the_ledger_keeps_answers_for_its_window_and_within_its_bounds():
     now = [0.0]
     ledger = RequestLedger(lambda: now[0], window=600, max_ids=3, max_bytes=10 * (100 + ENTRY_OVERHEAD))
-    ledger.remember("alice", "a", b"f", b"answer-a")
-    ledger.remember("alice", "a", b"f", b"another")  # a first answer is never replaced
-    assert ledger.recall("alice", "a", b"f") == b"answer-a"
+    ledger.keep("alice", Remembrance("a", b"f", b"answer-a"))
+    assert ledger.keep("alice", Remembrance("a", b"f", b"another")) is None  # a first answer is never replaced
+    kept = ledger.recall("alice", "a", b"f")
+    assert kept is not None and kept.answer == b"answer-a"
     assert ledger.recall("bob", "a", b"f") is None  # per principal
     with pytest.raises(InvalidArgument):
         ledger.recall("alice", "a", b"g")
     for rid in "bcd":
-        ledger.remember("alice", rid, b"f", b"x")
+        ledger.keep("alice", Remembrance(rid, b"f", b"x"))
     assert ledger.recall("alice", "a", b"f") is None and len(ledger) == 3  # the oldest went first
     now[0] = 601
     assert ledger.recall("alice", "d", b"f") is None and len(ledger) == 0  # past the window
-    ledger.remember("alice", "big", b"f", b"x" * (11 * (100 + ENTRY_OVERHEAD)))
+    ledger.keep("alice", Remembrance("big", b"f", b"x" * (11 * (100 + ENTRY_OVERHEAD))))
     assert len(ledger) == 0  # over the byte bound on its own: not kept
+
+
+def test_a_generate_answer_grows_with_its_tokens_and_counts_against_the_byte_bound():
+    ledger = RequestLedger(window=600, max_ids=10, max_bytes=2 * ENTRY_OVERHEAD + 3 * (TOKEN_OVERHEAD + 2))
+    ledger.keep("alice", Remembrance("older", b"f"))
+    kept = ledger.keep("alice", Remembrance("gen", b"g"), running=True)
+    assert kept is not None and kept.running
+    for steps in range(1, 4):
+        ledger.add_token("alice", "gen", kept, Generated(7, b"a", "a", -1.0, steps, None))
+    again = ledger.recall("alice", "gen", b"g")
+    assert again is kept and [g.steps for g in again.tokens] == [1, 2, 3] and ledger.knows("alice", "older")
+    ledger.add_token("alice", "gen", kept, Generated(7, b"a", "a", -1.0, 4, "length"))
+    ledger.finished(kept)
+    assert not kept.running and not ledger.knows("alice", "older")  # the oldest made room for it
+    assert ledger.knows("alice", "gen")
+
+
+async def test_a_retried_generate_replays_the_tokens_the_first_call_kept(tiny_model_dir):
+    async with serving(tiny_model_dir) as s:
+        sid = (await s.stub.CreateSession(pb.CreateSessionRequest(prompt=pb.Input(text="ab")))).session.id
+        whole = pb.GenerateRequest(session_id=sid, sampling=pb.SamplingParams(max_tokens=8, seed=5),
+                                   request_id="gen-whole")
+        tokens = [t async for t in s.stub.Generate(whole)]
+        assert [t async for t in s.stub.Generate(whole)] == tokens  # bitwise, nothing generated again
+        assert tokens[-1].finish_reason == pb.FINISH_REASON_LENGTH and await steps_of(s.stub, sid) == 10
+
+        cut = pb.GenerateRequest(session_id=sid, sampling=pb.SamplingParams(max_tokens=400, seed=6),
+                                 request_id="gen-cut")
+        call = s.stub.Generate(cut)
+        read = [await call.read() for _ in range(3)]
+        call.cancel()
+        for _ in range(100):  # the server sees the cancel and stops
+            await asyncio.sleep(0.02)
+            if not (await s.stub.GetSession(pb.GetSessionRequest(session_id=sid))).session.busy:
+                break
+        steps = await steps_of(s.stub, sid)
+        replayed = [t async for t in s.stub.Generate(cut)]
+        assert replayed[:3] == read  # what was read, then what was kept unread
+        assert replayed[-1].steps == steps and [t.steps for t in replayed] == list(range(11, steps + 1))
+        assert replayed[-1].finish_reason == pb.FINISH_REASON_UNSPECIFIED  # the first call was cut
+        assert await steps_of(s.stub, sid) == steps
+        # Reconcile to what was read: the next call rewinds there (the journal), then applies.
+        nxt = await s.stub.Predict(pb.PredictRequest(session_id=sid, input=pb.Input(text="z"),
+                                                     expected_steps=read[-1].steps))
+        assert nxt.result.steps == read[-1].steps + 1
+
+
+async def test_a_retried_stream_open_attaches_to_the_session_it_created(tiny_model_dir):
+    async with serving(tiny_model_dir) as s:
+        open_ = pb.OpenStream(create=True, end_with_stream=False, request_id="open-1")
+
+        async def open_and_step(text: str) -> tuple:
+            call = s.stub.Stream()
+            await call.write(pb.StreamRequest(open=open_))
+            opened = (await call.read()).opened
+            await call.write(pb.StreamRequest(step=pb.StreamStep(input=pb.Input(text=text))))
+            result = (await call.read()).result
+            await call.done_writing()
+            assert await call.read() == grpc.aio.EOF
+            return opened, result
+
+        first, step = await open_and_step("ab")
+        again, step_again = await open_and_step("c")  # the retry attaches: the same session, as it is now
+        assert again.id == first.id and again.steps == 2 and step_again.steps == 3
+        assert await total(s.stub) == 1
+        call = s.stub.Stream()
+        await call.write(pb.StreamRequest(open=pb.OpenStream(create=True, ttl_seconds=5, request_id="open-1")))
+        err = await failure(call.read())
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "was used for a different request" in err.details()
+        assert await total(s.stub) == 1

@@ -115,6 +115,9 @@ class Api:
             request.prompt.CopyFrom(make_input(prompt, tokens))
         set_expected_steps(request, expected_steps)
         self._carry_seen(session_id, request)
+        # With a retry policy it carries a request id: a resend after a lost reply generates
+        # nothing again, the server replays the tokens the first send kept (docs/errors.md).
+        self._request_id(request, retry)
 
         def attempt() -> Steps:  # a lost reply is recoverable only before the first token arrives
             handle = yield OpenServerStream("Generate", request, session_id)
@@ -126,13 +129,30 @@ class Api:
         # yielded (or to where the call began, if none was).
         seen: Optional[int] = request.expected_steps if request.HasField("expected_steps") else None
         finished = False
+        policy = as_policy(retry) if retry is not None else self.retry
+        cuts = 0
         try:
-            while response is not END:
-                seen = response.steps
-                finished = response.finish_reason != pb.FINISH_REASON_UNSPECIFIED
-                yield Emit(response)
-                response = yield Next(handle)
-            finished = True
+            while True:
+                try:
+                    while response is not END:
+                        seen = response.steps
+                        finished = response.finish_reason != pb.FINISH_REASON_UNSPECIFIED
+                        yield Emit(response)
+                        response = yield Next(handle)
+                    finished = True
+                    break
+                except ClientError as error:
+                    # Cut mid-way (a lost connection): resent with its request id, the server replays
+                    # every token the first send kept; those already yielded are skipped. A replay
+                    # that ends without a finish reason means the first send was cut there too.
+                    if policy is None or not request.request_id or error.code() not in LOST_REPLY \
+                            or not policy.may_retry(error, cuts):
+                        raise
+                    yield Sleep(policy.pause(error, cuts))
+                    cuts += 1
+                    handle, response = yield from self._with_retry(attempt, request, session_id, retry)
+                    while response is not END and seen is not None and response.steps <= seen:
+                        response = yield Next(handle)
         finally:
             if session_id and not finished and seen is not None:
                 self.seen[session_id] = seen
@@ -219,7 +239,9 @@ class Api:
                 if not policy.may_retry(error, n):
                     raise
                 yield Sleep(policy.pause(error, n))
-                if session_id and error.code() in LOST_REPLY:
+                # With a request id the resend is safe whatever happened: the server answers it from
+                # what the first send kept, if it applied. Without one, only if the count shows it did not.
+                if session_id and error.code() in LOST_REPLY and not request.request_id:
                     steps = yield from self._session_steps(session_id, policy)
                     if steps != request.expected_steps:
                         error.step_applied = True

@@ -51,8 +51,8 @@ def set_expected_steps(message, expected_steps: Optional[int]) -> None:
 
 
 def open_request(session_id: str, create: bool, ttl: int, end_with_stream: Optional[bool],
-                 output: pb.OutputOptions) -> pb.StreamRequest:
-    o = pb.OpenStream(session_id=session_id, create=create, ttl_seconds=ttl, output=output)
+                 output: pb.OutputOptions, request_id: str = "") -> pb.StreamRequest:
+    o = pb.OpenStream(session_id=session_id, create=create, ttl_seconds=ttl, output=output, request_id=request_id)
     if end_with_stream is not None:
         o.end_with_stream = end_with_stream
     return pb.StreamRequest(open=o)

@@ -6,6 +6,7 @@ definition and one signature.
 """
 from __future__ import annotations
 
+import uuid
 from typing import Any, Callable, Optional, Sequence
 
 import grpc
@@ -37,10 +38,14 @@ class StreamApi:
         self.end_with_stream = True if self.create and end_with_stream is None else end_with_stream
         self._client, self._ttl, self._output = client, ttl, output
         self.session: Optional[pb.Session] = None
+        # With a retry policy the open carries a request id: reopening with the same one (the same
+        # open, e.g. after its reply was lost) attaches to the session it opened, creating none.
+        self.request_id = str(uuid.uuid4()) if client.retry is not None else ""
         self._seen: Optional[int] = None  # the session's count after the last reply read
 
     def _open(self) -> Steps:
-        yield Write(open_request(self.session_id, self.create, self._ttl, self.end_with_stream, self._output))
+        yield Write(open_request(self.session_id, self.create, self._ttl, self.end_with_stream, self._output,
+                                 self.request_id))
         self.session = (yield from self._read()).opened
         self._seen = self.session.steps
         return self.session

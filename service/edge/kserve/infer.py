@@ -10,17 +10,25 @@ Sequence semantics, as Triton's sequence batcher:
     no sequence   a stateless step from the zero state; nothing is committed
 A request that fails leaves the sequence as it was (a failed start creates nothing),
 and a step is committed only while the call is live (not cancelled, not past
-its deadline). Sequence ids are per principal, as session ids are (service/core/session_ids.py):
+its deadline). Reconciling a request whose outcome is in doubt (DEADLINE_EXCEEDED,
+a lost reply; docs/errors.md): every answer of a sequence carries the session's count
+(response parameter ``sequence_steps``); a continue or end resent with parameter
+``expected_steps`` = the count last seen is rewound there first (the session's journal),
+so it applies exactly once; a start resent runs from the zero state again (the same
+outcome); an end that did apply leaves SEQUENCE_NOT_FOUND with metadata ``ended`` =
+``sequence_end``, and a start + end changes nothing that a resend would change again.
+Sequence ids are per principal, as session ids are (service/core/session_ids.py):
 Alice's sequence 42 and Bob's sequence 42 are two sessions.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence as Seq
+from typing import Optional
+from typing import Sequence as Seq
 
 import numpy as np
 
-from ...api.errors import AlreadyExists, NotFound
+from ...api.errors import AlreadyExists, InvalidArgument, NotFound
 from ...api.engine import EngineApi
 from ...api.options import StepOptions
 from ...api.values import ANYONE, Caller, Live, StepResult, always
@@ -36,6 +44,7 @@ class Request:
     options: StepOptions
     sequence: sq.Sequence
     outputs: Seq[str]
+    expected_steps: Optional[int] = None  # a continue's or end's count the client last saw (a resend)
 
 
 def decode(engine: EngineApi, request, seq: Optional[sq.Sequence] = None) -> Request:
@@ -48,7 +57,12 @@ def decode(engine: EngineApi, request, seq: Optional[sq.Sequence] = None) -> Req
     tokens = engine.tokens(ids if ids is not None else (), text, tensors.INPUT_IDS if ids is not None else tensors.TEXT)
     options = engine.step_options(sq.int_parameter(p, "top_k"), sq.bool_parameter(p, "all_positions"),
                                   tensors.LOGPROBS in outputs)
-    return Request(tokens, options, seq, outputs)
+    expected = sq.int_parameter(p, "expected_steps")
+    if expected is not None and (not seq.session_id or seq.start or expected < 0):
+        raise InvalidArgument(
+            f"parameter expected_steps ({expected}) is the count a continue or end of a sequence last saw "
+            "(>= 0); a stateless step or a sequence_start has none", field="parameters.expected_steps")
+    return Request(tokens, options, seq, outputs, expected)
 
 
 async def run(engine: EngineApi, r: Request, live: Live = always, caller: Caller = ANYONE) -> StepResult:
@@ -76,9 +90,12 @@ async def run(engine: EngineApi, r: Request, live: Live = always, caller: Caller
 
 
 def _not_active(seq: sq.Sequence, exc: NotFound) -> NotFound:
+    metadata = {"session_id": seq.session_id}
+    if ENDED in exc.message:  # a resent end that did apply learns it did
+        metadata["ended"] = "sequence_end"
     return NotFound(
         f"sequence {seq.label} is not active ({exc.message}); begin it with sequence_start=true",
-        reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata={"session_id": seq.session_id},
+        reason="SEQUENCE_NOT_FOUND", field="parameters.sequence_id", metadata=metadata,
     )
 
 
@@ -90,7 +107,8 @@ async def _continue(engine: EngineApi, r: Request, start: bool, live: Live, call
         # trip to the engine and one frame after it, as an lstm.v1 stream step, where a hold, a step
         # and a release of their own cost two round trips and four frames).
         try:
-            return await engine.predict(seq.session_id, r.ids, r.options, live=live, caller=caller)
+            return await engine.predict(seq.session_id, r.ids, r.options, expected_steps=r.expected_steps,
+                                        live=live, caller=caller)
         except NotFound as exc:
             raise _not_active(seq, exc) from None
     try:
@@ -100,7 +118,7 @@ async def _continue(engine: EngineApi, r: Request, start: bool, live: Live, call
             raise
         raise _not_active(seq, exc) from None
     try:
-        result = await hold.step(r.ids, r.options, start, live=live)
+        result = await hold.step(r.ids, r.options, start, None if start else r.expected_steps, live=live)
         if seq.end:
             hold.end_session(ENDED)
         return result

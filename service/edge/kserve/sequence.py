@@ -5,6 +5,8 @@
     sequence_end    bool: free the sequence's session after answering
     top_k           int: how many most likely next tokens to return (default 5)
     all_positions   bool: a prediction after every input token, not only the last
+    expected_steps  int: a continue's or end's count last seen (response parameter
+                    sequence_steps): the session is rewound there first (a resend applies once)
 
 A sequence id names an lstm.v1 session, deterministically, so the same id
 always reaches the same state and lstm.v1 clients can inspect it:

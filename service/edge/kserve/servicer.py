@@ -110,6 +110,8 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             mark = budget.start()
             response = pb.ModelInferResponse(model_name=self.card.name, model_version=model.VERSION, id=request.id)
             tensors.write_outputs(response, result.scores, decoded.outputs)
+            if decoded.sequence.session_id:  # the count to send as expected_steps if this answer is in doubt
+                response.parameters["sequence_steps"].int64_param = result.steps
             budget.add("kserve.encode", mark)
             ok = True
             return response

@@ -41,11 +41,21 @@ def test_it_never_holds_more_than_its_bound_and_always_the_whole_last_call():
         assert not policy.reachable(journal, steps, journal.steps - 1)
 
 
-def test_a_confirming_call_rebases_at_the_present_state():
+def test_a_confirming_call_moves_the_floor_and_takes_no_state():
     policy = Journals(bound=100, per_call=10)
-    journal = policy.before_commit(None, 0, state(0.0), None, np.array([1, 2]), False, True, False, ZEROS)
+    journal = policy.before_commit(None, 0, ZEROS, None, np.array([1, 2]), False, True, False, ZEROS)
     journal = policy.before_commit(journal, 2, state(2.0), None, np.array([3]), False, True, True, ZEROS)
-    assert journal.steps == 2 and journal.ids_to(3).tolist() == [3] and float(journal.state[0][0, 0]) == 2.0
+    assert journal.state is ZEROS and journal.ids_to(3).tolist() == [1, 2, 3]  # the shared base stays
+    assert journal.low == 2 and policy.reachable(journal, 3, 2) and not policy.reachable(journal, 3, 1)
+    assert unreachable(3, 1, journal, "expected_steps").metadata["reachable_from"] == "2"
+
+
+def test_confirming_every_step_bases_the_journal_on_the_present_state():
+    policy, present = Journals(bound=100, per_call=10), state(3.0)
+    journal = policy.confirmed_all(3, present, None)
+    assert journal is not None and journal.state is present and journal.count == 0  # shared with the session
+    assert policy.reachable(journal, 3, 3) and not policy.reachable(journal, 3, 2)
+    assert Journals(bound=0, per_call=10).confirmed_all(3, present, None) is None
 
 
 def test_a_start_step_counts_from_the_zero_state():

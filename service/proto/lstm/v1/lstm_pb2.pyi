@@ -81,18 +81,20 @@ class StreamRequest(_message.Message):
     def __init__(self, open: _Optional[_Union[OpenStream, _Mapping]] = ..., step: _Optional[_Union[StreamStep, _Mapping]] = ...) -> None: ...
 
 class OpenStream(_message.Message):
-    __slots__ = ("session_id", "create", "ttl_seconds", "end_with_stream", "output")
+    __slots__ = ("session_id", "create", "ttl_seconds", "end_with_stream", "output", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CREATE_FIELD_NUMBER: _ClassVar[int]
     TTL_SECONDS_FIELD_NUMBER: _ClassVar[int]
     END_WITH_STREAM_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     create: bool
     ttl_seconds: int
     end_with_stream: bool
     output: OutputOptions
-    def __init__(self, session_id: _Optional[str] = ..., create: _Optional[bool] = ..., ttl_seconds: _Optional[int] = ..., end_with_stream: _Optional[bool] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., create: _Optional[bool] = ..., ttl_seconds: _Optional[int] = ..., end_with_stream: _Optional[bool] = ..., output: _Optional[_Union[OutputOptions, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class StreamStep(_message.Message):
     __slots__ = ("input", "output", "tag", "start", "end", "expected_steps")
@@ -157,16 +159,18 @@ class SamplingParams(_message.Message):
     def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_k: _Optional[int] = ..., top_p: _Optional[float] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("session_id", "prompt", "sampling", "expected_steps")
+    __slots__ = ("session_id", "prompt", "sampling", "expected_steps", "request_id")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_STEPS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     prompt: Input
     sampling: SamplingParams
     expected_steps: int
-    def __init__(self, session_id: _Optional[str] = ..., prompt: _Optional[_Union[Input, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., expected_steps: _Optional[int] = ...) -> None: ...
+    request_id: str
+    def __init__(self, session_id: _Optional[str] = ..., prompt: _Optional[_Union[Input, _Mapping]] = ..., sampling: _Optional[_Union[SamplingParams, _Mapping]] = ..., expected_steps: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GenerateResponse(_message.Message):
     __slots__ = ("token", "piece", "text", "logprob", "steps", "finish_reason", "session_id")
