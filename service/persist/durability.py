@@ -330,6 +330,7 @@ class Durability:
         except REDIS_ERRORS as exc:
             self.snapshots._mark_down(exc)
             raise _store_down(name) from exc
+        self.snapshots._count("written" if int(done) else "fenced")
         if int(done) == 0:
             if session is not None:
                 self.lose(session)
