@@ -114,8 +114,8 @@ def _measure(pool, servers: dict, n: int, warmup: float, duration: float, revers
     rates = {}
     for side in (SIDES[::-1] if reverse else SIDES):
         server = servers[side]
-        row[side], rates[side] = _rate(server, lambda: measure_point(pool, server.target, n, 1, warmup, duration,
-                                                                      server.pid))
+        row[side], rates[side] = _rate(server, lambda s=server: measure_point(pool, s.target, n, 1, warmup,
+                                                                               duration, s.pid))
     return {"streams": n, "tokens_per_message": 1, "order": ", ".join(SIDES[::-1] if reverse else SIDES), **row,
             "snapshots_per_s": rates["on"], "through_snapshots_per_s": rates["through"]}
 
