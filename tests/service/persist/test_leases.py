@@ -143,3 +143,21 @@ def test_a_drain_writes_every_session_and_releases_its_lease(tiny_model_dir, tmp
         db.close()
         a.stop()
         b.stop()
+
+
+def test_write_through_generated_tokens_survive_a_kill(tiny_model_dir, tmp_path, redis_server):
+    a = replica(tiny_model_dir, tmp_path, redis_server, "ra", every=1).start()
+    b = replica(tiny_model_dir, tmp_path, redis_server, "rb", every=1).start()
+    da, db = Driver(a.target), Driver(b.target)
+    try:
+        da.create(sid("generated"), [65, 66, 67])
+        tokens = [g.token for g in da.stub.Generate(pb.GenerateRequest(
+            session_id=sid("generated"), sampling=pb.SamplingParams(max_tokens=5, seed=1)), timeout=20)]
+        assert len(tokens) == 5
+        a.kill9()  # every token handed out was in Redis before it was
+        assert db.step(sid("generated"), [68])[0] == 3 + 5 + 1
+    finally:
+        da.close()
+        db.close()
+        a.stop()
+        b.stop()
