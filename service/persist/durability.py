@@ -215,7 +215,7 @@ class Durability:
         if held is not None:
             self.store.drop(held, "was taken up again from its snapshot")
         self.snapshots.forget(name)
-        log.info("session taken up with its lease: owner=%s id=%s steps=%d epoch=%d",
+        log.debug("session taken up with its lease: owner=%s id=%s steps=%d epoch=%d",
                  name.owner, name.id, snap.steps, epoch)
         session = self.store.restore(name.id, name.owner, snap.state, snap.steps, snap.last_logprobs, snap.ttl)
         session.epoch, session.lease_seen, session.through = epoch, self.leases.incarnation, snap.steps
