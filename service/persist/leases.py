@@ -232,7 +232,11 @@ class Leases:
         if not continuous or sent > self.valid_until:
             self.incarnation += 1
             self.counts["lapsed"] += 1
-            if self.valid_until:  # not the first beat
+            if not continuous and sent <= self.valid_until:  # renewed in time, yet the key was not ours
+                event(log, "heartbeat_not_ours", logging.WARNING, replica=self.replica_id,
+                      hint="Redis lost it (restarted empty?), or another process runs with the same "
+                           "--replica-id: give each replica its own")
+            elif self.valid_until:  # not the first beat
                 event(log, "heartbeat_lapsed", logging.WARNING, replica=self.replica_id,
                       late_ms=round((sent - self.valid_until) * 1000))
         self.counts["renewed"] += 1
