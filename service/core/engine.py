@@ -115,8 +115,10 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             result = pending.result
             record = dataclasses.replace(record_of(session, self.model_sha256), steps=result.steps,
                                          state=pending.state, last_logprobs=result.scores.last)
-            await durability.write_now(record, session, session.epoch)
+            # Marked before the await: if the call ends non-OK from here on (cancelled during the
+            # write, or after it), its release writes the committed state back over it.
             session.through = result.steps
+            await durability.write_now(record, session, session.epoch)
 
     @property
     def store_healthy(self) -> Optional[bool]:

@@ -116,7 +116,8 @@ class Durability:
     def released(self, session: Session) -> None:
         """A hold on ``session`` ended: a step written through but not committed (the call
         ended non-OK) is overwritten with the committed state (queued, fenced)."""
-        if self.write_through and session.alive and session.through != session.steps and session.through >= 0:
+        if (self.write_through and session.alive and not session.lost and session.through != session.steps
+                and session.through >= 0):
             session.through = -1
             self.save(session)
 
