@@ -107,7 +107,7 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
         durability = self.durability
         if durability is None or durability.leases is None:
             return
-        if not await durability.confirm(session):
+        if not await durability.confirm(session, slack=durability.leases.ttl / 3):
             durability.require_lease(session)  # raises: the lease moved
         if durability.write_through and session.alive:
             from ..persist.durability import record_of

@@ -247,17 +247,19 @@ class Durability:
         if not session.busy:
             self.store.drop(session, "moved to another replica")
 
-    def proven(self, session: Session) -> bool:
+    def proven(self, session: Session, slack: float = 0.0) -> bool:
         return self.leases is None or (not session.lost and session.epoch is not None
-                                       and self.leases.proven(session.lease_seen))
+                                       and self.leases.proven(session.lease_seen, slack))
 
-    async def confirm(self, session: Session) -> bool:
+    async def confirm(self, session: Session, slack: float = 0.0) -> bool:
         """Is this copy's lease still ours? Re-verified in Redis when the local proof is not
         current (heartbeat lapsed, e.g. the process was paused). False: the copy was dropped.
-        While Redis is unreachable nobody can take a lease, so the copy goes on serving."""
+        While Redis is unreachable nobody can take a lease, so the copy goes on serving.
+        ``slack``: re-verify (and so renew) unless the proof holds that much longer, so the
+        commit that follows still finds it current."""
         from .snapshots import REDIS_ERRORS
 
-        if self.proven(session):
+        if self.proven(session, slack):
             return True
         if session.lost:
             self.lose(session)
