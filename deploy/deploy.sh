@@ -5,6 +5,8 @@
 #                            # (registry or built offline from Debian packages), wheelhouse, session
 #                            # key, images, `compose up --wait`, then the endpoint is printed
 #   deploy/deploy.sh build   # the same up to the images
+#   deploy/deploy.sh update  # build, then a rolling update of the replicas (deploy/rollout.sh): no
+#                            # session lost, no pause
 #   deploy/deploy.sh down    # `compose down`: replicas drain; Redis's volume is kept
 #                            # (down --volumes: `deploy/deploy.sh down --volumes`)
 #
@@ -126,7 +128,9 @@ if [ "${LSTM_DEPLOY_LIB:-}" != 1 ]; then
   case "${1:-}" in
     up) shift; up "$@" ;;
     build) ensure_engine && find_compose && base_images && session_key && build_images ;;
+    update) shift; ensure_engine && find_compose && base_images && session_key && build_images \
+              && COMPOSE="${COMPOSE[*]}" deploy/rollout.sh "$@" ;;
     down) shift; down "$@" ;;
-    *) echo "usage: deploy/deploy.sh up|build|down [compose options]" >&2; exit 2 ;;
+    *) echo "usage: deploy/deploy.sh up|build|update|down [compose options]" >&2; exit 2 ;;
   esac
 fi

@@ -38,7 +38,7 @@ from lstm_service.service.proto.lstm.v1 import lstm_pb2_grpc as pb_grpc
 TEXT = (b"Now is the winter of our discontent made glorious summer by this sun of York; "
         b"and all the clouds that lour'd upon our house in the deep bosom of the ocean buried. ")
 FULL = pb.OutputOptions(top_k=0, logprobs=True)
-RESEND = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED,
+RESEND = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.CANCELLED,
           grpc.StatusCode.ABORTED)
 Reply = Tuple[int, bytes]  # (steps after the call, float32 log-probabilities of its last position)
 
@@ -101,6 +101,13 @@ class SessionLoad:
             t.join(timeout)
         assert not any(t.is_alive() for t in self._threads), "a session thread never finished its call"
         return self.histories
+
+    def longest_wait(self) -> float:
+        """The longest any call waited for its answer since the last time this was asked."""
+        longest = max(h.stall for h in self.histories)
+        for h in self.histories:
+            h.stall = 0.0
+        return longest
 
     def steps_done(self) -> int:
         return sum(len(h.chunks) for h in self.histories)
