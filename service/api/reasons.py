@@ -52,6 +52,12 @@ REASONS: Dict[str, Tuple[str, str]] = {
     "CREDENTIALS_REVOKED": ("UNAUTHENTICATED", "a reload of `--tokens-file` (SIGHUP) took away the token of this "
                                                "open Stream, Generate or ModelStreamInfer"),
     "SHUTTING_DOWN": ("UNAVAILABLE", "the server is draining for shutdown"),
+    "LEASE_MOVED": ("UNAVAILABLE", "`--state-store`: the session's lease moved to another replica while this call "
+                                   "ran (e.g. this one was paused); nothing was changed, retry"),
+    "LEASE_HELD": ("UNAVAILABLE", "`--state-store`: another live replica holds the session and did not hand it over "
+                                  "in time; retry"),
+    "STATE_STORE_DOWN": ("UNAVAILABLE", "`--snapshot-every 1` (write-through) and the state store cannot be "
+                                        "reached; nothing was changed, retry"),
     "ENGINE_UNAVAILABLE": ("UNAVAILABLE", "`--fronts`: the engine process is not answering (restarting?)"),
     "ENGINE_RESTARTED": ("UNAVAILABLE", "`--fronts`: the engine restarted or released this call's session; retry"),
     "CALL_ENDED": ("CANCELLED", "the call was cancelled or ran out of time before its result was kept "

@@ -37,7 +37,7 @@ from .hold import Hold, Pending
 from .prefill import run_chunked
 from .quotas import Quotas, StreamSlot
 from .scheduler import Scheduler
-from .session_ids import SessionName, address, is_valid
+from .session_ids import SessionName, address, is_valid, new_session_id
 from .journal import Journal, Journals
 from .request_ledger import RequestLedger
 from .session_records import SessionRecords
@@ -81,11 +81,42 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             self._on_event(kind, session, why)
 
     # -- the snapshot store (with --state-store): held by Durability alone -----------------
-    def attach_snapshots(self, snapshots: "SnapshotStore") -> None:
-        """Write sessions' snapshot records to ``snapshots`` and resume from them."""
+    def attach_snapshots(self, snapshots: "SnapshotStore", url: str = "") -> None:
+        """Write sessions' snapshot records to ``snapshots`` and resume from them; with the
+        store's ``url``, hold each session under a lease (one owner across replicas) and hand
+        sessions over between replicas (persist/leases.py, persist/handoff.py)."""
         c = self.config
+        leases = handoff = None
+        if url:
+            from ..persist.handoff import Handoff
+            from ..persist.leases import Leases
+
+            leases = Leases(snapshots.redis, c.replica_id, c.lease_ms)
+            handoff = Handoff(url, leases, self._hand_over)
         self.durability = Durability(self.store, snapshots, self.model_sha256, c.snapshot_every,
-                                     c.snapshot_idle_seconds)
+                                     c.snapshot_idle_seconds, leases, handoff)
+
+    async def _hand_over(self, name: SessionName, epoch: int, to: str) -> Tuple[str, int]:
+        assert self.durability is not None
+        return await self.durability.hand_over(name, epoch, to)
+
+    async def before_commit(self, session: Session, pending: Pending) -> None:
+        """After a step ran, before its commit (core/hold.py): the lease re-verified if its proof
+        lapsed (Unavailable if it moved), and in write-through mode the new state written (fenced,
+        awaited), so an OK reply means the step is in Redis."""
+        durability = self.durability
+        if durability is None or durability.leases is None:
+            return
+        if not await durability.confirm(session):
+            durability.require_lease(session)  # raises: the lease moved
+        if durability.write_through and session.alive:
+            from ..persist.durability import record_of
+
+            result = pending.result
+            record = dataclasses.replace(record_of(session, self.model_sha256), steps=result.steps,
+                                         state=pending.state, last_logprobs=result.scores.last)
+            await durability.write_now(record, session, session.epoch)
+            session.through = result.steps
 
     @property
     def store_healthy(self) -> Optional[bool]:
@@ -144,6 +175,8 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
         With ``pending``: first rewind to its base if it was computed from a rewound one, and
         journal its ids (core/journal.py)."""
         self.store.require_live(session)
+        if self.durability is not None:
+            self.durability.require_lease(session)
         base = pending.base if pending is not None else None
         if base is not None and base.rewound:  # the step ran from the session rewound to base.steps
             assert session.journal is not None, "a rewound base comes from the journal"
@@ -187,6 +220,8 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             self.scratch_active -= 1
             return
         self.store.release(hold.session)
+        if self.durability is not None:
+            self.durability.released(hold.session)
         if hold.end_on_release:
             self.store.close(hold.session, "ended with its stream")
 
@@ -198,6 +233,9 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             return
         name = self.session_name(session_id, caller)
         if not is_valid(name.id):  # malformed: refused later
+            return
+        held = self.store.peek(name.id, name.owner)
+        if held is not None and await self.durability.confirm(held):
             return
         if self.store.peek(name.id, name.owner) is None:
             await self.durability.restore(name)
@@ -306,31 +344,73 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
         go; call it with True only if the call is still live. Nothing is created before
         ``commit(True)`` (no orphan whose id the client never learns)."""
         store = self.store
-        if prompt is None:
+        leased = self.durability is not None and self.durability.leases is not None
+        if leased and not session_id:
+            session_id = new_session_id()  # named before the commit: its lease is claimed first
+        if prompt is None and not leased:
             async def create(wanted: bool = True) -> Optional[SessionInfo]:
                 return self.info(self._new_session(session_id, ttl, caller), caller) if wanted else None
 
             return None, create
-        store.check_ttl(ttl)
+        ttl = store.check_ttl(ttl)
         name = self.session_name(session_id or "", caller)
         if session_id:
             store.check_new_id(name.id, name.owner)
         self.quotas.check_sessions(name.owner, store.owned[name.owner])
-        scratch = self._hold("", False, caller)
-        try:
-            pending = await scratch.run(prompt, options)
-        finally:
-            scratch.release()
+        pending: Optional[Pending] = None
+        if prompt is not None:
+            scratch = self._hold("", False, caller)
+            try:
+                pending = await scratch.run(prompt, options)
+            finally:
+                scratch.release()
+        epoch = await self._claim(name, ttl, pending)
 
         async def commit(wanted: bool = True) -> Optional[SessionInfo]:
             if not wanted:
+                self._unclaim(name, epoch)
                 return None
             session = self._new_session(session_id, ttl, caller)  # raises before anything is committed
-            self.commit_state(session, pending.state, pending.result.scores.last, len(prompt), pending=pending)
-            pending.result.session_id = session.id
+            self._claimed(session, epoch, pending)
+            if pending is not None and prompt is not None:
+                self.commit_state(session, pending.state, pending.result.scores.last, len(prompt), pending=pending)
+                pending.result.session_id = session.id
             return self.info(session, caller)
 
-        return pending.result, commit
+        return (pending.result if pending is not None else None), commit
+
+    async def _claim(self, name: SessionName, ttl: float, pending: Optional[Pending]) -> Optional[int]:
+        """A new session's lease (None without leases, or while Redis is down); in write-through
+        mode its first snapshot written too, before the reply."""
+        durability = self.durability
+        if durability is None or durability.leases is None:
+            return None
+        epoch = await durability.claim(name, ttl)
+        if durability.write_through:
+            from ..persist.snapshots import Snapshot
+
+            record = Snapshot(name.id, name.owner, 0, self.zeros, None, ttl, self.model_sha256)
+            if pending is not None:
+                record = Snapshot(name.id, name.owner, pending.result.steps, pending.state,
+                                  pending.result.scores.last, ttl, self.model_sha256)
+            await durability.write_now(record, None, epoch)
+        return epoch
+
+    def _claimed(self, session: Session, epoch: Optional[int], pending: Optional[Pending]) -> None:
+        durability = self.durability
+        if durability is None or durability.leases is None:
+            return
+        durability.claimed(session, epoch)
+        if durability.write_through:
+            session.write_seq = 1
+            session.through = pending.result.steps if pending is not None else 0
+            if pending is None:
+                self.store.mark_saved(session)
+
+    def _unclaim(self, name: SessionName, epoch: Optional[int]) -> None:
+        """A create that ended non-OK: its lease (and write-through snapshot) go again."""
+        if epoch is not None and self.durability is not None:
+            self.durability.snapshots.delete(name, (epoch, 0))
 
     def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
                  expected_steps: Optional[int] = None, caller: Caller = ANYONE) -> AsyncIterator[Generated]:
@@ -354,12 +434,14 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
         return ended
 
     async def drain(self, timeout: float) -> None:
-        """On graceful shutdown: write every session with unsaved steps and wait for the writes."""
+        """On graceful shutdown: write every session with unsaved steps and wait for the writes;
+        with leases, write every session and release its lease (others take it up at once)."""
         if self.durability is not None:
             saved = self.durability.save_all()
             await self.durability.flush(timeout)
-            if saved:
-                log.info("drained: %d sessions snapshotted", saved)
+            released = await self.durability.release_all(timeout) if self.durability.leases is not None else 0
+            if saved or released:
+                log.info("drained: %d sessions snapshotted, %d leases released", saved, released)
 
     async def close_snapshots(self) -> None:
         """Close the snapshot store (after ``drain``)."""

@@ -90,8 +90,11 @@ class Hold:
         scores, state = await engine.compute(ids, engine.zeros if fresh or at is None else at.state, options)
         n = len(ids)
         steps = 0 if fresh or at is None else at.steps
-        return Pending(StepResult(session.id if session else "", steps + n, n, scores, options), state, start,
-                       ids, at)
+        pending = Pending(StepResult(session.id if session else "", steps + n, n, scores, options), state, start,
+                          ids, at)
+        if session is not None:  # the lease proven (and, write-through, the step in Redis) before its commit
+            await engine.before_commit(session, pending)
+        return pending
 
     async def base(self, expected_steps: Optional[int]) -> Base:
         """The session as this call's step will find it: as it is, or rewound to ``expected_steps``

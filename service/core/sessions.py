@@ -67,6 +67,15 @@ class Session:
     busy: bool = False
     alive: bool = True
     journal: Optional["Journal"] = None  # its recent steps, to rewind to (core/journal.py)
+    # Its lease across replicas (persist/leases.py, with --state-store): the epoch this copy
+    # holds (None: none yet), the heartbeat incarnation it was last proven at, the sequence
+    # number of its last snapshot write, the steps last written through, and ``lost``: the
+    # lease moved while a call held it (that call cannot commit).
+    epoch: Optional[int] = None
+    lease_seen: int = -1
+    write_seq: int = 0
+    through: int = -1
+    lost: bool = False
 
     @property
     def name(self) -> SessionName:
@@ -247,7 +256,7 @@ class SessionStore:
             self._end(session, "close", why)
 
     def _end(self, session: Session, kind: str, why: str) -> None:
-        """kind: close | expired | evict; why: a phrase that follows "session X"."""
+        """kind: close | expired | evict | moved; why: a phrase that follows "session X"."""
         session.alive = False
         if self._sessions.pop(session.name, None) is not None:
             self.owned[session.owner] -= 1
@@ -313,6 +322,11 @@ class SessionStore:
         session.last_logprobs = frozen(np.array(last_logprobs, np.float32)) if last_logprobs is not None else None
         session.steps = session.saved_steps = steps
         return session
+
+    def drop(self, session: Session, why: str) -> None:
+        """Let go of this copy (its lease moved to another replica); its snapshot stays."""
+        if session.alive:
+            self._end(session, "moved", why)
 
     @staticmethod
     def mark_saved(session: Session) -> None:

@@ -29,7 +29,7 @@ import logging
 import math
 import time
 from collections import Counter, OrderedDict
-from typing import Dict, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Tuple, Union
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis
@@ -46,6 +46,7 @@ from .snapshot_format import (
     decode_snapshot,
     encode_snapshot,
 )
+from .leases import lease_key
 from .store_metrics import StoreMetrics
 
 __all__ = ["Snapshot", "SnapshotStore", "open_store", "KEY_PREFIX", "key_of"]
@@ -59,14 +60,28 @@ CONNECT_TIMEOUT = 0.5
 PROBE_INTERVAL = 0.5  # seconds between pings while Redis is down
 WRITE_BATCH = 64  # writes per pipelined round trip
 MAX_PENDING = 4096  # distinct keys waiting to be written
+FOREVER_MS = 10 * 365 * 86400 * 1000  # a lease's PX when its session never expires
 REDIS_ERRORS = (RedisError, OSError, asyncio.TimeoutError)
 
-Write = Tuple[Optional[Snapshot], Optional[float]]  # (snapshot, or None to delete; monotonic expiry or None)
+Fence = Tuple[int, int]  # (lease epoch, write sequence): a write only while the lease is ours (persist/leases.py)
+Write = Tuple[Optional[Snapshot], Optional[float], Optional[Fence]]  # (snapshot, or None to delete; expiry; fence)
 
 
 def key_of(name: SessionName) -> str:
     """The Redis key of a session's snapshot."""
     return f"{KEY_PREFIX}{name.owner}/{name.id}"
+
+
+def name_of(key: str) -> SessionName:
+    """The session a (namespaced) snapshot key names."""
+    owner, _, session_id = key[len(KEY_PREFIX):].rpartition("/")
+    return SessionName(owner, session_id)
+
+
+def expiry_of(snapshot: Snapshot) -> Optional[float]:
+    """The monotonic time the snapshot's key expires (its session's idle TTL), None for never."""
+    ttl = snapshot.ttl
+    return time.monotonic() + ttl if math.isfinite(ttl) and ttl > 0 else None
 
 
 def legacy_key_of(name: SessionName) -> str:
@@ -92,6 +107,8 @@ class SnapshotStore:
         self._drained = asyncio.Event()
         self._drained.set()
         self._metrics = StoreMetrics(metrics, self)
+        self.leases = None  # a persist.leases.Leases once leases are on: writes are fenced
+        self.on_fenced: Callable[[SessionName, int], None] = lambda name, epoch: None
         self._prober: Optional[asyncio.Task] = None
         self._migration: Optional[asyncio.Task] = None
         self._writer = asyncio.get_running_loop().create_task(self._write_loop(), name="snapshot-writer")
@@ -111,13 +128,20 @@ class SnapshotStore:
 
     # ---- the step path: never blocks ----
 
-    def save(self, snapshot: Snapshot) -> None:
-        ttl = snapshot.ttl
-        expiry = time.monotonic() + ttl if math.isfinite(ttl) and ttl > 0 else None
-        self._queue(key_of(SessionName(snapshot.owner, snapshot.session_id)), (snapshot, expiry))
+    def save(self, snapshot: Snapshot, fence: Optional[Fence] = None) -> None:
+        self._queue(key_of(SessionName(snapshot.owner, snapshot.session_id)), (snapshot, expiry_of(snapshot), fence))
 
-    def delete(self, name: SessionName) -> None:
-        self._queue(key_of(name), (None, None))
+    def delete(self, name: SessionName, fence: Optional[Fence] = None) -> None:
+        self._queue(key_of(name), (None, None, fence))
+
+    def pending_for(self, name: SessionName) -> bool:
+        """A write of ``name`` is queued or on its way."""
+        key = key_of(name)
+        return key in self._pending or key in self._inflight
+
+    def forget(self, name: SessionName) -> None:
+        """Drop a pending write of ``name`` (a newer one was written directly: write-through, handoff)."""
+        self._pending.pop(key_of(name), None)
 
     def _queue(self, key: str, write: Write) -> None:
         if self._pending.pop(key, None) is not None:
@@ -131,7 +155,7 @@ class SnapshotStore:
         """Drop the oldest pending save while over the bound; a delete goes only when nothing
         else can (losing one could bring back a deleted session until its TTL)."""
         while len(self._pending) > self.max_pending:
-            victim = next((sid for sid, (snap, _) in self._pending.items() if snap is not None), None)
+            victim = next((sid for sid, (snap, _, _) in self._pending.items() if snap is not None), None)
             if victim is None:
                 victim = next(iter(self._pending))
             del self._pending[victim]
@@ -166,7 +190,7 @@ class SnapshotStore:
         snapshot = self._decode(name, legacy_key_of(name), data, quiet_owner=True)
         if snapshot is not None:
             self.save(snapshot)  # under key_of(name), before the delete: a crash between keeps a copy
-            self._queue(legacy_key_of(name), (None, None))
+            self._queue(legacy_key_of(name), (None, None, None))
             self._count("migrated")
         return snapshot
 
@@ -220,10 +244,18 @@ class SnapshotStore:
     async def _write(self, batch) -> None:
         now = time.monotonic()
         pipe = self.redis.pipeline(transaction=False)
-        kinds = []
-        for key, (snapshot, expiry) in batch:
+        kinds: list = []
+        fenced: list = []  # (index in the pipeline, session, epoch) of each fenced write
+        for key, (snapshot, expiry, fence) in batch:
+            name = name_of(key)
+            if self.leases is not None and fence is not None:
+                fenced.append((len(kinds), name, fence[0]))
             if snapshot is None or (expiry is not None and expiry <= now):
-                pipe.delete(key)
+                if self.leases is not None and fence is not None:
+                    await self.leases.script("delete")(keys=[lease_key(name), key], args=[
+                        self.leases.replica_id, fence[0]], client=pipe)
+                else:
+                    pipe.delete(key)
                 kinds.append("deleted")
                 continue
             try:
@@ -232,12 +264,21 @@ class SnapshotStore:
                 event(log, "snapshot_unencodable", logging.ERROR, key=key, error=str(exc))
                 self._count("failed")
                 continue
-            pipe.set(key, value, px=None if expiry is None else max(1, int((expiry - now) * 1000)))
+            px = None if expiry is None else max(1, int((expiry - now) * 1000))
+            if self.leases is not None and fence is not None:
+                await self.leases.script("write")(keys=[lease_key(name), key], args=[
+                    self.leases.replica_id, fence[0], fence[1], value, px or FOREVER_MS], client=pipe)
+            else:
+                pipe.set(key, value, px=px)
             kinds.append("written")
         # Per-command errors (e.g. Redis out of memory) come back in the results: Redis answers,
         # so they are failed writes, not an outage; connection errors still raise.
         results = await pipe.execute(raise_on_error=False)
         refused = [r for r in results if isinstance(r, ResponseError)]
+        for at, name, epoch in fenced:  # 0: the lease is not ours at this epoch (2: stale, a newer write landed)
+            if results[at] == 0:
+                kinds[at] = "fenced"
+                self.on_fenced(name, epoch)
         for kind, result in zip(kinds, results):
             self._count("failed" if isinstance(result, ResponseError) else kind)
         if refused:

@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client import Counter, Gauge
 
-WRITE_KINDS = {"written", "deleted", "dropped", "superseded", "failed"}
+WRITE_KINDS = {"written", "deleted", "dropped", "superseded", "failed", "fenced"}
 LOAD_KINDS = {"hit", "hit_pending", "miss", "unavailable", "corrupt"}
 
 
@@ -23,7 +23,8 @@ class StoreMetrics:
         self.outages = Counter("lstm_state_store_outages", "Times the snapshot store became unreachable",
                                registry=registry)
         self.writes = Counter("lstm_snapshot_writes", "Snapshot writes by outcome: written, deleted, "
-                              "dropped (queue full), superseded (a newer one replaced it), failed",
+                              "dropped (queue full), superseded (a newer one replaced it), failed, "
+                              "fenced (the lease moved)",
                               ["result"], registry=registry)
         self.loads = Counter("lstm_snapshot_loads", "Snapshot loads by outcome: hit, hit_pending, miss, "
                              "unavailable (Redis down or slow), corrupt", ["result"], registry=registry)

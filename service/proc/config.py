@@ -58,6 +58,8 @@ class Config:
     state_store: str = field(default="", metadata={"help": "redis://host:port/db to snapshot sessions to and resume them from ('': memory only)"})
     snapshot_every: int = field(default=64, metadata={"help": "snapshot a session every this many committed tokens (0: only when idle, evicted or drained)"})
     snapshot_idle_seconds: float = field(default=2.0, metadata={"help": "snapshot a session idle this long with unsaved steps"})
+    replica_id: str = field(default="", metadata={"help": "this replica's name in the state store's session leases and heartbeat (with --state-store; '': a random one per start)"})
+    lease_ms: int = field(default=400, metadata={"help": "heartbeat TTL in ms (with --state-store): renewed every third of it; a dead replica's sessions are taken over by another within it"})
     session_key_file: str = field(default="", metadata={"help": "secret key (any bytes, 32+) that signs ExportSession blobs; servers that share it accept each other's blobs ('': export/import off)"})
     http_port: int = field(default=0, metadata={"help": "HTTP port for the explain page and its JSON endpoint, a bridge to this server's Explain RPC (0: off; docs/explain.md)"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG | INFO | WARNING | ERROR"})
@@ -98,6 +100,9 @@ class Config:
              "state_store must be a redis://host:port/db URL")  # the URL may hold a password: not echoed
         need(self.snapshot_every >= 0 and self.snapshot_idle_seconds > 0,
              "snapshot_every must be >= 0 and snapshot_idle_seconds > 0")
+        need(50 <= self.lease_ms <= 60000, f"lease_ms must be in [50, 60000], got {self.lease_ms}")
+        need(all(ch.isalnum() or ch in "-_." for ch in self.replica_id) and len(self.replica_id) <= 64,
+             f"replica_id may hold only letters, digits, '-', '_' and '.' (at most 64), got {self.replica_id!r}")
         need(self.log_format in ("text", "json"), f"log_format must be text or json, got {self.log_format!r}")
         need(self.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"),
              f"log_level must be DEBUG, INFO, WARNING or ERROR, got {self.log_level!r}")

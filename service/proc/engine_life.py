@@ -66,7 +66,10 @@ class EngineLifecycle:
         if self.config.state_store:
             from ..persist.snapshots import open_store
 
-            self.engine.attach_snapshots(await open_store(self.config.state_store, self.metrics))
+            self.engine.attach_snapshots(await open_store(self.config.state_store, self.metrics),
+                                         self.config.state_store)
+            assert self.engine.durability is not None
+            await self.engine.durability.start()
             await self._report_store()
         self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
 
