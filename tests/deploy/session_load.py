@@ -59,6 +59,7 @@ class History:
     applied_unseen: int = 0  # steps that applied but whose reply was lost with its replica
     lost: Optional[str] = None  # why the session is gone, if it is
     stall: float = 0.0  # the longest wait, from a first send to its answer, in seconds
+    events: List[str] = field(default_factory=list)  # each send and its outcome, for a lost session's report
 
     @property
     def steps(self) -> int:
@@ -76,7 +77,7 @@ class SessionLoad:
                  prefix: str = "load") -> None:
         self.target, self.max_steps, self.pace = target, max_steps, pace
         run = uuid.uuid4().hex[:6]
-        self.histories = [History(f"{prefix}-{run}-{i:03d}") for i in range(sessions)]
+        self.histories = [History(f"{prefix}-{run}-session-{i:03d}") for i in range(sessions)]
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
         self.first_ok_after: Dict[str, float] = {}  # session id -> time of its first OK after mark()
@@ -88,6 +89,12 @@ class SessionLoad:
             t.start()
             self._threads.append(t)
         return self
+
+    def __enter__(self) -> "SessionLoad":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()  # a failed test's sessions stop too (stop() has joined them on success)
 
     def mark(self) -> float:
         """From now on, note when each session is next answered (after a kill: its failover time)."""
@@ -118,8 +125,10 @@ class SessionLoad:
         deadline = time.monotonic() + timeout
         while any(h.lost is None and len(h.chunks) < min(want[h.session_id], self.max_steps)
                   for h in self.histories):
+            assert_none_lost(self.histories)  # fail early, with the reason
             assert time.monotonic() < deadline, "the sessions stopped making progress"
             time.sleep(0.1)
+        assert_none_lost(self.histories)
 
     def _run(self, i: int, history: History) -> None:
         channel = grpc.insecure_channel(self.target)
@@ -149,11 +158,14 @@ class SessionLoad:
         before = history.steps
         started = time.monotonic()
         while True:
+            sent = time.time()
             try:
                 reply = _reply(call(rid))
             except grpc.RpcError as exc:
                 error = ClientError.from_rpc_error(exc)
                 code = error.code()
+                history.events.append(f"{sent:.3f}+{time.time() - sent:.3f}s expected {before} rid {rid[:6]}: "
+                                      f"{code.name} {error.reason} {error.details()[:80]}")
                 if code in RESEND and time.monotonic() - started < 60:
                     history.resends += 1
                     time.sleep(0.02)
@@ -170,6 +182,7 @@ class SessionLoad:
                 else:
                     history.lost = f"{code.name} at step {before}: {error.details()} (reason {error.reason})"
                 return None
+            history.events.append(f"{sent:.3f}+{time.time() - sent:.3f}s expected {before} rid {rid[:6]}: OK {reply[0]}")
             if reply[0] != before + len(chunk):
                 history.lost = f"answered with steps {reply[0]}, expected {before + len(chunk)}"
                 return None
@@ -187,7 +200,10 @@ class SessionLoad:
 
 def assert_none_lost(histories: Sequence[History]) -> Counter:
     lost = {h.session_id: h.lost for h in histories if h.lost}
-    assert not lost, f"{len(lost)} of {len(histories)} sessions lost: {dict(list(lost.items())[:5])}"
+    first = next((h for h in histories if h.lost), None)
+    assert not lost, (f"{len(lost)} of {len(histories)} sessions lost: {dict(list(lost.items())[:5])}; "
+                      f"the last calls of {first.session_id if first else ''}:\n" +
+                      "\n".join(first.events[-8:] if first else []))
     return Counter(resends=sum(h.resends for h in histories),
                    applied_unseen=sum(h.applied_unseen for h in histories),
                    steps=sum(len(h.chunks) for h in histories))

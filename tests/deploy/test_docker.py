@@ -125,7 +125,12 @@ def replay_check(deployment, load, what: str) -> str:
 
 
 def test_scale_3_to_5_to_2_while_50_sessions_step(deployment):
-    load = SessionLoad(deployment.target, sessions=50, max_steps=1000, pace=0.2, prefix="scale").start()
+    with SessionLoad(deployment.target, sessions=50, max_steps=1000, pace=0.2, prefix="scale") as load:
+        scale_under(deployment, load)
+    deployment.compose("up", "--detach", "--wait", "--no-build", "--scale", "replica=3")
+
+
+def scale_under(deployment, load) -> None:
     load.wait_steps(3)
     load.longest_wait()
     start = time.monotonic()
@@ -142,11 +147,15 @@ def test_scale_3_to_5_to_2_while_50_sessions_step(deployment):
     summary = replay_check(deployment, load, "scale 3 -> 5 -> 2")
     print(f"{summary}; up to 5 healthy in {up5:.1f} s (longest wait of a call meanwhile {up5_wait:.2f} s), "
           f"down to 2 in {down2:.1f} s (longest wait {down2_wait:.2f} s)")
-    deployment.compose("up", "--detach", "--wait", "--no-build", "--scale", "replica=3")
 
 
 def test_docker_kill_of_a_replica_its_sessions_resume_elsewhere_at_their_last_step(deployment):
-    load = SessionLoad(deployment.target, sessions=30, max_steps=1000, pace=0.1, prefix="kill").start()
+    with SessionLoad(deployment.target, sessions=30, max_steps=1000, pace=0.1, prefix="kill") as load:
+        kill_under(deployment, load)
+    deployment.compose("up", "--detach", "--wait", "--no-build", "--scale", "replica=3")  # the killed one back
+
+
+def kill_under(deployment, load) -> None:
     load.wait_steps(3)
     where = {c: held_sessions(c) for c in deployment.running("replica")}
     victim = max(where, key=lambda c: len(where[c] & {h.session_id for h in load.histories}))
@@ -160,7 +169,6 @@ def test_docker_kill_of_a_replica_its_sessions_resume_elsewhere_at_their_last_st
     summary = replay_check(deployment, load, "docker kill")
     print(f"{summary}; the {len(theirs)} sessions of the killed replica answered again after "
           f"median {statistics.median(failover):.2f} s, max {failover[-1]:.2f} s (failover time, from the kill)")
-    deployment.compose("up", "--detach", "--wait", "--no-build", "--scale", "replica=3")  # the killed one back
 
 
 def test_rolling_updates_under_load_lose_no_session(deployment):
@@ -203,7 +211,7 @@ def test_rolling_updates_under_load_lose_no_session(deployment):
         print(f"{summary}; deploy/rollout.sh {rolled:.1f} s, longest wait of a call meanwhile {rolled_wait:.2f} s; "
               f"plain `compose up -d` {plain:.1f} s, longest wait {plain_wait:.2f} s")
     finally:
-        load.stop()
+        load.__exit__()
         docker("rmi", "--force", f"lstm-service:{new}", check=False)
 
 
