@@ -136,6 +136,7 @@ def test_healthchecks_stop_grace_and_dependencies(compose):
         assert service["volumes"][0]["target"] == service["environment"]["LSTM_MODEL"]
     stack = yaml.safe_load(STACK.read_text())["services"]["replica"]["deploy"]
     assert stack["endpoint_mode"] == "dnsrr"  # swarm: one DNS address per replica
+    assert yaml.safe_load(STACK.read_text())["services"]["redis"]["deploy"]["endpoint_mode"] == "dnsrr"  # no IPVS
     # Swarm's rolling update: one at a time, the new task healthy before the old one drains.
     assert stack["update_config"]["parallelism"] == 1 and stack["update_config"]["order"] == "start-first"
     proxy = services["proxy"]
