@@ -4,7 +4,8 @@
     python -m bench --quick --model DIR --out /tmp/bench              # smoke run, ~15 s
     python -m bench --kserve --model models/shakespeare                # perf_analyzer (KServe v2) beside lstm.v1
     python -m bench --proxy --model models/shakespeare                 # direct vs through HAProxy, 1 and 64 streams
-    python -m bench --snapshots --model models/shakespeare             # Redis snapshots off vs on, 64 streams
+    python -m bench --snapshots --model models/shakespeare             # Redis snapshots off vs on vs write-through
+    python -m bench --handoff --model models/shakespeare               # calls alternating two replicas; takeover
     python -m bench --journal --model models/shakespeare               # journal off vs on: memory, 64 streams
     python -m bench --noisy --model models/shakespeare                 # victim latency beside 4096-token prefills
     python -m bench --fronts-compare --model models/shakespeare        # --fronts 0 vs 1 vs 2, ORT 1/2-thread ceilings
@@ -90,8 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--proxy", action="store_true",
                    help="direct vs through HAProxy on deploy/haproxy.cfg, same run, streams 1,64 (bench/proxy.py)")
     p.add_argument("--snapshots", action="store_true",
-                   help="--state-store off vs on (a redis-server of its own, default policy), streams 64 "
-                        "(bench/snapshots.py)")
+                   help="--state-store off vs on (a redis-server of its own, default policy) vs write-through "
+                        "(--snapshot-every 1), streams 64 (bench/snapshots.py)")
+    p.add_argument("--handoff", action="store_true",
+                   help="two replicas on one Redis: p50/p99 of calls whose session alternates replicas (a handoff "
+                        "each) beside calls on one replica, and the takeover time after kill -9 (bench/handoff.py)")
+    p.add_argument("--rounds", type=int, default=100, help="--handoff: sessions of 10 alternating calls each [100]")
     p.add_argument("--journal", action="store_true",
                    help="each session's journal off (--journal-calls 0) vs on: memory per idle session, and steps/s "
                         "and server CPU per step at 64 streams, both orders (bench/journal.py)")
@@ -146,6 +151,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .journal import main as journal_main
 
         return journal_main(args, server_args, _ints(args.streams or "64"), warmup, duration)
+    if args.handoff:
+        from .handoff import main as handoff_main
+
+        return handoff_main(args, parser, server_args, args.rounds)
     if args.snapshots:
         from .snapshots import main as snapshots_main
 

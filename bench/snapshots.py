@@ -1,13 +1,15 @@
 """``python -m bench --snapshots``: what Redis snapshots cost the step path.
 
-Two service processes on the same model, one memory-only, one with
+Three service processes on the same model: one memory-only, one with
 ``--state-store`` on a redis-server of its own (Debian package, temporary
 directory, persistence off) and the default snapshot policy (--snapshot-every,
---snapshot-idle-seconds as the service ships them). The same client
-processes drive one, then the other, back to back, then again in the other
-order, so background load hits both alike and a drift shows up as a
-difference between the two orders. Prints steps/s (1 token per message) and
-p50/p99 for each, and the snapshots written per second during the window.
+--snapshot-idle-seconds as the service ships them), and one in write-through
+mode (``--snapshot-every 1``: every step's fenced write awaited before its reply,
+docs/durability.md). The same client processes drive each in turn, back to back,
+then again in the reverse order, so background load hits them alike and a drift
+shows up as a difference between the two orders. Prints steps/s (1 token per
+message), p50/p99, server CPU per step for each, and the snapshots written per
+second by the default and the write-through server during the window.
 """
 from __future__ import annotations
 
@@ -72,38 +74,50 @@ def _us(row: dict) -> str:
     return "-" if row.get("server_us_per_msg") is None else f"{row['server_us_per_msg']:.0f}"
 
 
+SIDES = ("off", "on", "through")  # memory only; the default snapshot policy; write-through
+
+
+def _pct(side: dict, off: dict) -> str:
+    return f"{100.0 * (side['msgs_per_s'] / off['msgs_per_s'] - 1.0):+.1f}%" if off["msgs_per_s"] else "-"
+
+
 def table(rows: List[dict]) -> str:
     # server CPU per step: less sensitive than steps/s to whatever else loads the machine
-    lines = ["| streams | order | store off steps/s | store on steps/s | change | off p50 / p99 ms | on p50 / p99 ms "
-             "| server CPU us/step off / on | snapshots/s |",
-             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| streams | order | store off steps/s | store on steps/s | change | write-through steps/s | change "
+             "| off / on / through p50 ms | off / on / through p99 ms | server CPU us/step off / on / through "
+             "| snapshots/s on / through |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
-        off, on = r["off"], r["on"]
-        change = 100.0 * (on["msgs_per_s"] / off["msgs_per_s"] - 1.0) if off["msgs_per_s"] else float("nan")
+        off, on, through = (r[side] for side in SIDES)
         lines.append(f"| {r['streams']} | {r['order']} | {off['msgs_per_s']:.0f} | {on['msgs_per_s']:.0f} | "
-                     f"{change:+.1f}% | "
-                     f"{off['latency_ms']['p50']:.2f} / {off['latency_ms']['p99']:.2f} | "
-                     f"{on['latency_ms']['p50']:.2f} / {on['latency_ms']['p99']:.2f} | "
-                     f"{_us(off)} / {_us(on)} | {r['snapshots_per_s']:.0f} |")
+                     f"{_pct(on, off)} | {through['msgs_per_s']:.0f} | {_pct(through, off)} | "
+                     + " / ".join(f"{s['latency_ms']['p50']:.2f}" for s in (off, on, through)) + " | "
+                     + " / ".join(f"{s['latency_ms']['p99']:.2f}" for s in (off, on, through)) + " | "
+                     f"{_us(off)} / {_us(on)} / {_us(through)} | "
+                     f"{r['snapshots_per_s']:.0f} / {r['through_snapshots_per_s']:.0f} |")
     return "\n".join(lines)
 
 
-def _measure(pool, stored: ServiceProcess, plain: ServiceProcess, n: int, warmup: float, duration: float,
-             on_first: bool) -> dict:
-    """One off/on pair; ``on_first`` swaps the order, so a drift in background load shows as a
-    difference between the two orders rather than as a cost of the store."""
-    before = scrape(stored.metrics_url)
+def _rate(server: ServiceProcess, measure) -> tuple:
+    """``measure()``'s result and the snapshots ``server`` wrote per second meanwhile (warm-up
+    included: the counter cannot be split at the window's edges)."""
+    before = snapshots_written(scrape(server.metrics_url))
     started = time.monotonic()
-    row = {}
-    for side in (("on", "off") if on_first else ("off", "on")):
-        server = stored if side == "on" else plain
-        row[side] = measure_point(pool, server.target, n, 1, warmup, duration, server.pid)
-    # over both points, warm-ups included: the counter cannot be split at the window's edges
-    # (the memory-only server never writes, so this is the store-on server's rate over twice its time)
-    written = snapshots_written(scrape(stored.metrics_url)) - snapshots_written(before)
-    rate = 2 * written / (time.monotonic() - started)
-    return {"streams": n, "tokens_per_message": 1, "order": "on, off" if on_first else "off, on", **row,
-            "snapshots_per_s": rate}
+    result = measure()
+    return result, (snapshots_written(scrape(server.metrics_url)) - before) / (time.monotonic() - started)
+
+
+def _measure(pool, servers: dict, n: int, warmup: float, duration: float, reverse: bool) -> dict:
+    """One point per side; ``reverse`` runs them in the other order, so a drift in background
+    load shows as a difference between the two orders rather than as a cost of the store."""
+    row: dict = {}
+    rates = {}
+    for side in (SIDES[::-1] if reverse else SIDES):
+        server = servers[side]
+        row[side], rates[side] = _rate(server, lambda s=server: measure_point(pool, s.target, n, 1, warmup,
+                                                                               duration, s.pid))
+    return {"streams": n, "tokens_per_message": 1, "order": ", ".join(SIDES[::-1] if reverse else SIDES), **row,
+            "snapshots_per_s": rates["on"], "through_snapshots_per_s": rates["through"]}
 
 
 def main(args, parser, server_args: List[str], streams: List[int], warmup: float, duration: float) -> int:
@@ -111,20 +125,20 @@ def main(args, parser, server_args: List[str], streams: List[int], warmup: float
     if not Path(binary).is_file():
         parser.error("--snapshots needs redis-server (Debian: apt-get install redis-server)")
     redis = RedisProcess(binary)
-    plain = stored = None
+    servers: dict = {}
     rows = []
     try:
-        plain = ServiceProcess.start(server_args)
-        stored = ServiceProcess.start([*server_args, "--state-store", redis.url])
+        servers["off"] = ServiceProcess.start(server_args)
+        servers["on"] = ServiceProcess.start([*server_args, "--state-store", redis.url])
+        servers["through"] = ServiceProcess.start([*server_args, "--state-store", redis.url, "--snapshot-every", "1"])
         with ClientPool(args.clients, args.streams_per_channel, args.top_k, args.parse_responses) as pool:
             for n in streams:
-                for on_first in (False, True):
-                    print(f"streams {n}: store {'on, then off' if on_first else 'off, then on'} ...", flush=True)
-                    rows.append(_measure(pool, stored, plain, n, warmup, duration, on_first))
+                for reverse in (False, True):
+                    print(f"streams {n}: {', then '.join(SIDES[::-1] if reverse else SIDES)} ...", flush=True)
+                    rows.append(_measure(pool, servers, n, warmup, duration, reverse))
     finally:
-        for service in (plain, stored):
-            if service is not None:
-                service.stop()
+        for service in servers.values():
+            service.stop()
         redis.stop()
     text = table(rows)
     print(text)

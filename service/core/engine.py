@@ -413,6 +413,17 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             if pending is None:
                 self.store.mark_saved(session)
 
+    async def claim_new(self, name: SessionName, ttl: float) -> Optional[int]:
+        """The lease of a session a fork or import is about to make (None without leases)."""
+        if self.durability is None or self.durability.leases is None:
+            return None
+        return await self.durability.claim(name, self.store.check_ttl(ttl))
+
+    def claimed_new(self, session: Session, epoch: Optional[int]) -> None:
+        if self.durability is not None and self.durability.leases is not None:
+            self.durability.claimed(session, epoch)
+            self.record_if_due(session)
+
     def _unclaim(self, name: SessionName, epoch: Optional[int]) -> None:
         """A create that ended non-OK: its lease (and write-through snapshot) go again."""
         if epoch is not None and self.durability is not None:

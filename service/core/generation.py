@@ -93,10 +93,13 @@ async def sample_tokens(engine: "Engine", hold: Hold, pending: Optional[Pending]
         # Commit the token (and the prompt, the first time) as it is handed out to be written:
         # a client never receives a token its session does not hold.
         first = i == 0
-        hold.commit(Pending(StepResult("", steps + 1, unsent + 1, out.scores, one), out.state, start=False,
-                            ids=np.concatenate([prompt_ids, [token]]).astype(np.int64) if first else
-                            np.array([token], np.int64),
-                            base=base if first else None, call_start=first))
+        pending = Pending(StepResult("", steps + 1, unsent + 1, out.scores, one), out.state, start=False,
+                          ids=np.concatenate([prompt_ids, [token]]).astype(np.int64) if first else
+                          np.array([token], np.int64),
+                          base=base if first else None, call_start=first)
+        if hold.session is not None:  # the lease proven (write-through: the token in Redis) first
+            await engine.before_commit(hold.session, pending)
+        hold.commit(pending)
         yield Generated(token, engine.vocab.pieces[token], text, float(logprobs[token]), steps + 1, finish)
         state, steps, logprobs, unsent = out.state, steps + 1, out.scores.last, 0
         if finish:

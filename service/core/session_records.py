@@ -11,7 +11,7 @@ from ..api.engine_base import RecordCommit
 from ..api.values import ANYONE, Caller, SessionInfo, State
 from ..persist.durability import record_of
 from .quotas import Quotas
-from .session_ids import SessionName
+from .session_ids import SessionName, new_session_id
 from .sessions import Session, SessionStore, check_session_id
 
 class EngineParts(Protocol):
@@ -30,6 +30,10 @@ class EngineParts(Protocol):
     def session_of(self, session_id: str, caller: Caller) -> Session: ...
 
     def record_if_due(self, session: Session) -> None: ...
+
+    async def claim_new(self, name: SessionName, ttl: float) -> Optional[int]: ...
+
+    def claimed_new(self, session: Session, epoch: Optional[int]) -> None: ...
 
 
 class SessionRecords:
@@ -68,13 +72,17 @@ class SessionRecords:
         name = self.session_name(session_id, caller)
         source = self.store.get(name.id, name.owner)
         self.quotas.check_sessions(source.owner, self.store.owned[source.owner])
+        fork_name = SessionName(name.owner, new_id or self.store.fork_name(source))  # named first: its lease
+        epoch = await self.claim_new(fork_name, ttl or source.ttl)
 
         async def commit(wanted: bool = True) -> Optional[SessionInfo]:
             if not wanted:
                 return None
             # checked again: another call may have taken the last quota slot since
             self.quotas.check_sessions(source.owner, self.store.owned[source.owner])
-            return self.info(self.store.fork(name.id, new_id, ttl, name.owner), caller)
+            fork = self.store.fork(name.id, fork_name.id, ttl, name.owner)
+            self.claimed_new(fork, epoch)
+            return self.info(fork, caller)
 
         return commit
 
@@ -107,12 +115,16 @@ class SessionRecords:
         if session_id:
             self.store.check_new_id(name.id, name.owner)
         ttl = self.store.check_ttl(ttl) if ttl else record.ttl
+        if not name.id:
+            name = SessionName(name.owner, new_session_id())  # named first: its lease is claimed before
+        epoch = await self.claim_new(name, ttl)
 
         async def commit(wanted: bool = True) -> Optional[SessionInfo]:
             if not wanted:
                 return None
             self.quotas.check_sessions(name.owner, self.store.owned[name.owner])
             session = self.store.restore(name.id, name.owner, record.state, record.steps, record.last_logprobs, ttl)
+            self.claimed_new(session, epoch)
             self.record_if_due(session)
             return self.info(session, caller)
 

@@ -214,14 +214,17 @@ class SessionStore:
         if new_id:  # before the lookup: a malformed new id is refused whether or not the source exists
             check_session_id(new_id, "new_session_id")
         source = self.get(source_id, owner)
-        # Unnamed forks share the parent's routing key, so a proxy sends them
-        # to this replica, the one that holds the copied state.
-        name = new_id or fork_id(source.id, taken=lambda candidate: SessionName(owner, candidate) in self._sessions)
+        name = new_id or self.fork_name(source)
         fork = self.create(name, ttl or source.ttl, why=f"was forked from {source.id} at step {source.steps}",
                            keep=source, owner=source.owner)
         fork.state, fork.steps, fork.last_logprobs = source.state, source.steps, source.last_logprobs
         self._touch(source)  # reading it is a use
         return fork
+
+    def fork_name(self, source: Session) -> str:
+        """A fresh id for a fork of ``source``. Unnamed forks share the parent's routing key, so a
+        proxy sends them to this replica, the one that holds the copied state."""
+        return fork_id(source.id, taken=lambda candidate: SessionName(source.owner, candidate) in self._sessions)
 
     def check_free(self, session_id: str, owner: str, what_to_do: str) -> Session:
         """The session, checked before a reset or delete is applied: NOT_FOUND, or ABORTED while a

@@ -64,7 +64,7 @@ class Durability:
         """Leases on: the heartbeat beats and the handoff inbox listens before the first call."""
         if self.leases is None:
             return
-        self.leases.start()
+        await self.leases.start()
         self.handoff.start()
         try:
             await asyncio.wait_for(self.handoff.ready.wait(), 2.0)
@@ -167,9 +167,10 @@ class Durability:
         return await asyncio.shield(task)
 
     async def _take_lease(self, name: SessionName) -> Optional[Session]:
-        from .snapshots import REDIS_ERRORS, key_of
+        from .snapshots import REDIS_ERRORS, key_of, legacy_key_of
 
         leases, key = self.leases, key_of(name)
+        migrated = False
         if not self.snapshots.healthy:
             return None  # as without leases: Redis down, nobody can hold it elsewhere either
         if self.snapshots.pending_for(name):  # our own write (an evicted copy) lands first
@@ -177,13 +178,22 @@ class Durability:
         deadline = leases.clock() + 2 * leases.ttl + HANDOFF_WAIT
         while True:
             try:
-                taken = await leases.acquire(name, key)
+                taken = await leases.acquire(name, key, legacy_key_of(name))
             except REDIS_ERRORS as exc:
                 self.snapshots._mark_down(exc)
+                self.snapshots._count("unavailable")
                 return None
             if taken.kind == "none":
+                if taken.snapshot is not None and not migrated:  # a pre-namespace key: this owner's only
+                    migrated = True
+                    if self.snapshots._migrated(name, taken.snapshot) is not None:
+                        await self.snapshots.flush(1.0)
+                        continue  # under its namespaced key now: take it with its lease
+                    return None
+                self.snapshots._count("miss")
                 return None
             if taken.kind == "took":
+                self.snapshots._count("hit")
                 return self._took(name, taken.epoch, taken.snapshot)
             answer = await self.handoff.ask(taken.owner, name, taken.epoch, HANDOFF_WAIT)
             if answer is not None and answer.get("r") == "busy":
@@ -215,7 +225,7 @@ class Durability:
         if held is not None:
             self.store.drop(held, "was taken up again from its snapshot")
         self.snapshots.forget(name)
-        log.info("session taken up with its lease: owner=%s id=%s steps=%d epoch=%d",
+        log.debug("session taken up with its lease: owner=%s id=%s steps=%d epoch=%d",
                  name.owner, name.id, snap.steps, epoch)
         session = self.store.restore(name.id, name.owner, snap.state, snap.steps, snap.last_logprobs, snap.ttl)
         session.epoch, session.lease_seen, session.through = epoch, self.leases.incarnation, snap.steps
@@ -330,6 +340,7 @@ class Durability:
         except REDIS_ERRORS as exc:
             self.snapshots._mark_down(exc)
             raise _store_down(name) from exc
+        self.snapshots._count("written" if int(done) else "fenced")
         if int(done) == 0:
             if session is not None:
                 self.lose(session)

@@ -67,7 +67,8 @@ end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 0
 """
 
-# KEYS[1] lease, KEYS[2] snapshot; ARGV[1] me, ARGV[2] heartbeat prefix.
+# KEYS[1] lease, KEYS[2] snapshot, KEYS[3] its pre-namespace key; ARGV[1] me, ARGV[2] heartbeat prefix.
+# 'none' carries the old key's value, if any (service/persist/snapshots.py moves it).
 ACQUIRE = """
 local owner, epoch = unpack(redis.call('HMGET', KEYS[1], 'owner', 'epoch'))
 if owner and owner ~= ARGV[1] and redis.call('EXISTS', ARGV[2] .. owner) == 1 then
@@ -76,7 +77,7 @@ end
 local snap = redis.call('GET', KEYS[2])
 if not snap then
   if owner and owner ~= '' then redis.call('DEL', KEYS[1]) end
-  return {'none'}
+  return {'none', redis.call('GET', KEYS[3])}
 end
 local e = (tonumber(epoch) or 0) + 1
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', e, 'seq', 0)
@@ -167,7 +168,7 @@ class Taken:
     kind: str
     epoch: int = 0
     owner: str = ""
-    snapshot: Optional[bytes] = None
+    snapshot: Optional[bytes] = None  # took: the snapshot; none: the pre-namespace key's value, if any
 
 
 def _text(value: Union[bytes, str, int, None]) -> str:
@@ -203,7 +204,14 @@ class Leases:
 
     # ---- the heartbeat ----
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """Load the scripts (a first call then costs one round trip, not a NOSCRIPT miss and a
+        load) and start the heartbeat."""
+        try:
+            for script in self._scripts.values():
+                await asyncio.wait_for(self.redis.script_load(script.script), 1.0)
+        except Exception as exc:  # Redis down: each script loads on its first call instead
+            log.debug("lease scripts not loaded: %s", exc)
         self._task = asyncio.get_running_loop().create_task(self._beat_forever(), name="lease-heartbeat")
 
     async def _beat_forever(self) -> None:
@@ -224,7 +232,11 @@ class Leases:
         if not continuous or sent > self.valid_until:
             self.incarnation += 1
             self.counts["lapsed"] += 1
-            if self.valid_until:  # not the first beat
+            if not continuous and sent <= self.valid_until:  # renewed in time, yet the key was not ours
+                event(log, "heartbeat_not_ours", logging.WARNING, replica=self.replica_id,
+                      hint="Redis lost it (restarted empty?), or another process runs with the same "
+                           "--replica-id: give each replica its own")
+            elif self.valid_until:  # not the first beat
                 event(log, "heartbeat_lapsed", logging.WARNING, replica=self.replica_id,
                       late_ms=round((sent - self.valid_until) * 1000))
         self.counts["renewed"] += 1
@@ -248,15 +260,15 @@ class Leases:
 
     # ---- leases ----
 
-    async def acquire(self, name: SessionName, snapshot_key: str) -> Taken:
-        reply: List = await self._scripts["acquire"](keys=[lease_key(name), snapshot_key],
+    async def acquire(self, name: SessionName, snapshot_key: str, legacy_key: str) -> Taken:
+        reply: List = await self._scripts["acquire"](keys=[lease_key(name), snapshot_key, legacy_key],
                                                      args=[self.replica_id, REPLICA_PREFIX])
         kind = _text(reply[0])
         if kind == "took":
             return Taken("took", int(_text(reply[1])), snapshot=reply[2])
         if kind == "held":
             return Taken("held", int(_text(reply[2] or 0)), owner=_text(reply[1]))
-        return Taken("none")
+        return Taken("none", snapshot=reply[1] if len(reply) > 1 else None)
 
     async def claim(self, name: SessionName, snapshot_key: str, ttl_ms: int) -> Taken:
         reply: List = await self._scripts["claim"](keys=[lease_key(name), snapshot_key],

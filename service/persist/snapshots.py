@@ -17,7 +17,9 @@ The step path never waits for Redis: ``save`` and ``delete`` put the latest
 write for an id into a bounded map that one background task drains (several
 writes per round trip); a newer write for the same id replaces the pending
 one, and when the map is full the oldest pending save is dropped (counted).
-``load`` waits at most LOAD_TIMEOUT and answers None when Redis is down or
+With leases (service/persist/leases.py) a write carries its session's (epoch,
+sequence) and goes out as the lease's WRITE script: refused (``on_fenced``) once
+the lease is another replica's. ``load`` waits at most LOAD_TIMEOUT and answers None when Redis is down or
 slow. Redis unreachable, at start or later: ``healthy`` goes False with one
 log line per outage, a prober pings until it answers, and pending writes
 wait for it (still bounded). Everything here runs on the event loop thread.

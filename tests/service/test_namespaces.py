@@ -137,9 +137,10 @@ def redis_server(tmp_path):
 
 
 def mget_calls(redis) -> int:
+    """Store lookups so far: MGET (a load) and EVALSHA (the lease's take, which reads the snapshot;
+    the servers here beat their heartbeat once a minute, so none falls in a test's window)."""
     stats = redis.command("INFO", "commandstats").decode()
-    found = re.search(r"cmdstat_mget:calls=(\d+)", stats)
-    return int(found.group(1)) if found else 0
+    return sum(int(found.group(1)) for found in re.finditer(r"cmdstat_(?:mget|evalsha):calls=(\d+)", stats))
 
 
 async def wait_for_key(redis, key: str, present: bool = True) -> None:
@@ -154,7 +155,8 @@ async def wait_for_key(redis, key: str, present: bool = True) -> None:
 @NEEDS_REDIS
 async def test_with_a_state_store_a_foreign_id_takes_the_same_lookup_path_as_an_unused_one(
         tiny_model_dir, tmp_path, redis_server):
-    async with serving(tiny_model_dir, tokens_file=str(tokens_file(tmp_path)), state_store=redis_server.url,
+    async with serving(tiny_model_dir, tokens_file=str(tokens_file(tmp_path)),
+                       state_store=redis_server.url, lease_ms=60000,
                        snapshot_every=1) as s:
         stub = s.stub
         await stub.CreateSession(pb.CreateSessionRequest(session_id=SHARED, prompt=pb.Input(text="secret")),
@@ -188,7 +190,7 @@ async def test_old_format_keys_are_moved_to_their_owners_namespace_when_the_stor
         writer.set(KEY_PREFIX + "bobs-old-session-0001", values["bob"])
         writer.set(KEY_PREFIX + "unreadable-old-key-01", b"not a snapshot")
         async with serving(tiny_model_dir, tokens_file=str(tokens_file(tmp_path)),
-                           state_store=redis_server.url) as s:
+                           state_store=redis_server.url, lease_ms=60000) as s:
             await wait_for_key(redis_server, f"{KEY_PREFIX}alice/{SHARED}")
             await wait_for_key(redis_server, f"{KEY_PREFIX}bob/bobs-old-session-0001")
             await wait_for_key(redis_server, KEY_PREFIX + SHARED, present=False)
@@ -205,7 +207,8 @@ async def test_old_format_keys_are_moved_to_their_owners_namespace_when_the_stor
 @NEEDS_REDIS
 async def test_a_snapshot_under_the_old_key_is_read_by_its_owner_only_and_moved(
         tiny_model_dir, tmp_path, redis_server):
-    async with serving(tiny_model_dir, tokens_file=str(tokens_file(tmp_path)), state_store=redis_server.url) as s:
+    async with serving(tiny_model_dir, tokens_file=str(tokens_file(tmp_path)), state_store=redis_server.url,
+                       lease_ms=60000) as s:
         with Redis.from_url(redis_server.url) as writer:  # written after the open's pass: read, then moved
             writer.set(KEY_PREFIX + SHARED, old_snapshot(s.engine, SHARED, "alice", 9))
         assert await status_of(s.stub.GetSession(pb.GetSessionRequest(session_id=SHARED),

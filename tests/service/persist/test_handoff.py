@@ -84,3 +84,25 @@ def test_a_session_held_by_a_stream_on_its_owner_is_busy_on_another_replica(tiny
         db.close()
         a.stop()
         b.stop()
+
+
+def test_a_fork_or_a_session_made_on_one_replica_is_found_on_the_other_before_any_snapshot(
+        tiny_model_dir, tmp_path, redis_server):
+    a = replica(tiny_model_dir, tmp_path, redis_server, "ra").start()
+    b = replica(tiny_model_dir, tmp_path, redis_server, "rb").start()
+    chunks = chunks_of(TEXT, SIZES)
+    da, db = Driver(a.target), Driver(b.target)
+    source = "forked-source-0123456789"
+    try:
+        da.create(source, chunks[0])
+        fork = da.stub.ForkSession(pb.ForkSessionRequest(session_id=source), timeout=20).session.id
+        assert snapshot_steps(redis_server, fork) is None and lease_of(redis_server, fork)["owner"] == "ra"
+        got = [db.step(fork, chunks[1]), db.step(source, chunks[1])]  # each handed over by a
+        want = db.replay(chunks[:2])[1]
+        assert_same_step(got[0], want, "the fork's step on b")
+        assert_same_step(got[1], want, "the source's step on b")
+    finally:
+        da.close()
+        db.close()
+        a.stop()
+        b.stop()

@@ -12,6 +12,11 @@ import time
 import grpc
 import pytest
 
+from redis.asyncio import Redis
+
+from lstm_service.service.core.session_ids import SessionName
+from lstm_service.service.persist.leases import Leases, lease_key
+from lstm_service.service.persist.snapshots import key_of
 from durable_helpers import Driver, FULL, assert_same_step, chunks_of, snapshot_steps, wait_for
 from lease_helpers import heartbeat_ttl_ms, lease_of, pause_tree, reason_of, replica
 from lstm_service.service.proto.lstm.v1 import lstm_pb2 as pb
@@ -30,6 +35,34 @@ def redis_server(tmp_path):
 
 def sid(name: str) -> str:
     return f"{name}-0123456789abcdef"
+
+
+async def test_the_scripts_fence_stale_writes_and_a_deleted_session_stays_deleted(redis_server):
+    """The lease scripts themselves on a real Redis, two replicas' Leases on one client."""
+    redis = Redis.from_url(redis_server.url)
+    try:
+        a, b = Leases(redis, "ra"), Leases(redis, "rb")
+        await a.beat()
+        await b.beat()
+        name = SessionName("anonymous", sid("fenced"))
+        keys = [lease_key(name), key_of(name)]
+        write = a.script("write")
+        assert (await a.claim(name, key_of(name), 60000)).epoch == 1
+        assert await write(keys=keys, args=["ra", 1, 1, b"v1", 60000]) == 1
+        assert await write(keys=keys, args=["ra", 1, 1, b"older", 60000]) == 2  # same seq: stale, skipped
+        assert (await b.acquire(name, key_of(name), "no-old-key")).kind == "held"  # a is alive
+        await redis.delete(a.heartbeat_key)  # as after a's TTL ran out (a paused)
+        taken = await b.acquire(name, key_of(name), "no-old-key")
+        assert (taken.kind, taken.epoch, taken.snapshot) == ("took", 2, b"v1")  # the snapshot, same script
+        assert await write(keys=keys, args=["ra", 1, 2, b"late", 60000]) == 0  # a's write: fenced
+        assert await redis.get(key_of(name)) == b"v1"
+        assert await a.verify(name, 1) == (False, a.incarnation)
+        assert await b.script("delete")(keys=keys, args=["rb", 2]) == 1
+        assert await write(keys=keys, args=["ra", 1, 3, b"zombie", 60000]) == 0  # cannot bring it back
+        assert await redis.get(key_of(name)) is None
+        assert (await a.acquire(name, key_of(name), "no-old-key")).kind == "none"
+    finally:
+        await redis.aclose()
 
 
 def test_a_lease_is_taken_renewed_and_expires_with_its_replica(tiny_model_dir, tmp_path, redis_server):
@@ -138,6 +171,24 @@ def test_a_drain_writes_every_session_and_releases_its_lease(tiny_model_dir, tmp
         want = db.replay(chunks[:5])
         for i, (g, w) in enumerate(zip(fed + [got], want)):
             assert_same_step(g, w, f"call {i}")
+    finally:
+        da.close()
+        db.close()
+        a.stop()
+        b.stop()
+
+
+def test_write_through_generated_tokens_survive_a_kill(tiny_model_dir, tmp_path, redis_server):
+    a = replica(tiny_model_dir, tmp_path, redis_server, "ra", every=1).start()
+    b = replica(tiny_model_dir, tmp_path, redis_server, "rb", every=1).start()
+    da, db = Driver(a.target), Driver(b.target)
+    try:
+        da.create(sid("generated"), [65, 66, 67])
+        tokens = [g.token for g in da.stub.Generate(pb.GenerateRequest(
+            session_id=sid("generated"), sampling=pb.SamplingParams(max_tokens=5, seed=1)), timeout=20)]
+        assert len(tokens) == 5
+        a.kill9()  # every token handed out was in Redis before it was
+        assert db.step(sid("generated"), [68])[0] == 3 + 5 + 1
     finally:
         da.close()
         db.close()
