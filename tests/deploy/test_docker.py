@@ -161,8 +161,8 @@ def kill_under(deployment, load) -> None:
     victim = max(where, key=lambda c: len(where[c] & {h.session_id for h in load.histories}))
     theirs = where[victim] & {h.session_id for h in load.histories}
     assert theirs, f"no session on any replica: {where}"
-    load.mark()
-    docker("kill", victim)
+    docker("kill", victim)  # returns once the container is dead (SIGKILL to its PID 1 and every process)
+    load.mark()  # from here, no answer can come from the victim
     load.wait_steps(3)
     # Each of the victim's sessions: seconds from the kill to its next answered call, on another replica.
     failover = sorted(load.first_ok_after[s] for s in theirs)
