@@ -28,4 +28,6 @@ for id in $old; do
 done
 # Compose now counts only the new ones; this leaves them as they are.
 compose "${@}" up --detach --wait --no-build --no-deps --no-recreate --scale "replica=$count" replica
+# The image the old replicas ran, untagged by the build and in use until now (deploy/deploy.sh).
+docker image prune --force --filter label=lstm.stage >/dev/null
 echo "rollout: $count replica(s) on the new configuration"
