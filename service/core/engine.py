@@ -107,7 +107,7 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
         durability = self.durability
         if durability is None or durability.leases is None:
             return
-        if not await durability.confirm(session):
+        if not await durability.confirm(session, slack=durability.leases.ttl / 3):
             durability.require_lease(session)  # raises: the lease moved
         if durability.write_through and session.alive:
             from ..persist.durability import record_of
@@ -115,8 +115,10 @@ class Engine(SessionRecords, EngineBase):  # the records' deferred halves before
             result = pending.result
             record = dataclasses.replace(record_of(session, self.model_sha256), steps=result.steps,
                                          state=pending.state, last_logprobs=result.scores.last)
-            await durability.write_now(record, session, session.epoch)
+            # Marked before the await: if the call ends non-OK from here on (cancelled during the
+            # write, or after it), its release writes the committed state back over it.
             session.through = result.steps
+            await durability.write_now(record, session, session.epoch)
 
     @property
     def store_healthy(self) -> Optional[bool]:

@@ -242,9 +242,10 @@ class Leases:
         self.counts["renewed"] += 1
         self.valid_until = sent + self.ttl * (1 - MARGIN)
 
-    def proven(self, incarnation: Optional[int]) -> bool:
-        """A lease verified at ``incarnation`` is surely still ours now (no Redis call)."""
-        return incarnation == self.incarnation and self.clock() < self.valid_until
+    def proven(self, incarnation: Optional[int], slack: float = 0.0) -> bool:
+        """A lease verified at ``incarnation`` is surely still ours now, and ``slack`` s from now
+        (no Redis call)."""
+        return incarnation == self.incarnation and self.clock() + slack < self.valid_until
 
     async def close(self) -> None:
         if self._task is not None:

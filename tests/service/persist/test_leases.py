@@ -194,3 +194,38 @@ def test_write_through_generated_tokens_survive_a_kill(tiny_model_dir, tmp_path,
         db.close()
         a.stop()
         b.stop()
+
+
+def test_write_through_a_call_that_ends_non_ok_after_its_write_leaves_the_committed_state(tiny_model_dir, tmp_path,
+                                                                                           redis_server):
+    a = replica(tiny_model_dir, tmp_path, redis_server, "ra", every=1).start()
+    b = replica(tiny_model_dir, tmp_path, redis_server, "rb", every=1).start()
+    chunks = chunks_of(TEXT, SIZES)
+    da, db = Driver(a.target), Driver(b.target)
+    try:
+        fed = [da.create(sid("cut"), chunks[0]), da.step(sid("cut"), chunks[1])]
+        redis_server.pause()  # the next step's write waits for Redis, past the call's deadline
+        resume = __import__("threading").Timer(0.8, redis_server.resume)
+        resume.start()
+        with pytest.raises(grpc.RpcError) as err:
+            da.stub.Predict(pb.PredictRequest(session_id=sid("cut"), input=pb.Input(tokens=chunks[2]), output=FULL),
+                            timeout=0.3)
+        assert err.value.code() in (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+        resume.join()
+        committed = sum(SIZES[:2])
+        # the write may have landed; the release wrote the committed state back over it
+        wait_for(lambda: snapshot_steps(redis_server, sid("cut")) == committed, 10,
+                 "Redis kept the step of a call that ended non-OK")
+        time.sleep(0.5)
+        assert snapshot_steps(redis_server, sid("cut")) == committed  # and it stays so
+        a.kill9()
+        got = db.step(sid("cut"), chunks[2])
+        want = db.replay(chunks[:3])
+        for i, (g, w) in enumerate(zip(fed + [got], want)):
+            assert_same_step(g, w, f"call {i}")
+    finally:
+        redis_server.resume()
+        da.close()
+        db.close()
+        a.stop()
+        b.stop()
