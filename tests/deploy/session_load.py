@@ -56,6 +56,7 @@ class History:
     chunks: List[List[int]] = field(default_factory=list)  # every chunk the session applied, in order
     replies: Dict[int, Reply] = field(default_factory=dict)  # index in chunks -> the acknowledged reply
     resends: int = 0
+    resends_now: int = 0  # of the call being sent
     applied_unseen: int = 0  # steps that applied but whose reply was lost with its replica
     lost: Optional[str] = None  # why the session is gone, if it is
     stall: float = 0.0  # the longest wait, from a first send to its answer, in seconds
@@ -156,6 +157,7 @@ class SessionLoad:
         """One step, resent until answered; its reply, or None when it applied unseen or the session is lost."""
         rid = uuid.uuid4().hex
         before = history.steps
+        history.resends_now = 0
         started = time.monotonic()
         while True:
             sent = time.time()
@@ -167,8 +169,12 @@ class SessionLoad:
                 history.events.append(f"{sent:.3f}+{time.time() - sent:.3f}s expected {before} rid {rid[:6]}: "
                                       f"{code.name} {error.reason} {error.details()[:80]}")
                 if code in RESEND and time.monotonic() - started < 60:
+                    # Backed off (20 ms doubling to 320 ms): a client that hammers a deployment whose
+                    # replicas are all restarting only adds load (and grpcio's C core has aborted
+                    # the process under thousands of such resends at once: call_combiner.cc).
+                    time.sleep(min(0.32, 0.02 * 2 ** min(history.resends_now, 4)))
                     history.resends += 1
-                    time.sleep(0.02)
+                    history.resends_now += 1
                     continue
                 applied_at = error.session_steps
                 if (not create and code == grpc.StatusCode.FAILED_PRECONDITION

@@ -70,6 +70,11 @@ def deployment():
         print(f"\ncompose up: Redis + 3 replicas + proxy healthy in {time.monotonic() - start:.1f} s")
         yield d
     finally:
+        # Every container's log, for a failed run (the containers go with `down`).
+        logs_out = MODEL.parents[1] / "build" / "deploy-test" / "compose-logs.txt"
+        logs_out.parent.mkdir(parents=True, exist_ok=True)
+        logs_out.write_text(subprocess.run(d.cmd + ["logs", "--no-color", "--timestamps"], capture_output=True,
+                                           text=True, env=d.env, timeout=120, cwd=MODEL.parents[1]).stdout)
         start = time.monotonic()
         d.compose("down", "--volumes", "--remove-orphans", "--timeout", "30")
         print(f"compose down in {time.monotonic() - start:.1f} s")
