@@ -20,6 +20,9 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 # exact set of deploy/requirements.txt (a layer that stays cached while only
 # our code changes), then the project's own wheel from build/project-wheel.
 FROM ${BASE_IMAGE} AS build
+# The classic builder keeps this stage as an untagged image (about 700 MB);
+# deploy/deploy.sh removes it after the build by this label.
+LABEL lstm.stage=build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY build/wheelhouse/ /wheels/
 # onnxruntime-gpu is the project's dependency (one package for CPU and GPU);
@@ -75,5 +78,8 @@ STOPSIGNAL SIGTERM
 # grpc.health.v1 through our own probe; it reads LSTM_PORT, so no arguments.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["lstm-healthcheck", "--quiet"]
+# deploy/deploy.sh removes untagged images with this label (an older build that a new one
+# replaced under the same tag).
+LABEL lstm.stage=runtime
 USER 10001:10001
 ENTRYPOINT ["lstm-serve"]

@@ -9,7 +9,7 @@ MODEL  ?= $(or $(LSTM_MODEL),models/shakespeare)
 DATA   ?= ../shared/data/tinyshakespeare.txt
 PERF_ANALYZER := $(VENV)/perf-analyzer/bin/perf_analyzer  # Triton's load generator (perf-analyzer target)
 
-.PHONY: lint fuzz serve test test-fronts train export train-words export-words proto proto-check latency bench bench-kserve perf-analyzer system-deps clean deploy-test swarm-test
+.PHONY: lint fuzz serve test test-fronts train export train-words export-words proto proto-check latency bench bench-kserve perf-analyzer system-deps clean deploy deploy-update deploy-down deploy-test swarm-test
 
 # setuptools' editable installs print an "Editable installation" banner (package folders
 # that share the package's name); ours are mapped on purpose (pyproject.toml), so it is noise.
@@ -69,6 +69,21 @@ system-deps:
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# The deployment (docs/deploy.md) in one command: Docker engine started if needed, Compose v2
+# found or installed into .venv, base images from the registry or built from Debian packages,
+# wheelhouse, session key, images, Redis + replicas + proxy up and healthy, endpoint printed.
+# deploy-down: `docker compose down` (replicas drain; Redis's volume is kept). Project: .env's `lstm`.
+deploy: $(VENV)/.serve-installed
+	@deploy/deploy.sh up
+
+# A new build rolled out without a pause (deploy/rollout.sh): new replicas up and healthy first,
+# then the old ones drain one at a time; every session continues on the new ones.
+deploy-update: $(VENV)/.serve-installed
+	@deploy/deploy.sh update
+
+deploy-down:
+	@deploy/deploy.sh down
 
 # The images built and the compose deployment run on a real Docker engine (docs/deploy.md):
 # installs docker.io/mmdebstrap if missing, starts dockerd if none runs (and stops it), builds

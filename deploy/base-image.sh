@@ -2,15 +2,17 @@
 # Build a base image from Debian packages when the registry base cannot be pulled:
 #   deploy/base-image.sh python   -> lstm-base:bookworm        (python3 + venv, for the service)
 #   deploy/base-image.sh haproxy  -> lstm-proxy-base:bookworm  (HAProxy 2.6, for the proxy)
+#   deploy/base-image.sh redis    -> lstm-redis-base:bookworm  (redis-server 7.0, the state store)
 # mmdebstrap writes a minbase bookworm root as a tarball; `docker import` loads it.
 # An image that is already there is kept (delete it to rebuild). Needs root and apt's mirror.
 set -euo pipefail
-kind="${1:?usage: base-image.sh python|haproxy}"
+kind="${1:?usage: base-image.sh python|haproxy|redis}"
 mirror="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 case "$kind" in
   python)  tag="${LSTM_BASE_TAG:-lstm-base:bookworm}";       include="python3,python3-venv,ca-certificates" ;;
   haproxy) tag="${LSTM_PROXY_BASE_TAG:-lstm-proxy-base:bookworm}"; include="haproxy,ca-certificates" ;;
-  *) echo "base-image.sh: unknown kind '$kind' (python or haproxy)" >&2; exit 2 ;;
+  redis)   tag="${LSTM_REDIS_BASE_TAG:-lstm-redis-base:bookworm}"; include="redis-server" ;;
+  *) echo "base-image.sh: unknown kind '$kind' (python, haproxy or redis)" >&2; exit 2 ;;
 esac
 if docker image inspect "$tag" >/dev/null 2>&1; then
   echo "base image $tag: present"; exit 0

@@ -29,5 +29,8 @@ STOPSIGNAL SIGUSR1
 # config); bash's /dev/tcp, as the image has no HTTP client.
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=2 \
     CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/8405 && printf 'GET /healthz HTTP/1.0\\r\\n\\r\\n' >&3 && read -r _ code _ <&3 && [ \"$code\" = 200 ]"]
+# deploy/deploy.sh removes untagged images with this label (an older build that a new one
+# replaced under the same tag).
+LABEL lstm.stage=runtime
 USER 10001:10001
 ENTRYPOINT ["haproxy", "-db", "-f", "/etc/lstm/haproxy.cfg"]

@@ -47,6 +47,22 @@ cmp -s deploy/requirements.txt "$out/requirements.txt" || cp deploy/requirements
 # its own, so a code change does not reinstall the dependencies.
 project=build/project-wheel
 rm -rf "$project" && mkdir -p "$project"
-"$PY" -m pip wheel --quiet --disable-pip-version-check --no-deps --no-build-isolation -w "$project" . >/dev/null
+# Without build isolation (no download) when this environment has the build backend pyproject.toml
+# asks for; `make serve`'s venv has the setuptools its Python came with (65 on 3.11), older than
+# that: then pip builds in an isolated environment with the backend fetched like the wheels above.
+isolation=--no-build-isolation
+"$PY" - <<'PYEOF' || isolation=""
+import importlib.metadata as md, sys, tomllib
+from packaging.requirements import Requirement
+for spec in tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]:
+    req = Requirement(spec)
+    try:
+        ok = req.specifier.contains(md.version(req.name), prereleases=True)
+    except md.PackageNotFoundError:
+        ok = False
+    if not ok:
+        sys.exit(1)
+PYEOF
+"$PY" -m pip wheel --quiet --disable-pip-version-check --no-deps $isolation -w "$project" . >/dev/null
 rm -f "$out"/lstm_service-*.whl
 echo "wheelhouse $out: $(ls "$out"/*.whl | wc -l) wheels + $(ls "$project"), $(du -sm "$out" | cut -f1) MB, $(( $(date +%s) - start )) s"

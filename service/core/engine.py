@@ -179,7 +179,13 @@ class Engine(AnswersKept, SessionRecords, EngineBase):  # request ids' commits, 
         With ``pending``: first rewind to its base if it was computed from a rewound one, and
         journal its ids (core/journal.py)."""
         self.store.require_live(session)
-        if self.durability is not None:
+        # A step written through (before_commit: fenced by this copy's epoch, awaited) proved the
+        # lease when it landed, and its OK may already be on its way: in fronts mode the front
+        # returns the reply and sends a one-way DEFERRED_COMMIT, so a refusal here (a heartbeat
+        # lapse since) would leave an acknowledged step uncommitted.
+        written = (pending is not None and self.durability is not None and self.durability.write_through
+                   and session.through == pending.result.steps)
+        if self.durability is not None and not written:
             self.durability.require_lease(session)
         base = pending.base if pending is not None else None
         if base is not None and base.rewound:  # the step ran from the session rewound to base.steps

@@ -18,6 +18,7 @@ from docker_tools import compose_v2, tool
 from lstm_service.service.proc.config import Config, env_name
 
 COMPOSE = ROOT / "docker-compose.yml"
+STACK = ROOT / "deploy" / "stack.yml"  # what only Swarm reads (deploy/stack-deploy.sh)
 OVERLAYS = {name: ROOT / "deploy" / f"compose.{name}.yml" for name in ("gpu", "metrics", "train")}
 DOCKERFILES = [ROOT / "Dockerfile", *sorted((ROOT / "deploy").glob("*.Dockerfile"))]
 VARIABLE = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
@@ -55,10 +56,15 @@ def port_of(address: str) -> int:
 
 def test_swarm_readable_base_and_compose_overlays():
     """Swarm's loader refuses profiles, a top-level name and depends_on maps,
-    so the base file has none of them; the optional services are overlays."""
+    so the base file has none of them; the optional services are overlays.
+    What compose would warn about (a file version, endpoint_mode, a port's
+    mode) is in the Swarm-only deploy/stack.yml; .env names the project."""
     base = yaml.safe_load(interpolate(COMPOSE.read_text()))
-    assert set(base["services"]) == {"replica", "proxy"}
-    assert "name" not in base
+    assert set(base["services"]) == {"redis", "replica", "proxy"}
+    assert "name" not in base and "version" not in base
+    assert "endpoint_mode" not in base["services"]["replica"]["deploy"]
+    assert all("mode" not in port for port in base["services"]["proxy"]["ports"])
+    assert "COMPOSE_PROJECT_NAME=lstm" in (ROOT / ".env").read_text().splitlines()
     for service in base["services"].values():
         assert "profiles" not in service and isinstance(service.get("depends_on", []), list)
     assert int(base["services"]["replica"]["deploy"]["replicas"]) == 3
@@ -90,7 +96,9 @@ def test_ports_agree_across_compose_dockerfiles_haproxy_and_code(compose):
     defaults = proxy_image_env()
     listen = port_of(services["proxy"]["environment"]["PROXY_LISTEN"])
     assert listen == port_of(defaults["PROXY_LISTEN"])
-    assert [(p["target"], p["mode"]) for p in services["proxy"]["ports"]] == [(listen, "host")]  # no IPVS needed
+    assert [p["target"] for p in services["proxy"]["ports"]] == [listen]
+    stack_ports = yaml.safe_load(interpolate(STACK.read_text()))["services"]["proxy"]["ports"]
+    assert [(p["target"], p["mode"]) for p in stack_ports] == [(listen, "host")]  # Swarm: no IPVS needed
     for dockerfile in (ROOT / "Dockerfile", ROOT / "deploy" / "gpu.Dockerfile"):
         lines = " ".join(instructions(dockerfile))
         assert f"LSTM_PORT={grpc_port}" in lines and f"LSTM_METRICS_PORT={metrics_port}" in lines
@@ -126,15 +134,36 @@ def test_healthchecks_stop_grace_and_dependencies(compose):
         assert service["stop_signal"] == "SIGTERM"
         assert service["read_only"] and service["volumes"][0]["read_only"]
         assert service["volumes"][0]["target"] == service["environment"]["LSTM_MODEL"]
-        assert service["deploy"]["endpoint_mode"] == "dnsrr"  # swarm: one DNS address per replica
+    stack = yaml.safe_load(STACK.read_text())["services"]["replica"]["deploy"]
+    assert stack["endpoint_mode"] == "dnsrr"  # swarm: one DNS address per replica
+    assert yaml.safe_load(STACK.read_text())["services"]["redis"]["deploy"]["endpoint_mode"] == "dnsrr"  # no IPVS
+    # Swarm's rolling update: one at a time, the new task healthy before the old one drains.
+    assert stack["update_config"]["parallelism"] == 1 and stack["update_config"]["order"] == "start-first"
     proxy = services["proxy"]
     assert "ulimits" not in proxy, "a nofile ulimit above the engine's hard limit stops the proxy starting"
     assert proxy["stop_signal"] == "SIGUSR1"
     shutdown = float(proxy_image_env()["PROXY_SHUTDOWN_TIMEOUT"].rstrip("s"))
     assert float(proxy["stop_grace_period"].rstrip("s")) > shutdown
     assert proxy["depends_on"] == ["replica"]  # start order; HAProxy's own checks gate traffic
-    for name in ("replica", "proxy"):
+    for name in ("redis", "replica", "proxy"):
         assert services[name]["cap_drop"] == ["ALL"] and services[name]["read_only"] is True
+
+
+def test_replicas_share_one_redis_with_its_append_only_file_on_a_volume_and_the_key_as_a_secret(compose):
+    services = compose["services"]
+    redis = services["redis"]
+    env = services["replica"]["environment"]
+    host, _, port = env["LSTM_STATE_STORE"].removeprefix("redis://").partition("/")[0].partition(":")
+    assert host == "redis" and int(port) == 6379 and services["replica"]["depends_on"] == ["redis"]
+    assert int(env["LSTM_SNAPSHOT_EVERY"]) == 1  # write-through: a replica's death loses no acknowledged step
+    assert redis["networks"] == ["backend"] and "ports" not in redis  # reachable by the replicas only
+    assert redis["volumes"] == ["redis-data:/data"] and "redis-data" in compose["volumes"]
+    entry = " ".join(instructions(ROOT / "deploy" / "redis.Dockerfile"))
+    assert '"--appendonly", "yes"' in entry and '"--dir", "/data"' in entry
+    assert "redis-cli ping" in " ".join(redis["healthcheck"]["test"])
+    assert services["replica"]["secrets"] == ["session_key"]
+    assert env["LSTM_SESSION_KEY_FILE"] == "/run/secrets/session_key"
+    assert compose["secrets"]["session_key"]["file"] == "./build/secrets/session.key"  # made by deploy/deploy.sh
 
 
 def test_gpu_profile_reserves_a_device_and_asks_for_cuda(compose):
@@ -225,22 +254,28 @@ def test_compose_v2_accepts_the_files(overlays):
     out = subprocess.run(cmd + files + ["config", "--services"], capture_output=True, text=True, cwd="/",
                          timeout=60)
     assert out.returncode == 0, out.stderr
-    expected = {"replica", "proxy"} | {{"gpu": "replica-gpu", "metrics": "prometheus", "train": "train"}[o]
+    assert out.stderr == "", f"compose warns: {out.stderr}"
+    expected = {"redis", "replica", "proxy"} | {{"gpu": "replica-gpu", "metrics": "prometheus", "train": "train"}[o]
                                        for o in overlays}
     assert set(out.stdout.split()) == expected
 
 
-def test_swarm_stack_loader_accepts_the_base_file():
-    """`docker stack config` is the client-side loader of `docker stack deploy` (no engine needed)."""
+def test_swarm_stack_loader_accepts_the_base_file_with_the_stack_overlay():
+    """`docker stack config` is the client-side loader of `docker stack deploy` (no engine needed),
+    given what deploy/stack-deploy.sh gives it: the file version, then both files."""
     helped = subprocess.run(["docker", "stack", "config", "--help"], capture_output=True, text=True,
                             timeout=30) if tool("docker") else None
     if helped is None or "--compose-file" not in helped.stdout:
         pytest.skip("no docker CLI with `stack config` (Debian's 20.10 CLI lacks it)")
-    out = subprocess.run(["docker", "stack", "config", "-c", str(COMPOSE)], capture_output=True, text=True,
-                         cwd=ROOT, timeout=60, env={**clean_env(), "LSTM_PUBLISH_PORT": "50051"})
+    version = yaml.safe_load(STACK.read_text())["version"]
+    out = subprocess.run(["docker", "stack", "config", "-c", "-", "-c", str(STACK)], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60, env={**clean_env(), "LSTM_PUBLISH_PORT": "50051"},
+                         input=f'version: "{version}"\n' + COMPOSE.read_text())
     assert out.returncode == 0, out.stderr
     stack = yaml.safe_load(out.stdout)
     assert stack["services"]["replica"]["deploy"]["endpoint_mode"] == "dnsrr"
+    assert [p["mode"] for p in stack["services"]["proxy"]["ports"]] == ["host"]
+    assert stack["services"]["replica"]["secrets"] == [{"source": "session_key"}]
     assert stack["services"]["proxy"]["image"].startswith("lstm-proxy:")
 
 

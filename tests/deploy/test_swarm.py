@@ -1,6 +1,8 @@
-"""The same docker-compose.yml on Docker Swarm: `docker stack deploy` on a
-one-node swarm (images by tag, the `deploy:` sections, overlay networks), and
-the same session checks as under compose through the proxy's published port.
+"""The same docker-compose.yml on Docker Swarm: deploy/stack-deploy.sh (`docker stack
+deploy` of it with deploy/stack.yml on top) on a one-node swarm (images by tag,
+the `deploy:` sections, overlay networks, the session key as a Swarm secret,
+Redis), and the same session checks as under compose through the proxy's
+published port.
 `make swarm-test` builds the images, inits the swarm and leaves it after.
 Skipped unless LSTM_SWARM_TEST=1.
 """
@@ -60,15 +62,16 @@ def stack():
             joined = True
         env = {**os.environ, "LSTM_PUBLISH_PORT": str(port)}
         start = time.monotonic()
-        out = subprocess.run(["docker", "stack", "deploy", "--compose-file", "docker-compose.yml", STACK],
-                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        out = subprocess.run(["deploy/stack-deploy.sh", STACK], capture_output=True, text=True, env=env, cwd=ROOT,
+                             timeout=120)
         assert out.returncode == 0, out.stderr
         print("\n" + (out.stdout + out.stderr).strip())
 
         def up() -> bool:
-            replicas, proxy = tasks("replica"), tasks("proxy")
-            return len(replicas) == 3 and len(proxy) == 1 and all(map(healthy, replicas + proxy))
-        wait_for(up, 180, "the stack never had 3 healthy replicas and a healthy proxy", interval=1)
+            replicas, proxy, redis = tasks("replica"), tasks("proxy"), tasks("redis")
+            return (len(replicas) == 3 and len(proxy) == 1 and len(redis) == 1
+                    and all(map(healthy, replicas + proxy + redis)))
+        wait_for(up, 180, "the stack never had 3 healthy replicas, a healthy proxy and Redis", interval=1)
         target = f"127.0.0.1:{port}"
         wait_for(lambda: serving(target), 60, "no health answer through the published port", interval=1)
         print(f"stack deploy: healthy and serving in {time.monotonic() - start:.1f} s")
@@ -78,6 +81,7 @@ def stack():
         try:
             wait_for(lambda: not docker("ps", "-aq", "--filter", f"label=com.docker.stack.namespace={STACK}",
                                         check=False).split(), 60, "stack containers still there", interval=1)
+            docker("volume", "rm", f"{STACK}_redis-data", check=False)  # `stack rm` keeps volumes
         finally:
             if joined:
                 docker("swarm", "leave", "--force", check=False)
@@ -105,3 +109,5 @@ def test_swarm_tasks_are_read_only_non_root_and_without_capabilities(stack):
         assert_locked_down(c, "lstm-serve", no_new_privileges=False)
     for c in tasks("proxy"):
         assert_locked_down(c, "haproxy", no_new_privileges=False)
+    for c in tasks("redis"):
+        assert_locked_down(c, "redis-server", no_new_privileges=False)
