@@ -29,7 +29,9 @@ def test_every_mode_and_stream_count_is_timed(budget_run):
         assert roles == (["single"] if point["name"].startswith("--fronts 0") else ["engine", "front"]), roles
         w = Window(point["procs"], point["client"])
         assert w.messages > 0 and point["client"]["error_count"] == 0
-        assert w.events(w.engine, "ort.run") <= 1.0  # never more model calls than messages
+        # Never more model calls than messages; the server's window (two SIGUSR2 dumps) and the
+        # client's count of messages start and end a few steps apart, hence the 2% slack.
+        assert w.events(w.engine, "ort.run") <= 1.02
         assert point["echo"]["msgs_per_s"] > 0
 
 
