@@ -180,12 +180,15 @@ class Engine(AnswersKept, SessionRecords, EngineBase):  # request ids' commits, 
         journal its ids (core/journal.py)."""
         self.store.require_live(session)
         # A step written through (before_commit: fenced by this copy's epoch, awaited) proved the
-        # lease when it landed, and its OK may already be on its way: in fronts mode the front
-        # returns the reply and sends a one-way DEFERRED_COMMIT, so a refusal here (a heartbeat
-        # lapse since) would leave an acknowledged step uncommitted.
+        # lease when it landed; a step whose OK is already on its way (in fronts mode the front
+        # replies, then sends a one-way commit) proved it when it ran. Refusing either here (after
+        # a heartbeat lapse since) would leave an acknowledged step uncommitted. If the lease did
+        # move meanwhile, this copy's snapshot writes are fenced and its next call re-verifies and
+        # drops it: the step is lost as under the snapshot policy, never kept twice.
         written = (pending is not None and self.durability is not None and self.durability.write_through
                    and session.through == pending.result.steps)
-        if self.durability is not None and not written:
+        acknowledged = pending is not None and pending.acknowledged
+        if self.durability is not None and not written and not acknowledged:
             self.durability.require_lease(session)
         base = pending.base if pending is not None else None
         if base is not None and base.rewound:  # the step ran from the session rewound to base.steps

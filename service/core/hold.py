@@ -47,6 +47,9 @@ class Pending:
     ids: Optional[np.ndarray] = None  # the ids this commit consumes (None: unknown, the journal is dropped)
     base: Optional[Base] = None
     call_start: bool = True  # the first commit of a call (a Generate's later tokens are not)
+    # Its OK is already on its way (a front's one-way commit): the lease was proven when the step
+    # ran (Hold.run), so the commit no longer asks (core/engine.py commit_state).
+    acknowledged: bool = False
 
 
 class Hold:

@@ -210,6 +210,7 @@ class EngineHost:
         held, hold = self.keys[r.key], self.keys.hold_of(r.key)
         pending, held.pending = held.pending, None
         assert pending is not None, "commit without a step"
+        pending.acknowledged = True  # one-way: the front has replied
         hold.commit(pending)
 
     def end_session(self, peer, r: m.EndSession) -> None:
@@ -226,6 +227,7 @@ class EngineHost:
         kept under its request id with the commit."""
         hold, pending = self.keys.hold_of(r.key), self.keys.pop(r.key).pending
         assert pending is not None, "deferred commit without a step"
+        pending.acknowledged = True  # one-way: the front has replied
         self.engine.deferred_commit(hold, pending)(r.wanted, r.remember)
 
     async def predict(self, peer, r: m.Predict) -> Tuple[int, StepResult]:
