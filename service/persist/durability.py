@@ -135,6 +135,13 @@ class Durability(Ownership):
             self.save(session)
         return len(due)
 
+    def check_model(self, name: SessionName, snap) -> None:
+        """FailedPrecondition unless the snapshot was saved by a server running this model."""
+        if snap.model_sha256 != self.model_sha256:
+            raise FailedPrecondition(
+                f"session {quote(name.id)} was saved by a server running another model "
+                f"(sha256 {snap.model_sha256[:12]}...); it cannot continue here", reason="OTHER_MODEL")
+
     async def restore(self, name: SessionName) -> Optional[Session]:
         """The session ``name`` from its snapshot, if there is one; None if not. One store
         read under the namespace's own key, whoever else uses the id (no timing oracle).
@@ -144,10 +151,7 @@ class Durability(Ownership):
         snap = await self.snapshots.load(name)
         if snap is None:
             return None
-        if snap.model_sha256 != self.model_sha256:
-            raise FailedPrecondition(
-                f"session {quote(name.id)} was saved by a server running another model "
-                f"(sha256 {snap.model_sha256[:12]}...); it cannot continue here", reason="OTHER_MODEL")
+        self.check_model(name, snap)
         held = self.store.peek(name.id, name.owner)
         if held is not None:  # restored meanwhile by a concurrent call
             return held

@@ -13,7 +13,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
-from ..api.errors import AlreadyExists, FailedPrecondition, SessionBusy, Unavailable, quote
+from ..api.errors import AlreadyExists, SessionBusy, Unavailable, quote
 from ..core.session_ids import SessionName
 from ..core.sessions import Session, SessionStore
 
@@ -40,6 +40,9 @@ class Ownership:
     _taking: Dict[SessionName, asyncio.Task]
 
     def save(self, session: Session) -> None:  # Durability's
+        raise NotImplementedError
+
+    def check_model(self, name: SessionName, snap) -> None:  # Durability's
         raise NotImplementedError
 
     async def _take(self, name: SessionName) -> Optional[Session]:
@@ -102,10 +105,7 @@ class Ownership:
             return None
         if (snap.owner, snap.session_id) != name:
             return None
-        if snap.model_sha256 != self.model_sha256:
-            raise FailedPrecondition(
-                f"session {quote(name.id)} was saved by a server running another model "
-                f"(sha256 {snap.model_sha256[:12]}...); it cannot continue here", reason="OTHER_MODEL")
+        self.check_model(name, snap)
         held = self.store.peek(name.id, name.owner)
         if held is not None:
             self.store.drop(held, "was taken up again from its snapshot")
