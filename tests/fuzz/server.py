@@ -4,6 +4,7 @@ process and its log (tracebacks, ERROR lines) can be counted."""
 from __future__ import annotations
 
 import atexit
+import base64
 import os
 import tempfile
 from pathlib import Path
@@ -17,7 +18,9 @@ GRPC_SEND_AFTER_LEFT = "ExecuteBatchError raised in core by servicer method"
 def session_key_file() -> str:
     """A signing key for ExportSession/ImportSession (the fuzzer imports), removed at exit."""
     handle, path = tempfile.mkstemp(prefix="lstm-fuzz-", suffix=".key")
-    os.write(handle, os.urandom(32))
+    # Text, as docs/security.md makes one: the server strips whitespace around a key, so raw
+    # random bytes that happen to start or end with one would come out short (31 bytes).
+    os.write(handle, base64.b64encode(os.urandom(32)) + b"\n")
     os.close(handle)
     atexit.register(lambda: os.path.exists(path) and os.remove(path))
     return path
