@@ -35,6 +35,7 @@ THROUGH_THE_WIRE: Dict[str, str] = {
     "link.remote_engine": "tests/service/test_link_cancel.py",  # the front's engine; `make test-fronts` as above
     "link.held_keys": "tests/service/test_link_cancel.py",  # what a cut-off call held is let go at once
     "persist.ownership": "tests/service/persist/test_leases.py",  # takes, fencing, write-through: real replicas
+    "core.session_leases": "tests/service/persist/test_handoff.py",  # claims before commits, handoff: real replicas
     "link.ops": "tests/service/test_link_messages.py",  # every op's message round-trips
     "link.call_messages": "tests/service/test_link_messages.py",
     "link.hold_messages": "tests/service/test_link_messages.py",

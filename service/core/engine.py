@@ -40,6 +40,7 @@ from .scheduler import Scheduler
 from .session_ids import SessionName, address, is_valid, new_session_id
 from .journal import Journal, Journals
 from .request_ledger import AnswersKept, RequestLedger
+from .session_leases import SessionLeases
 from .session_records import SessionRecords
 from .sessions import Session, SessionStore
 from .vocab import served_vocab
@@ -50,8 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("service.engine")
 
 
-class Engine(AnswersKept, SessionRecords, EngineBase):  # request ids' commits, the records' deferred halves,
-    # then the base's stubs (AnswersKept wraps the records' commits: it comes first)
+class Engine(AnswersKept, SessionRecords, SessionLeases, EngineBase):
+    # Request ids' commits, the records' deferred halves, the leases' part, then the base's
+    # stubs (AnswersKept wraps the records' commits: it comes first).
     def __init__(self, config, card, runtime, metrics=None, clock=time.monotonic, on_event=None) -> None:
         super().__init__(config, card, served_vocab(card))
         self.runtime = runtime  # what is served (precision, providers), for model descriptions
@@ -93,33 +95,9 @@ class Engine(AnswersKept, SessionRecords, EngineBase):  # request ids' commits, 
             from ..persist.leases import Leases
 
             leases = Leases(snapshots.redis, c.replica_id, c.lease_ms)
-            handoff = Handoff(url, leases, self._hand_over)
+            handoff = Handoff(url, leases, self.hand_over)
         self.durability = Durability(self.store, snapshots, self.model_sha256, c.snapshot_every,
                                      c.snapshot_idle_seconds, leases, handoff)
-
-    async def _hand_over(self, name: SessionName, epoch: int, to: str) -> Tuple[str, int]:
-        assert self.durability is not None
-        return await self.durability.hand_over(name, epoch, to)
-
-    async def before_commit(self, session: Session, pending: Pending) -> None:
-        """After a step ran, before its commit (core/hold.py): the lease re-verified if its proof
-        lapsed (Unavailable if it moved), and in write-through mode the new state written (fenced,
-        awaited), so an OK reply means the step is in Redis."""
-        durability = self.durability
-        if durability is None or durability.leases is None:
-            return
-        if not await durability.confirm(session, slack=durability.leases.ttl / 3):
-            durability.require_lease(session)  # raises: the lease moved
-        if durability.write_through and session.alive:
-            from ..persist.durability import record_of
-
-            result = pending.result
-            record = dataclasses.replace(record_of(session, self.model_sha256), steps=result.steps,
-                                         state=pending.state, last_logprobs=result.scores.last)
-            # Marked before the await: if the call ends non-OK from here on (cancelled during the
-            # write, or after it), its release writes the committed state back over it.
-            session.through = result.steps
-            await durability.write_now(record, session, session.epoch)
 
     @property
     def store_healthy(self) -> Optional[bool]:
@@ -376,64 +354,20 @@ class Engine(AnswersKept, SessionRecords, EngineBase):  # request ids' commits, 
                 pending = await scratch.run(prompt, options)
             finally:
                 scratch.release()
-        epoch = await self._claim(name, ttl, pending)
+        epoch = await self.claim_created(name, ttl, pending)
 
         async def commit(wanted: bool = True) -> Optional[SessionInfo]:
             if not wanted:
-                self._unclaim(name, epoch)
+                self.unclaim_created(name, epoch)
                 return None
             session = self._new_session(session_id, ttl, caller)  # raises before anything is committed
-            self._claimed(session, epoch, pending)
+            self.claimed_created(session, epoch, pending)
             if pending is not None and prompt is not None:
                 self.commit_state(session, pending.state, pending.result.scores.last, len(prompt), pending=pending)
                 pending.result.session_id = session.id
             return self.info(session, caller)
 
         return (pending.result if pending is not None else None), self.remembering(commit, caller)
-
-    async def _claim(self, name: SessionName, ttl: float, pending: Optional[Pending]) -> Optional[int]:
-        """A new session's lease (None without leases, or while Redis is down); in write-through
-        mode its first snapshot written too, before the reply."""
-        durability = self.durability
-        if durability is None or durability.leases is None:
-            return None
-        epoch = await durability.claim(name, ttl)
-        if durability.write_through:
-            from ..persist.snapshots import Snapshot
-
-            record = Snapshot(name.id, name.owner, 0, self.zeros, None, ttl, self.model_sha256)
-            if pending is not None:
-                record = Snapshot(name.id, name.owner, pending.result.steps, pending.state,
-                                  pending.result.scores.last, ttl, self.model_sha256)
-            await durability.write_now(record, None, epoch)
-        return epoch
-
-    def _claimed(self, session: Session, epoch: Optional[int], pending: Optional[Pending]) -> None:
-        durability = self.durability
-        if durability is None or durability.leases is None:
-            return
-        durability.claimed(session, epoch)
-        if durability.write_through:
-            session.write_seq = 1
-            session.through = pending.result.steps if pending is not None else 0
-            if pending is None:
-                self.store.mark_saved(session)
-
-    async def claim_new(self, name: SessionName, ttl: float) -> Optional[int]:
-        """The lease of a session a fork or import is about to make (None without leases)."""
-        if self.durability is None or self.durability.leases is None:
-            return None
-        return await self.durability.claim(name, self.store.check_ttl(ttl))
-
-    def claimed_new(self, session: Session, epoch: Optional[int]) -> None:
-        if self.durability is not None and self.durability.leases is not None:
-            self.durability.claimed(session, epoch)
-            self.record_if_due(session)
-
-    def _unclaim(self, name: SessionName, epoch: Optional[int]) -> None:
-        """A create that ended non-OK: its lease (and write-through snapshot) go again."""
-        if epoch is not None and self.durability is not None:
-            self.durability.snapshots.delete(name, (epoch, 0))
 
     def generate(self, session_id: str, prompt: Optional[np.ndarray], options: GenerateOptions,
                  expected_steps: Optional[int] = None, caller: Caller = ANYONE,
