@@ -12,7 +12,7 @@ import numpy as np
 from ..api.options import GenerateOptions, StepOptions
 from ..api.values import Caller, Generated, Remembrance, StepResult
 from . import wire_values as w
-from .ops import Message, Op, none
+from .ops import KeyReply, Message, Op, none
 
 
 @dataclass(slots=True)
@@ -101,7 +101,7 @@ class CreateCommit(Message):
 
 
 @dataclass(slots=True)
-class GenOpen(Message):
+class GenOpen(KeyReply):
     session_id: str
     prompt: Optional[np.ndarray]
     options: GenerateOptions
@@ -111,7 +111,6 @@ class GenOpen(Message):
 
     op: ClassVar[Op] = Op.GEN_OPEN
     in_order: ClassVar[bool] = True
-    makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:
         return [self.session_id, w.encode_ids(self.prompt), w.encode_generate_options(self.options),
@@ -121,18 +120,6 @@ class GenOpen(Message):
     def decode(cls, body: list) -> "GenOpen":
         return cls(body[0], w.decode_ids(body[1]), w.decode_generate_options(body[2]), body[3],
                    w.decode_caller(body[4]), w.decode_remembrance(body[5]))
-
-    @staticmethod
-    def encode_reply(key: int) -> int:
-        return key
-
-    @staticmethod
-    def decode_reply(body: int) -> int:
-        return body
-
-    @staticmethod
-    def key_of(body: int) -> int:
-        return body
 
 
 @dataclass(slots=True)
@@ -180,11 +167,10 @@ class Charge(Message):
 
 
 @dataclass(slots=True)
-class Slot(Message):
+class Slot(KeyReply):
     caller: Caller
 
     op: ClassVar[Op] = Op.SLOT
-    makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:
         return [w.encode_caller(self.caller)]
@@ -192,18 +178,6 @@ class Slot(Message):
     @classmethod
     def decode(cls, body: list) -> "Slot":
         return cls(w.decode_caller(body[0]))
-
-    @staticmethod
-    def encode_reply(key: int) -> int:
-        return key
-
-    @staticmethod
-    def decode_reply(body: int) -> int:
-        return body
-
-    @staticmethod
-    def key_of(body: int) -> int:
-        return body
 
 
 # -- request ids (AIP-155): the engine's ledger of answers, shared by every front; each answer is kept

@@ -64,6 +64,19 @@ class Message:
         raise NotImplementedError  # pragma: no cover - each message type has its own
 
 
+def _same_key(key: int) -> int:
+    return key
+
+
+class KeyReply(Message):
+    """A message whose reply is just the key the engine made for it (a generation, a stream
+    slot, a checked record op that RECORD_COMMIT applies later): the same int both ways."""
+
+    __slots__ = ()
+    makes_key: ClassVar[bool] = True
+    encode_reply = decode_reply = key_of = staticmethod(_same_key)
+
+
 @dataclass(slots=True)
 class SessionMessage(Message):
     """The body of every op that names one session for a caller (hold, get, reset, delete,

@@ -9,11 +9,7 @@ from typing import ClassVar, List, Optional, Tuple
 
 from ..api.values import Caller, Remembrance, SessionInfo, State
 from . import wire_values as w
-from .ops import Message, Op, SessionMessage
-
-
-def _key(key: int) -> int:
-    return key
+from .ops import KeyReply, Message, Op, SessionMessage
 
 
 @dataclass(slots=True)
@@ -47,24 +43,17 @@ class GetSession(SessionMessage):
 
 
 @dataclass(slots=True)
-class ResetSession(SessionMessage):
+class ResetSession(SessionMessage, KeyReply):
     op: ClassVar[Op] = Op.RESET_SESSION
-    makes_key: ClassVar[bool] = True
-
-    # the reply is a key: the op checked, not applied; RECORD_COMMIT applies it (the call still live)
-    encode_reply = staticmethod(_key)
-    decode_reply = staticmethod(_key)
-    key_of = staticmethod(_key)
 
 
 @dataclass(slots=True)
-class RewindSession(Message):
+class RewindSession(KeyReply):
     session_id: str
     steps: int
     caller: Caller
 
     op: ClassVar[Op] = Op.REWIND_SESSION
-    makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:
         return [self.session_id, self.steps, w.encode_caller(self.caller)]
@@ -73,32 +62,20 @@ class RewindSession(Message):
     def decode(cls, body: list) -> "RewindSession":
         return cls(body[0], body[1], w.decode_caller(body[2]))
 
-    # the reply is a key: the state replayed under a hold, not applied; RECORD_COMMIT applies it
-    encode_reply = staticmethod(_key)
-    decode_reply = staticmethod(_key)
-    key_of = staticmethod(_key)
-
 
 @dataclass(slots=True)
-class DeleteSession(SessionMessage):
+class DeleteSession(SessionMessage, KeyReply):
     op: ClassVar[Op] = Op.DELETE_SESSION
-    makes_key: ClassVar[bool] = True
-
-    # the reply is a key: the op checked, not applied; RECORD_COMMIT applies it (the call still live)
-    encode_reply = staticmethod(_key)
-    decode_reply = staticmethod(_key)
-    key_of = staticmethod(_key)
 
 
 @dataclass(slots=True)
-class ForkSession(Message):
+class ForkSession(KeyReply):
     session_id: str
     new_id: Optional[str]
     ttl: float
     caller: Caller
 
     op: ClassVar[Op] = Op.FORK_SESSION
-    makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:
         return [self.session_id, self.new_id, self.ttl, w.encode_caller(self.caller)]
@@ -106,11 +83,6 @@ class ForkSession(Message):
     @classmethod
     def decode(cls, body: list) -> "ForkSession":
         return cls(body[0], body[1], body[2], w.decode_caller(body[3]))
-
-    # the reply is a key: the op checked, not applied; RECORD_COMMIT applies it (the call still live)
-    encode_reply = staticmethod(_key)
-    decode_reply = staticmethod(_key)
-    key_of = staticmethod(_key)
 
 
 @dataclass(slots=True)
@@ -161,7 +133,7 @@ class ExportSession(Message):
 
 
 @dataclass(slots=True)
-class ImportSession(Message):
+class ImportSession(KeyReply):
     blob: bytes
     key: bytes
     session_id: Optional[str]
@@ -169,7 +141,6 @@ class ImportSession(Message):
     caller: Caller
 
     op: ClassVar[Op] = Op.IMPORT_SESSION
-    makes_key: ClassVar[bool] = True
 
     def encode(self) -> list:
         return [self.blob, self.key, self.session_id, self.ttl, w.encode_caller(self.caller)]
@@ -177,11 +148,6 @@ class ImportSession(Message):
     @classmethod
     def decode(cls, body: list) -> "ImportSession":
         return cls(body[0], body[1], body[2], body[3], w.decode_caller(body[4]))
-
-    # the reply is a key: the op checked, not applied; RECORD_COMMIT applies it (the call still live)
-    encode_reply = staticmethod(_key)
-    decode_reply = staticmethod(_key)
-    key_of = staticmethod(_key)
 
 
 @dataclass(slots=True)
