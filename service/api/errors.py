@@ -102,7 +102,8 @@ class ResourceExhausted(ServiceError):
 
 
 class Unavailable(ServiceError):
-    """The server is draining for shutdown."""
+    """Not now, nothing changed, retry: the server is draining, the engine or the state store is
+    unreachable, or the session moved to another replica (the reason says which)."""
 
     code = "UNAVAILABLE"
     default_reason = "SHUTTING_DOWN"

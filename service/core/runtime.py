@@ -122,13 +122,14 @@ class Runtime:
             raise ConfigError(f"precision {precision!r} is fp16 and CUDA is not usable; refusing to run it on CPU")
         rt = cls(card=card, precision=precision, path=path, session=session, providers=got, mixes=edited is not None)
         rt._check_signature()
-        rt._probe(mix, intra_op_threads, spin, wide_threads)
+        rt._probe(mix, intra_op_threads, spin, wide_threads, edited or str(path))
         if rt.why_not:
             log.info("batching: %s", "; ".join(f"{k} off: {v}" for k, v in rt.why_not.items()))
         return rt
 
-    def _probe(self, mix: bool, threads: int, spin: bool, wide_threads: int) -> None:
-        """Keep each way of batching only where it is bitwise exact on this model (see the docstring)."""
+    def _probe(self, mix: bool, threads: int, spin: bool, wide_threads: int, source: Union[str, bytes]) -> None:
+        """Keep each way of batching only where it is bitwise exact on this model (see the docstring);
+        ``source``: what the serving session was built from (the edited graph, or the file)."""
         if not mix:
             self.why_not["mixes"] = "turned off"
         elif not self.mixes:
@@ -151,11 +152,12 @@ class Runtime:
             if not mixed:
                 self.why_not["mixes"] = failed or "rows padded to the longest (sequence_lens) differ from alone"
                 self.mixes = False
-                self.session = _session(str(self.path), threads, spin, self.providers)
+                source = str(self.path)
+                self.session = _session(source, threads, spin, self.providers)
         if wide_threads < 2 or threads != 1 or CUDA in self.providers or (os.cpu_count() or 1) < 2:
             self.why_not["wide"] = "not asked for, or one core, CUDA, or --ort-threads other than 1"
             return
-        wide = _session(self.session_source, wide_threads, spin, self.providers)
+        wide = _session(source, wide_threads, spin, self.providers)
 
         def on_wide(tokens, state, lengths=None):
             return self._feed(tokens, state, lengths, session=wide)
@@ -165,15 +167,6 @@ class Runtime:
             self.wide = wide
         else:
             self.why_not["wide"] = failed or f"{wide_threads} intra-op threads change the results"
-
-    @property
-    def session_source(self) -> Union[str, bytes]:
-        """What the serving session was built from: the edited graph (mixing) or the file."""
-        if self.mixes:
-            edited = with_sequence_lens(self.path.read_bytes())
-            assert edited is not None
-            return edited
-        return str(self.path)
 
     @classmethod
     def from_config(cls, card: ModelCard, config) -> "Runtime":
