@@ -103,7 +103,9 @@ class EngineApi(Protocol):
     async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool,
                           caller: Caller = ANYONE, remember: Optional[Remembrance] = None) -> HoldApi[Any]: ...
 
-    async def hold(self, session_id: str, caller: Caller = ANYONE) -> HoldApi[Any]: ...
+    # yielding: the hold gives its session up between steps when another call asks, and takes
+    # it again at its next step (a KServe stream's sequences, kept between their requests)
+    async def hold(self, session_id: str, caller: Caller = ANYONE, *, yielding: bool = False) -> HoldApi[Any]: ...
 
     async def predict(self, session_id: str, ids: np.ndarray, options: StepOptions, start: bool = False,
                       expected_steps: Optional[int] = None, live: Live = always,

@@ -231,11 +231,22 @@ class Engine(AnswersKept, SessionRecords, SessionLeases, EngineBase):
         if self.store.peek(name.id, name.owner) is None:
             await self.durability.restore(name)
 
-    async def hold(self, session_id: str, caller: Caller = ANYONE, end_on_release: bool = False) -> Hold:
+    async def hold(self, session_id: str, caller: Caller = ANYONE, end_on_release: bool = False,
+                   yielding: bool = False) -> Hold:
         """A hold on the session, loaded from its snapshot record first if need be (SessionBusy if
-        another call holds it); empty id: a scratch hold."""
+        another call holds it); empty id: a scratch hold. ``yielding``: the hold gives the session
+        up between its steps when another call asks for it (core/hold.py)."""
+        if yielding and session_id:
+            return Hold(self, await self.take_session(session_id, caller), caller=caller, session_id=session_id,
+                        yielding=True)
         await self.resolve(session_id, caller)
         return self._hold(session_id, end_on_release, caller)
+
+    async def take_session(self, session_id: str, caller: Caller = ANYONE) -> Session:
+        """The session, loaded if need be and marked busy for one writer (SessionBusy if it is)."""
+        await self.resolve(session_id, caller)
+        name = self.session_name(session_id, caller)
+        return self.store.acquire(name.id, name.owner)
 
     def _hold(self, session_id: str, end_on_release: bool, caller: Caller) -> Hold:
         if not session_id:

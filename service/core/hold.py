@@ -57,7 +57,8 @@ class Hold:
     and commits nothing."""
 
     def __init__(self, engine: "Engine", session: Optional[Session], end_on_release: bool = False,
-                 caller: Caller = ANYONE, stream: bool = False) -> None:
+                 caller: Caller = ANYONE, stream: bool = False, session_id: str = "",
+                 yielding: bool = False) -> None:
         self.engine = engine
         self.session = session
         self.end_on_release = end_on_release
@@ -66,6 +67,14 @@ class Hold:
         self.state: State = session.state if session else engine.zeros
         self.steps = session.steps if session else 0
         self.released = False
+        # A yielding hold (a KServe stream's sequence, kept between its requests) gives its
+        # session up when another call asks for it between two steps, and takes it again at
+        # its next step, as a hold of its own would (SessionBusy, NotFound if that fails).
+        self.session_id = session_id  # as the caller named it: what taking it again looks up
+        self.yielded = False  # given up: no session held until the next run takes it again
+        self.stepping = False  # from a run until its commit: never given up in between
+        if yielding and session is not None:
+            session.yielder = self.give_up
 
     @property
     def has_session(self) -> bool:
@@ -80,6 +89,17 @@ class Hold:
     async def run(self, ids: np.ndarray, options: StepOptions, start: bool = False,
                   expected_steps: Optional[int] = None, base: Optional[Base] = None) -> Pending:
         """Run one step from the session's state (zero state with ``start``); nothing is committed yet."""
+        self.stepping = True
+        try:
+            if self.yielded:
+                await self._take_again()
+            return await self._run(ids, options, start, expected_steps, base)
+        except BaseException:
+            self.stepping = False
+            raise
+
+    async def _run(self, ids: np.ndarray, options: StepOptions, start: bool,
+                   expected_steps: Optional[int], base: Optional[Base]) -> Pending:
         engine, session = self.engine, self.session
         at: Optional[Base] = None
         if session is not None:
@@ -98,6 +118,23 @@ class Hold:
         if session is not None:  # the lease proven (and, write-through, the step in Redis) before its commit
             await engine.before_commit(session, pending)
         return pending
+
+    def give_up(self) -> None:
+        """Another call asks for the session: let it go now unless a step is between its run and
+        its commit (then the asker finds it busy, as it would any held session)."""
+        session = self.session
+        if self.stepping or self.released or self.yielded or session is None:
+            return
+        session.yielder = None
+        self.yielded = True
+        self.engine.release_hold(self)
+
+    async def _take_again(self) -> None:
+        """After a give-up: hold the session again (loaded, moved back, or refused as any hold is)."""
+        session = await self.engine.take_session(self.session_id, self.caller)
+        self.session, self.yielded = session, False
+        self.state, self.steps = session.state, session.steps
+        session.yielder = self.give_up
 
     async def base(self, expected_steps: Optional[int]) -> Base:
         """The session as this call's step will find it: as it is, or rewound to ``expected_steps``
@@ -119,6 +156,7 @@ class Hold:
     def commit(self, pending: Pending, live: Live = always) -> StepResult:
         """Make the step's state the session's state, if the call is still live; CallEnded
         (nothing committed) if not."""
+        self.stepping = False
         if not live():
             raise CallEnded("the call ended (cancelled or past its deadline) before its result was committed")
         if self.session is not None:
@@ -157,4 +195,8 @@ class Hold:
         if self.released:
             return
         self.released = True
-        self.engine.release_hold(self)
+        session = self.session
+        if session is not None and session.yielder == self.give_up:
+            session.yielder = None
+        if not self.yielded:  # a hold that gave its session up holds nothing more
+            self.engine.release_hold(self)

@@ -14,7 +14,10 @@ principal uses the same id. ``owner`` below is the namespace.
 
 One writer at a time: ``acquire`` marks a session busy (a stream holds it
 for its whole life); a second writer gets SessionBusy. Busy sessions never
-expire or get evicted. Everything here runs on the event loop thread.
+expire or get evicted. A yielding holder (``Session.yielder``: a KServe stream
+keeping its sequence's session between requests) is asked to give the session
+up first, so whoever asks finds it as if nobody held it. Everything here runs
+on the event loop thread.
 """
 from __future__ import annotations
 
@@ -76,6 +79,9 @@ class Session:
     write_seq: int = 0
     through: int = -1
     lost: bool = False
+    # Its holder's give-up (core/hold.py Hold.give_up): set while a yielding hold has it and is
+    # between steps; called, synchronously, when another call asks for the session.
+    yielder: Optional[Callable[[], None]] = None
 
     @property
     def name(self) -> SessionName:
@@ -135,9 +141,16 @@ class SessionStore:
             raise NotFound(f"session {quote(session_id)} expired after {session.ttl:g}s idle")
         return session
 
+    @staticmethod
+    def ask_to_yield(session: Session) -> None:
+        """Before treating ``session`` as busy: a yielding holder between steps gives it up now."""
+        if session.busy and session.yielder is not None:
+            session.yielder()
+
     def acquire(self, session_id: str, owner: str = ANONYMOUS) -> Session:
         """Mark the session busy for one writer; SessionBusy if it already is."""
         session = self.get(session_id, owner)
+        self.ask_to_yield(session)
         if session.busy:
             raise SessionBusy(
                 f"session {quote(session_id)} is in use by another request or stream; one writer at a time")
@@ -230,12 +243,14 @@ class SessionStore:
         """The session, checked before a reset or delete is applied: NOT_FOUND, or ABORTED while a
         call holds it (checked again when applied)."""
         session = self.get(session_id, owner)
+        self.ask_to_yield(session)
         if session.busy:
             raise SessionBusy(f"session {quote(session_id)} is in use by a stream or request; {what_to_do}")
         return session
 
     def reset(self, session_id: str, owner: str = ANONYMOUS) -> Session:
         session = self.get(session_id, owner)
+        self.ask_to_yield(session)
         if session.busy:
             raise SessionBusy(f"session {quote(session_id)} is in use; reset it from the stream (step.start) or wait")
         self.clear(session)
@@ -248,6 +263,7 @@ class SessionStore:
 
     def delete(self, session_id: str, owner: str = ANONYMOUS) -> Session:
         session = self.get(session_id, owner)
+        self.ask_to_yield(session)
         if session.busy:
             raise SessionBusy(f"session {quote(session_id)} is in use by a stream or request; end that first")
         self._end(session, "close", "was deleted")
@@ -284,6 +300,8 @@ class SessionStore:
         for session in self._sessions.values():  # least recently used first
             if over_share and session.owner != owner:
                 continue
+            if session is not keep:
+                self.ask_to_yield(session)
             if not session.busy and session is not keep:
                 self._end(
                     session, "evict",

@@ -56,7 +56,7 @@ class EngineHost:
                 (m.ListSessions, self.list_sessions), (m.ExportSession, self.export_session),
                 (m.ImportSession, self.import_session), (m.ReadState, self.read_state),
                 (m.RecordCommit, self.record_commit), (m.Recall, self.recall),
-                (m.RewindSession, self.rewind_session),
+                (m.RewindSession, self.rewind_session), (m.HoldYielding, self.hold_yielding),
             )}
         assert set(self._handlers) == set(m.Op), "every op has its handler"
 
@@ -195,6 +195,10 @@ class EngineHost:
 
     async def hold(self, peer, r: m.Hold) -> Tuple[int, int]:
         hold = await self.engine.hold(r.session_id, r.caller)
+        return self.keys.add(Held(peer, hold)), hold.steps
+
+    async def hold_yielding(self, peer, r: m.HoldYielding) -> Tuple[int, int]:
+        hold = await self.engine.hold(r.session_id, r.caller, yielding=True)
         return self.keys.add(Held(peer, hold)), hold.steps
 
     async def run(self, peer, r: m.Run) -> StepResult:

@@ -67,6 +67,14 @@ class Hold(SessionMessage):
 
 
 @dataclass(slots=True)
+class HoldYielding(Hold):
+    """A hold that gives its session up between steps when another call asks (core/hold.py);
+    the engine takes it again at its next RUN, so the front never learns it was away."""
+
+    op: ClassVar[Op] = Op.HOLD_YIELDING
+
+
+@dataclass(slots=True)
 class Run(Message):
     """A step under a held key, held in the engine until COMMIT, DEFERRED_COMMIT or RELEASE."""
 

@@ -17,8 +17,8 @@ from __future__ import annotations
 from typing import Dict, Type
 
 from .call_messages import Charge, Create, CreateCommit, GenNext, GenOpen, Ping, Recall, Slot
-from .hold_messages import (Cancel, Commit, DeferredCommit, EndSession, Hold, OpenStream, Predict, ReadHeldState,
-                            Release, ReleaseUnused, Run)
+from .hold_messages import (Cancel, Commit, DeferredCommit, EndSession, Hold, HoldYielding, OpenStream, Predict,
+                            ReadHeldState, Release, ReleaseUnused, Run)
 from .ops import PING_SECONDS, Message, Op
 from .record_messages import (DeleteSession, ExportSession, ForkSession, GetSession, ImportSession, ListSessions,
                               ReadState, RecordCommit, ResetSession, RewindSession)
@@ -27,7 +27,7 @@ MESSAGES: Dict[Op, Type[Message]] = {cls.op: cls for cls in (
     Ping, OpenStream, Hold, Run, ReadHeldState, Commit, DeferredCommit, EndSession, Release, ReleaseUnused, Cancel,
     Predict, Create, CreateCommit, GenOpen, GenNext, Charge, Slot,
     GetSession, ResetSession, DeleteSession, ForkSession, ListSessions, ExportSession, ImportSession, ReadState,
-    RecordCommit, Recall, RewindSession,
+    RecordCommit, Recall, RewindSession, HoldYielding,
 )}
 assert set(MESSAGES) == set(Op), "every op has its one message type"
 

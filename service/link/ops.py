@@ -42,6 +42,7 @@ class Op(IntEnum):
     RECALL = 28
     # 29 was REMEMBER: an answer is now kept with its commit (the commit messages carry its request id)
     REWIND_SESSION = 30
+    HOLD_YIELDING = 31
 
 
 def none(value: Any) -> None:

@@ -156,8 +156,9 @@ class RemoteEngine(EngineBase):
         s = self.link.status
         return RuntimeInfo(s.get("precision", self.config.precision), s.get("providers", []), s.get("path", ""))
 
-    async def hold(self, session_id: str, caller: Caller = ANYONE) -> RemoteHold:
-        key, steps = await self.link.call(m.Hold(session_id, caller))
+    async def hold(self, session_id: str, caller: Caller = ANYONE, *, yielding: bool = False) -> RemoteHold:
+        message = m.HoldYielding(session_id, caller) if yielding else m.Hold(session_id, caller)
+        key, steps = await self.link.call(message)
         return RemoteHold(self.link, key, steps=steps, has_session=bool(session_id))
 
     async def open_stream(self, session_id: str, create: bool, ttl: float, end_with_stream: bool,

@@ -251,6 +251,7 @@ class Ownership:
                 pass
             return "gone", 0
         waited = 0.0
+        self.store.ask_to_yield(session)  # a KServe stream between its sequence's steps lets it go at once
         while session.busy:
             if waited >= BUSY_WAIT:
                 return "busy", 0

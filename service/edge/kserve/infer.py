@@ -34,6 +34,7 @@ from ...api.options import StepOptions
 from ...api.values import ANYONE, Caller, Live, StepResult, always
 from . import sequence as sq
 from . import tensors
+from .held import HeldSequences
 
 ENDED = "was ended by its KServe sequence (sequence_end)"
 
@@ -65,11 +66,17 @@ def decode(engine: EngineApi, request, seq: Optional[sq.Sequence] = None) -> Req
     return Request(tokens, options, seq, outputs, expected)
 
 
-async def run(engine: EngineApi, r: Request, live: Live = always, caller: Caller = ANYONE) -> StepResult:
-    """The step's StepResult, with the sequence's session created, continued or freed."""
+async def run(engine: EngineApi, r: Request, live: Live = always, caller: Caller = ANYONE,
+              held: Optional[HeldSequences] = None) -> StepResult:
+    """The step's StepResult, with the sequence's session created, continued or freed. ``held``:
+    a stream's holds (edge/kserve/held.py), which its continues and ends step under."""
     seq = r.sequence
     if not seq.session_id:
         return await engine.predict("", r.ids, r.options, live=live, caller=caller)
+    if held is not None:
+        if not seq.start:
+            return await _held_step(held, r, live)
+        held.drop(seq.session_id)  # a start creates or resets the session with calls of its own
     if seq.start and seq.end:
         result = await engine.predict("", r.ids, r.options, live=live, caller=caller)
         try:
@@ -124,6 +131,27 @@ async def _continue(engine: EngineApi, r: Request, start: bool, live: Live, call
         return result
     finally:
         hold.release()
+
+
+async def _held_step(held: HeldSequences, r: Request, live: Live) -> StepResult:
+    """A continue or end under the stream's hold on the sequence: kept for its next step after
+    a continue, released after an end or a failure."""
+    seq = r.sequence
+    kept = False
+    try:
+        hold = await held.take(seq.session_id)
+        result = await hold.step(r.ids, r.options, False, r.expected_steps, live=live)
+        if seq.end:
+            hold.end_session(ENDED)
+        kept = not seq.end
+        return result
+    except NotFound as exc:
+        raise _not_active(seq, exc) from None
+    finally:
+        if kept:
+            held.done(seq.session_id)
+        else:
+            held.drop(seq.session_id)
 
 
 def _prompted(created) -> StepResult:

@@ -96,8 +96,9 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
         return self.stats.message(self.card)
 
     # -- inference ------------------------------------------------------------
-    async def infer(self, request, live=always, caller=ANYONE, seq=None) -> pb.ModelInferResponse:
-        """One request -> its response; ServiceError (nothing changed) when refused."""
+    async def infer(self, request, live=always, caller=ANYONE, seq=None, held=None) -> pb.ModelInferResponse:
+        """One request -> its response; ServiceError (nothing changed) when refused. ``seq``: its
+        sequence controls, read already; ``held``: the stream's holds (edge/kserve/held.py)."""
         began, ok = time.perf_counter_ns(), False
         mark = budget.start()  # the cost timers (proc/budget.py), None when off
         try:
@@ -105,7 +106,7 @@ class KServeServicer(pb_grpc.GRPCInferenceServiceServicer):
             decoded = infer.decode(self.engine, request, seq)
             budget.add("kserve.check", mark)
             mark = budget.start()
-            result = await infer.run(self.engine, decoded, live, caller)
+            result = await infer.run(self.engine, decoded, live, caller, held)
             budget.add_wall("kserve.run", mark)
             mark = budget.start()
             response = pb.ModelInferResponse(model_name=self.card.name, model_version=model.VERSION, id=request.id)

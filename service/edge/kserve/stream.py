@@ -20,6 +20,7 @@ from ...api.errors import ServiceError
 from ..error_status import bounded
 from ...proto.inference import grpc_service_pb2 as pb
 from . import sequence as sq
+from .held import HeldSequences
 
 MAX_IN_FLIGHT = 256
 _DONE = object()
@@ -34,11 +35,11 @@ def error_reply(exc: ServiceError, request=None) -> pb.ModelStreamInferResponse:
 
 
 async def _answer(servicer, request, seq: sq.Sequence, before: Optional[asyncio.Task], live,
-                  caller) -> pb.ModelStreamInferResponse:
+                  caller, held: HeldSequences) -> pb.ModelStreamInferResponse:
     if before is not None:
         await asyncio.wait((before,))  # the same sequence's previous request, however it ended
     try:
-        return pb.ModelStreamInferResponse(infer_response=await servicer.infer(request, live, caller, seq))
+        return pb.ModelStreamInferResponse(infer_response=await servicer.infer(request, live, caller, seq, held))
     except ServiceError as exc:
         return error_reply(exc, request)
 
@@ -46,6 +47,7 @@ async def _answer(servicer, request, seq: sq.Sequence, before: Optional[asyncio.
 async def _read(servicer, requests, replies: asyncio.Queue, live, caller) -> None:
     """Start a task per request; each puts its reply on ``replies``; _DONE when all are done."""
     slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+    held = HeldSequences(servicer.engine, caller)  # its sequences' sessions, kept between their requests
     last: Dict[str, asyncio.Task] = {}  # session id -> the latest task of that sequence
     tasks: set = set()
 
@@ -77,7 +79,8 @@ async def _read(servicer, requests, replies: asyncio.Queue, live, caller) -> Non
                 continue
             key = seq.session_id
             await slots.acquire()
-            task = asyncio.ensure_future(_answer(servicer, request, seq, last.get(key) if key else None, live, caller))
+            task = asyncio.ensure_future(_answer(servicer, request, seq, last.get(key) if key else None, live, caller,
+                                                 held))
             tasks.add(task)
             if key:
                 last[key] = task
@@ -92,6 +95,7 @@ async def _read(servicer, requests, replies: asyncio.Queue, live, caller) -> Non
     finally:
         for task in tasks:
             task.cancel()
+        held.close()
         replies.put_nowait(_DONE)
 
 
