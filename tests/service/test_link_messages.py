@@ -41,6 +41,7 @@ EXAMPLES = {
     m.Op.PING: (m.Ping("front-1", [["Predict", "OK", 3]]), {"instance": "ab12", "store": True}),
     m.Op.OPEN_STREAM: (m.OpenStream("abcdefghijklmnop", True, 60.0, False, ALICE, REMEMBER), (5, INFO)),
     m.Op.HOLD: (m.Hold("", ADMIN), (6, 0)),
+    m.Op.HOLD_YIELDING: (m.HoldYielding("abcdefghijklmnop", ALICE), (6, 12)),
     m.Op.RUN: (m.Run(6, IDS, OPTIONS, True, 4), result()),
     m.Op.READ_HELD_STATE: (m.ReadHeldState(6), STATE),
     m.Op.COMMIT: (m.Commit(6), None),

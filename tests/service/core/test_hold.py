@@ -136,3 +136,37 @@ async def test_a_hold_that_ends_its_session_on_release(tiny_model_dir):
         hold.release()
         with pytest.raises(NotFound):
             engine.store.get(session.id)
+
+
+async def test_a_yielding_hold_gives_its_session_up_between_steps_and_takes_it_again(tiny_model_dir):
+    """A KServe stream's hold (yielding=True): another call that asks between two steps gets the
+    session as if nobody held it; between a run and its commit it is busy as any hold; the
+    yielding hold's next run takes it again from the state the other call left."""
+    with engine_for(tiny_model_dir) as engine:
+        session = engine.store.create("hold-yielding-001")
+        held = await engine.hold(session.id, yielding=True)
+        held.commit(await held.run(TEXT[:2], OPTIONS))
+        assert session.busy
+        pending = await held.run(TEXT[2:3], OPTIONS)
+        with pytest.raises(SessionBusy):  # run, not committed yet: never given up in between
+            await engine.hold(session.id)
+        held.commit(pending)
+        other = await engine.hold(session.id)  # between steps: given up at once
+        assert held.yielded and session.busy
+        other.commit(await other.run(TEXT[3:5], OPTIONS))
+        with pytest.raises(SessionBusy):  # the other call still holds it: refused as any hold is
+            await held.run(TEXT[5:6], OPTIONS)
+        other.release()
+        result = held.commit(await held.run(TEXT[5:6], OPTIONS))  # taken again, after the other's steps
+        assert result.steps == session.steps == 6 and not held.yielded
+        with engine_for(tiny_model_dir) as alone:
+            lone = alone.store.create("hold-yielding-002")
+            hold = await alone.hold(lone.id)
+            hold.commit(await hold.run(TEXT[:6], OPTIONS))
+            assert all(np.array_equal(a, b) for a, b in zip(session.state, lone.state))
+        # a delete between steps takes it too; the next run finds it gone
+        await engine.delete_session(session.id)
+        with pytest.raises(NotFound):
+            await held.run(TEXT[6:7], OPTIONS)
+        held.release()
+        assert engine.store.busy == 0

@@ -106,3 +106,58 @@ def test_a_fork_or_a_session_made_on_one_replica_is_found_on_the_other_before_an
         db.close()
         a.stop()
         b.stop()
+
+
+def test_a_sequence_held_by_a_kserve_stream_is_handed_over_between_its_requests_and_back(
+        tiny_model_dir, tmp_path, redis_server, reference):
+    """Better than an lstm.v1 stream's hold (busy above): a KServe stream keeps its sequence's
+    session held between requests (service/edge/kserve/held.py) but gives it up when another
+    replica asks, and takes it back at its next request; every answer is the one-run replay's."""
+    import queue
+
+    import numpy as np
+    tc = pytest.importorskip("tritonclient.grpc")  # the [dev] extra
+    from lstm_service.model.card import load_card
+    from lstm_service.service.edge.kserve.sequence import session_id_for
+
+    def steps_of(result) -> int:
+        return result.get_response().parameters["sequence_steps"].int64_param
+
+    tokens = list(TEXT[:6])
+    want = reference.logprobs(tokens)
+    a = replica(tiny_model_dir, tmp_path, redis_server, "ra").start()
+    b = replica(tiny_model_dir, tmp_path, redis_server, "rb").start()
+    ca, cb = tc.InferenceServerClient(a.target), tc.InferenceServerClient(b.target)
+    name = load_card(tiny_model_dir).name
+
+    def ids(part):
+        x = tc.InferInput("INPUT_IDS", [1, len(part)], "INT64")
+        x.set_data_from_numpy(np.asarray(part, dtype=np.int64)[None, :])
+        return x
+
+    answers: queue.Queue = queue.Queue()
+    out = [tc.InferRequestedOutput("LOGPROBS")]
+    try:
+        ca.start_stream(callback=lambda result, error: answers.put((result, error)))
+
+        def on_a(part, **kw):
+            ca.async_stream_infer(name, [ids(part)], sequence_id=5, outputs=out, **kw)
+            result, error = answers.get(timeout=30)
+            assert error is None, error
+            return result
+
+        assert steps_of(on_a(tokens[:2], sequence_start=True)) == 2
+        assert steps_of(on_a(tokens[2:3])) == 3  # the stream on ra holds the session now
+        got = cb.infer(name, [ids(tokens[3:5])], sequence_id=5, outputs=out)  # handed over to rb
+        assert steps_of(got) == 5
+        assert lease_of(redis_server, session_id_for(5))["owner"] == "rb"
+        last = on_a(tokens[5:6])  # and back to ra, for the stream's next request
+        assert steps_of(last) == 6
+        assert lease_of(redis_server, session_id_for(5))["owner"] == "ra"
+        assert np.abs(last.as_numpy("LOGPROBS")[0, -1] - want[-1]).max() <= 1e-4
+    finally:
+        ca.stop_stream()
+        ca.close()
+        cb.close()
+        a.stop()
+        b.stop()
