@@ -28,9 +28,10 @@ class HeldSequences:
     """One stream's holds, by session id. A sequence's requests run one at a time (the stream
     orders them), so ``take`` and ``done``/``drop`` of one id never overlap."""
 
-    def __init__(self, engine: EngineApi, caller: Caller) -> None:
+    def __init__(self, engine: EngineApi, caller: Caller, loop: asyncio.AbstractEventLoop) -> None:
         self.engine = engine
         self.caller = caller
+        self.loop = loop
         self._held: Dict[str, HoldApi[Any]] = {}
         self._idle: "OrderedDict[str, float]" = OrderedDict()  # held, between steps: id -> since (loop time)
         self._sweep: Optional[asyncio.TimerHandle] = None
@@ -55,9 +56,9 @@ class HeldSequences:
     def done(self, session_id: str) -> None:
         """A step of the sequence was answered: its hold waits for the next one."""
         if session_id in self._held:
-            self._idle[session_id] = asyncio.get_running_loop().time()
+            self._idle[session_id] = self.loop.time()
             if self._sweep is None:
-                self._sweep = asyncio.get_running_loop().call_later(IDLE_RELEASE, self._release_idle)
+                self._sweep = self.loop.call_later(IDLE_RELEASE, self._release_idle)
 
     def drop(self, session_id: str) -> None:
         """Release the sequence's hold (its end, or a failed request of it); no-op if none."""
@@ -67,7 +68,7 @@ class HeldSequences:
             hold.release()
 
     def _release_idle(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self._sweep = None
         cutoff = loop.time() - IDLE_RELEASE
         while self._idle:
