@@ -127,3 +127,22 @@ async def test_the_hold_ends_with_the_stream_the_sequence_or_an_idle_second(tiny
             result, error = await stream.send(TOKENS[4:5], 1)  # held again at its next step
             assert error is None and steps(result) == 5
             assert await busy(s, 1)
+
+
+async def test_a_resend_with_expected_steps_applies_once_under_the_streams_hold(tiny_model_dir):
+    """Exactly-once on the held path: a continue resent with expected_steps = the count seen
+    before it is rewound there first (under the hold the stream keeps), so it applies once."""
+    async with serving(tiny_model_dir) as s, tritonclient.InferenceServerClient(s.target) as client:
+        async with stream_of(client, s.app.card.name) as stream:
+            await stream.send(TOKENS[:3], "r", sequence_start=True)
+            first, error = await stream.send(TOKENS[3:4], "r")
+            assert error is None and steps(first) == 4 and await busy(s, "r")
+            again, error = await stream.send(TOKENS[3:4], "r", parameters={"expected_steps": 3})
+            assert error is None and steps(again) == 4
+            assert np.array_equal(again.as_numpy("LOGPROBS"), first.as_numpy("LOGPROBS"))
+            result, error = await stream.send(TOKENS[4:5], "r", parameters={"expected_steps": 9})
+            assert result is None and "expected_steps" in error.message()  # ahead: refused, nothing changed
+            result, error = await stream.send(TOKENS[4:5], "r", sequence_end=True, parameters={"expected_steps": 4})
+            assert error is None and steps(result) == 5
+        await s.sync()
+        assert s.engine.session_count() == 0 and s.engine.store.busy == 0
