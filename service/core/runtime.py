@@ -14,9 +14,9 @@ Three ways of running a batch are used only where a load-time probe
 - ``lone_exact``: one row alone gives what it gives in a batch. onnxruntime's CPU RNN
   op does not (its one-row GEMM path rounds differently); there a lone row runs as
   two copies of itself, so a session's results never depend on who shares its calls.
-- ``wide``: a second session with two intra-op threads, for large batches
-  (``wide_for``: at least WIDE_MIN_ROWS rows of at most WIDE_MAX_T tokens). A lone
-  stream keeps the one-thread session. Only where both sessions agree bitwise.
+- ``wide``: a second session with two intra-op threads (``wide_for``: batches of at
+  least WIDE_MIN_ROWS rows, and any call the caller marks ``alone``: nobody else is
+  waiting, so the second core is idle). Only where both sessions agree bitwise.
 
 The recurrent state is one tuple in the order of ``card.state_names``
 (h and c for LSTM-like cells, h alone for GRU/RNN); nothing here asks which.
@@ -47,14 +47,20 @@ log = logging.getLogger("service.runtime")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
-# The two-thread session runs batches of at least this many rows of at most this many
-# tokens. Measured on the 2-core box (ORT step time and CPU time, B=1..64, T=1/2/4/8, the
-# shipped 2x512 model; `python -m bench.ceiling --threads` prints the table): at T=1 two threads
-# cut the step time from B=8 up at about the same CPU time per step; below 8 rows they
-# cost 10-20% more CPU for little, and at T>=2 the per-time-step thread wake-ups eat the
-# gain (no spinning: the engine shares the box with the front).
+# Which calls the two-thread session runs (``wide_for``). Measured on the 2-core box with
+# `python -m bench.ceiling --threads` (ORT step time and process CPU time per call, 1 vs 2
+# intra-op threads, the shipped 2x512 model, T=1/2/4/8, B=1..64; every pair bitwise equal):
+# - From 8 rows up, at any T, two threads cut the step to 0.55-0.66x at 1.03-1.14x the CPU:
+#   the second core does work the first would have done. A busy server runs these wide.
+#   (The old rule also asked T <= 1, from a run where T >= 2 lost to the per-time-step
+#   thread wake-ups; re-measured, T=8 B>=8 halves the step at ~1.05x CPU, so T is no longer asked.)
+# - Below 8 rows two threads save less (0.8-0.9x the step at T=1 B=1-2 on a quiet box) and cost
+#   1.2-1.4x the CPU, the extra being the wake-ups. When the server is busy that CPU is the
+#   front's, so such calls stay on one thread; when the call is ``alone`` (every caller that may
+#   send a step is in it and nothing is queued: the front and the rest of the engine wait for
+#   it) the second core has nothing else to do, and the lone stream's step runs wide.
+# - No spinning in either session: the engine shares the box with the front.
 WIDE_MIN_ROWS = 8
-WIDE_MAX_T = 1
 
 
 def requested_providers(device: str) -> List[str]:
@@ -213,23 +219,27 @@ class Runtime:
         """One session's state before any token: zeros [L, H] per part."""
         return tuple(np.zeros(self.state_shape, np.float32) for _ in self.card.state_names)
 
-    def wide_for(self, rows: int, width: int) -> bool:
-        """Whether a call of ``rows`` rows, the longest ``width`` tokens, goes to the two-thread session."""
-        return self.wide is not None and rows >= WIDE_MIN_ROWS and width <= WIDE_MAX_T
+    def wide_for(self, rows: int, width: int, alone: bool = False) -> bool:
+        """Whether a call of ``rows`` rows, the longest ``width`` tokens, goes to the two-thread
+        session; ``alone``: nothing else waits for the engine (see WIDE_MIN_ROWS). ``width`` is
+        not asked today (re-measured: two threads pay at every T from 8 rows up); it stays in
+        the signature so a rule that needs it does not change the callers."""
+        return self.wide is not None and (alone or rows >= WIDE_MIN_ROWS)
 
     def run(self, tokens: np.ndarray, state: Tuple[np.ndarray, ...],
-            lengths: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
+            lengths: Optional[np.ndarray] = None, alone: bool = False) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
         """tokens [B,T] int64, state ([L,B,H] float32, ...) -> logits [B,T,V], new state.
 
         ``lengths`` [B] int32 (only when ``mixes``): row b's tokens are its first lengths[b];
-        its logits past them are meaningless and its new state is the one after them."""
+        its logits past them are meaningless and its new state is the one after them.
+        ``alone``: no other caller waits for the engine, so a small call may use the second core."""
         b, t = tokens.shape
         if b == 1 and not self.lone_exact:  # as two copies of itself: exactly what it gets in a batch
             twice = tuple(np.concatenate([part, part], axis=1) for part in state)
             logits, new = self.run(np.concatenate([tokens, tokens]), twice,
-                                   None if lengths is None else np.concatenate([lengths, lengths]))
+                                   None if lengths is None else np.concatenate([lengths, lengths]), alone)
             return logits[:1], tuple(part[:, :1] for part in new)
-        return self._feed(tokens, state, lengths, session=self.wide if self.wide_for(b, t) else None)
+        return self._feed(tokens, state, lengths, session=self.wide if self.wide_for(b, t, alone) else None)
 
     def _feed(self, tokens: np.ndarray, state: Tuple[np.ndarray, ...], lengths: Optional[np.ndarray] = None,
               session: Optional[ort.InferenceSession] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:

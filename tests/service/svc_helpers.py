@@ -49,15 +49,17 @@ class GatedRuntime:
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.shapes: list = []
+        self.alone: list = []  # each call's ``alone`` (no other caller waited for the engine)
 
     def __getattr__(self, name):  # card, providers, state_shape, ... of the real runtime
         return getattr(self.inner, name)
 
-    def run(self, tokens, state, lengths=None):
+    def run(self, tokens, state, lengths=None, alone=False):
         self.entered.set()
         assert self.gate.wait(20), "gate never opened"
         self.shapes.append(tokens.shape)
-        return self.inner.run(tokens, state) if lengths is None else self.inner.run(tokens, state, lengths)
+        self.alone.append(alone)
+        return self.inner.run(tokens, state, lengths, alone)
 
 
 FRONTS_ENV = "LSTM_TEST_FRONTS"  # 1: every serving() below runs as a front process and an engine
