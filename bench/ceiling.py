@@ -30,11 +30,11 @@ def load_runtime(config):
     return Runtime.from_config(load_card(config.model), config)
 
 
-def _plain(rt, ids: np.ndarray, state: tuple):
+def _plain(rt, ids: np.ndarray, state: tuple, alone: bool = False):
     current = [state]
 
     def step() -> None:
-        _, current[0] = rt.run(ids, current[0])
+        _, current[0] = rt.run(ids, current[0], alone=alone)
 
     return step
 
@@ -62,14 +62,17 @@ def _bound(rt, ids: np.ndarray, state0: tuple, device: str):
     return step
 
 
-def measure(rt, batch: int, tokens: int, seconds: float, min_runs: int = 5, bind: str = "") -> dict:
-    """``bind``: "" (IOBinding on "cuda" when the session runs on CUDA, else plain run), or a device name."""
-    layers, hidden = rt.state_shape
-    text = np.frombuffer(TEXT, dtype=np.uint8).astype(np.int64)
-    ids = np.stack([np.roll(text, -7 * b)[:tokens] for b in range(batch)])  # [B, T]
-    state = tuple(np.zeros((layers, batch, hidden), np.float32) for _ in rt.card.state_names)
-    bind = bind or ("cuda" if "CUDAExecutionProvider" in rt.providers else "")
-    step = _bound(rt, ids, state, bind) if bind else _plain(rt, ids, state)
+def _one_row(rt, ids: np.ndarray, state: tuple):
+    """The serving session's own one-row call, as is (no two copies, one thread)."""
+    current = [state]
+
+    def step() -> None:
+        _, current[0] = rt._feed(ids, current[0])
+
+    return step
+
+
+def _times(step, seconds: float, min_runs: int) -> list:
     for _ in range(3):  # warm-up: first runs allocate
         step()
     times = []
@@ -78,15 +81,42 @@ def measure(rt, batch: int, tokens: int, seconds: float, min_runs: int = 5, bind
         t0 = time.perf_counter()
         step()
         times.append(time.perf_counter() - t0)
-    total = sum(times)
+    return times
+
+
+def _ms(times: list) -> dict:
     per_run = np.asarray(times) * 1000.0
-    return {
+    return {"p50": float(np.percentile(per_run, 50)), "p99": float(np.percentile(per_run, 99)),
+            "mean": float(per_run.mean())}
+
+
+def measure(rt, batch: int, tokens: int, seconds: float, min_runs: int = 5, bind: str = "") -> dict:
+    """``bind``: "" (IOBinding on "cuda" when the session runs on CUDA, else plain run), or a device name.
+
+    ``run_ms`` is the call a busy server makes (``rt.run``). At B=1 two more, so the
+    figure a lone stream is held to says what its step really costs: ``row_ms``, the
+    session's own one-row call, and ``lone_ms``, what the server runs for a lone step
+    (``rt.run(alone=True)``: on the two-thread session, and as two copies of the row
+    where one row alone is not exact; ``lone`` says which)."""
+    layers, hidden = rt.state_shape
+    text = np.frombuffer(TEXT, dtype=np.uint8).astype(np.int64)
+    ids = np.stack([np.roll(text, -7 * b)[:tokens] for b in range(batch)])  # [B, T]
+    state = tuple(np.zeros((layers, batch, hidden), np.float32) for _ in rt.card.state_names)
+    bind = bind or ("cuda" if "CUDAExecutionProvider" in rt.providers else "")
+    step = _bound(rt, ids, state, bind) if bind else _plain(rt, ids, state)
+    times = _times(step, seconds, min_runs)
+    total = sum(times)
+    row = {
         "batch": batch, "tokens_per_message": tokens, "runs": len(times), "iobinding": bind or None,
         "steps_per_s": batch * len(times) / total,  # sequences advanced per second (messages)
         "tokens_per_s": batch * tokens * len(times) / total,
-        "run_ms": {"p50": float(np.percentile(per_run, 50)), "p99": float(np.percentile(per_run, 99)),
-                   "mean": float(per_run.mean())},
+        "run_ms": _ms(times),
     }
+    if batch == 1 and not bind:
+        row["row_ms"] = _ms(_times(_one_row(rt, ids, state), seconds / 2, min_runs))
+        row["lone_ms"] = _ms(_times(_plain(rt, ids, state, alone=True), seconds / 2, min_runs))
+        row["lone"] = {"two_copies": not rt.lone_exact, "two_threads": rt.wide_for(1, tokens, alone=True)}
+    return row
 
 
 def thread_rows(model: str, precision: str = "fp32", seconds: float = 0.3,
@@ -110,7 +140,7 @@ def thread_rows(model: str, precision: str = "fp32", seconds: float = 0.3,
         for b in batches:
             ids = np.stack([np.roll(text, -7 * i)[:t] for i in range(b)])
             state = tuple(np.full((layers, b, hidden), 0.1, np.float32) for _ in card.state_names)
-            row = {"batch": b, "tokens": t, "wide": served.wide_for(b, t)}
+            row = {"batch": b, "tokens": t, "wide": served.wide_for(b, t), "wide_alone": served.wide_for(b, t, True)}
             outs = []
             for name, rt in (("1", one), ("2", two)):
                 for _ in range(3):
@@ -131,12 +161,13 @@ def thread_rows(model: str, precision: str = "fp32", seconds: float = 0.3,
 
 def thread_table(rows: list) -> str:
     lines = ["| T | B | 1 thread: step ms | CPU ms | 2 threads: step ms | CPU ms | step x | CPU x | same bits "
-             "| served on |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+             "| served on (busy / alone) |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
+    threads = {False: "1 thread", True: "2 threads"}
     for r in rows:
         lines.append(f"| {r['tokens']} | {r['batch']} | {r['wall_ms_1']:.3f} | {r['cpu_ms_1']:.3f} | "
                      f"{r['wall_ms_2']:.3f} | {r['cpu_ms_2']:.3f} | {r['wall_ms_2'] / r['wall_ms_1']:.2f} | "
                      f"{r['cpu_ms_2'] / r['cpu_ms_1']:.2f} | {'yes' if r['same_bits'] else 'NO'} | "
-                     f"{'2 threads' if r['wide'] else '1 thread'} |")
+                     f"{threads[r['wide']]} / {threads[r['wide_alone']]} |")
     return "\n".join(lines)
 
 
@@ -149,5 +180,8 @@ if __name__ == "__main__":  # python -m bench.ceiling --threads [--model DIR] [-
     parser.add_argument("--model", default="models/shakespeare")
     parser.add_argument("--precision", default="fp32")
     parser.add_argument("--seconds", type=float, default=0.3)
+    parser.add_argument("--batches", default="1,2,4,8,16,32,64", help="batch sizes B [1,2,4,8,16,32,64]")
+    parser.add_argument("--widths", default="1,8", help="tokens per row T [1,8]")
     cli = parser.parse_args()
-    print(thread_table(thread_rows(cli.model, cli.precision, cli.seconds)))
+    ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
+    print(thread_table(thread_rows(cli.model, cli.precision, cli.seconds, ints(cli.batches), ints(cli.widths))))
