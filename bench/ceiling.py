@@ -30,11 +30,11 @@ def load_runtime(config):
     return Runtime.from_config(load_card(config.model), config)
 
 
-def _plain(rt, ids: np.ndarray, state: tuple, alone: bool = False):
+def _plain(rt, ids: np.ndarray, state: tuple):
     current = [state]
 
     def step() -> None:
-        _, current[0] = rt.run(ids, current[0], alone=alone)
+        _, current[0] = rt.run(ids, current[0])
 
     return step
 
@@ -93,11 +93,10 @@ def _ms(times: list) -> dict:
 def measure(rt, batch: int, tokens: int, seconds: float, min_runs: int = 5, bind: str = "") -> dict:
     """``bind``: "" (IOBinding on "cuda" when the session runs on CUDA, else plain run), or a device name.
 
-    ``run_ms`` is the call a busy server makes (``rt.run``). At B=1 two more, so the
-    figure a lone stream is held to says what its step really costs: ``row_ms``, the
-    session's own one-row call, and ``lone_ms``, what the server runs for a lone step
-    (``rt.run(alone=True)``: on the two-thread session, and as two copies of the row
-    where one row alone is not exact; ``lone`` says which)."""
+    ``run_ms`` is the call the server makes (``rt.run``), so at B=1 it is what a lone
+    stream's step costs: two copies of the row where one row alone is not exact
+    (``lone_copies`` 2; service/core/runtime.py). Beside it at B=1, ``row_ms``: the
+    session's own one-row call as is, the model's B=1 step."""
     layers, hidden = rt.state_shape
     text = np.frombuffer(TEXT, dtype=np.uint8).astype(np.int64)
     ids = np.stack([np.roll(text, -7 * b)[:tokens] for b in range(batch)])  # [B, T]
@@ -114,8 +113,7 @@ def measure(rt, batch: int, tokens: int, seconds: float, min_runs: int = 5, bind
     }
     if batch == 1 and not bind:
         row["row_ms"] = _ms(_times(_one_row(rt, ids, state), seconds / 2, min_runs))
-        row["lone_ms"] = _ms(_times(_plain(rt, ids, state, alone=True), seconds / 2, min_runs))
-        row["lone"] = {"two_copies": not rt.lone_exact, "two_threads": rt.wide_for(1, tokens, alone=True)}
+        row["lone_copies"] = 1 if rt.lone_exact else 2
     return row
 
 
@@ -140,7 +138,7 @@ def thread_rows(model: str, precision: str = "fp32", seconds: float = 0.3,
         for b in batches:
             ids = np.stack([np.roll(text, -7 * i)[:t] for i in range(b)])
             state = tuple(np.full((layers, b, hidden), 0.1, np.float32) for _ in card.state_names)
-            row = {"batch": b, "tokens": t, "wide": served.wide_for(b, t), "wide_alone": served.wide_for(b, t, True)}
+            row = {"batch": b, "tokens": t, "wide": served.wide_for(b, t)}
             outs = []
             for name, rt in (("1", one), ("2", two)):
                 for _ in range(3):
@@ -161,13 +159,12 @@ def thread_rows(model: str, precision: str = "fp32", seconds: float = 0.3,
 
 def thread_table(rows: list) -> str:
     lines = ["| T | B | 1 thread: step ms | CPU ms | 2 threads: step ms | CPU ms | step x | CPU x | same bits "
-             "| served on (busy / alone) |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
-    threads = {False: "1 thread", True: "2 threads"}
+             "| served on |", "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['tokens']} | {r['batch']} | {r['wall_ms_1']:.3f} | {r['cpu_ms_1']:.3f} | "
                      f"{r['wall_ms_2']:.3f} | {r['cpu_ms_2']:.3f} | {r['wall_ms_2'] / r['wall_ms_1']:.2f} | "
                      f"{r['cpu_ms_2'] / r['cpu_ms_1']:.2f} | {'yes' if r['same_bits'] else 'NO'} | "
-                     f"{threads[r['wide']]} / {threads[r['wide_alone']]} |")
+                     f"{'2 threads' if r['wide'] else '1 thread'} |")
     return "\n".join(lines)
 
 

@@ -71,7 +71,6 @@ class BatchStats:
     max_dispatch: int = 0
     inline_runs: int = 0
     mixed: int = 0  # model calls that held steps of different lengths
-    alone: int = 0  # model calls made while no other caller waited (the runtime may use two threads)
     wakeups: int = 0  # times the loop woke the sleeping worker (service/core/scheduler.py)
     handoffs: int = 0  # times the worker woke the loop with results
 
@@ -85,11 +84,9 @@ class BatchRunner:
         self.token_seconds: Optional[float] = None  # moving average of a lone step's model time per token
         self._buffers = threading.local()  # per thread: reused gather buffers, one per state part
 
-    def execute(self, steps: List[StepRequest], on_group: Optional[Callable[[List[int], list], None]] = None,
-                alone: bool = False) -> List[Union[StepOutput, ServiceError]]:
+    def execute(self, steps: List[StepRequest],
+                on_group: Optional[Callable[[List[int], list], None]] = None) -> List[Union[StepOutput, ServiceError]]:
         """One output per step, in order; a group whose model call fails gets the error.
-        ``alone``: no other caller waits for the engine (the runtime may then give a small call
-        the second core; service/core/runtime.py, WIDE_MIN_ROWS).
 
         Groups run shortest first, and ``on_group(indices, outputs)`` hears of each but the
         last as soon as it is done: a one-token step batched beside a long prefill chunk is
@@ -99,7 +96,7 @@ class BatchRunner:
         ordered = self.calls([len(step.tokens) for step in steps])
         for n, indices in enumerate(ordered):
             try:
-                results: list = self.run_group([steps[i] for i in indices], alone)
+                results: list = self.run_group([steps[i] for i in indices])
             except Exception as exc:  # noqa: BLE001 - one bad group does not fail the others
                 results = [ServiceError("model run failed", detail=f"{type(exc).__name__}: {exc}")] * len(indices)
             for i, result in zip(indices, results):
@@ -121,7 +118,7 @@ class BatchRunner:
             buckets.setdefault(bucket(lengths[indices[0]]), []).extend(indices)
         return [buckets[k] for k in sorted(buckets)]
 
-    def run_group(self, steps: List[StepRequest], alone: bool = False) -> List[StepOutput]:
+    def run_group(self, steps: List[StepRequest]) -> List[StepOutput]:
         """Steps through one model call (of one length T, or of several where the runtime mixes them)."""
         b = len(steps)
         mark = budget.start()  # the cost timers (proc/budget.py), None when off
@@ -142,9 +139,11 @@ class BatchRunner:
         budget.add("ort.gather", mark, b)
         mark = budget.start()
         started = time.perf_counter()
-        logits, new_state = self.runtime.run(tokens, state, np.array(lengths, np.int32) if mixed else None, alone)
+        if mixed:
+            logits, new_state = self.runtime.run(tokens, state, np.array(lengths, np.int32))
+        else:
+            logits, new_state = self.runtime.run(tokens, state)
         self._count(b, width, time.perf_counter() - started, mixed)
-        self.stats.alone += alone
         budget.add("ort.run", mark, b)
         mark = budget.start()
         scores = score(logits, [s.all_positions for s in steps], [s.top_k for s in steps],

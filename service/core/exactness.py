@@ -73,14 +73,9 @@ def mixed_rows_exact(run: Run, rt) -> bool:
     return all(_row_equal(_alone(run, t, s, True), batch, i, len(t)) for i, (t, s) in enumerate(zip(tokens, states)))
 
 
-# The calls the two-thread session may get (runtime.wide_for): a lone row and small batches
-# (when nothing else waits), large ones of one token and of several, and a mixed one.
-SHAPES = ((1,), (8,), (1,) * 2, (8,) * 3, (1,) * 64, (2,) * 16, (8,) * 8)
-
-
 def same_results(run_a: Run, run_b: Run, rt, lengths: bool) -> bool:
-    """Both runs give bitwise the same outputs on every shape in SHAPES (and a mixed batch)."""
-    shapes = list(SHAPES) + ([LENGTHS * 3] if lengths else [])
+    """Both runs give bitwise the same outputs on a large one-token batch and a mixed one."""
+    shapes = [(1,) * 64, (2,) * 16] + ([LENGTHS * 3] if lengths else [])
     for seed, shape in enumerate(shapes):
         tokens, states = _inputs(rt, shape, seed=10 + seed)
         ids, state, lens = _batch(tokens, states)

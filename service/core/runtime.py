@@ -14,9 +14,9 @@ Three ways of running a batch are used only where a load-time probe
 - ``lone_exact``: one row alone gives what it gives in a batch. onnxruntime's CPU RNN
   op does not (its one-row GEMM path rounds differently); there a lone row runs as
   two copies of itself, so a session's results never depend on who shares its calls.
-- ``wide``: a second session with two intra-op threads (``wide_for``: batches of at
-  least WIDE_MIN_ROWS rows, and any call the caller marks ``alone``: nobody else is
-  waiting, so the second core is idle). Only where both sessions agree bitwise.
+- ``wide``: a second session with two intra-op threads, for large batches
+  (``wide_for``: at least WIDE_MIN_ROWS rows of at most WIDE_MAX_T tokens). A lone
+  stream keeps the one-thread session. Only where both sessions agree bitwise.
 
 The recurrent state is one tuple in the order of ``card.state_names``
 (h and c for LSTM-like cells, h alone for GRU/RNN); nothing here asks which.
@@ -47,20 +47,22 @@ log = logging.getLogger("service.runtime")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
-# Which calls the two-thread session runs (``wide_for``). Measured on the 2-core box with
-# `python -m bench.ceiling --threads` (ORT step time and process CPU time per call, 1 vs 2
-# intra-op threads, the shipped 2x512 model, T=1/2/4/8, B=1..64; every pair bitwise equal):
-# - From 8 rows up, at any T, two threads cut the step to 0.55-0.66x at 1.03-1.14x the CPU:
-#   the second core does work the first would have done. A busy server runs these wide.
-#   (The old rule also asked T <= 1, from a run where T >= 2 lost to the per-time-step
-#   thread wake-ups; re-measured, T=8 B>=8 halves the step at ~1.05x CPU, so T is no longer asked.)
-# - Below 8 rows two threads save less (0.8-0.9x the step at T=1 B=1-2 on a quiet box) and cost
-#   1.2-1.4x the CPU, the extra being the wake-ups. When the server is busy that CPU is the
-#   front's, so such calls stay on one thread; when the call is ``alone`` (every caller that may
-#   send a step is in it and nothing is queued: the front and the rest of the engine wait for
-#   it) the second core has nothing else to do, and the lone stream's step runs wide.
-# - No spinning in either session: the engine shares the box with the front.
+# The two-thread session runs batches of at least WIDE_MIN_ROWS rows of at most WIDE_MAX_T
+# tokens. In-process (`python -m bench.ceiling --threads`: ORT step and CPU time at 1 vs 2
+# intra-op threads, the shipped 2x512 model on the 2-core box; every pair bitwise equal),
+# two threads cut the step from 8 rows up at about the same CPU (T=1: 0.55-0.66x the step at
+# 0.96-1.11x the CPU; T=8: 0.54-0.60x at 1.03-1.14x), and below 8 rows save little
+# (T=1 B=1-2: 0.8-1.0x) at 1.2-1.4x the CPU, the extra being thread wake-ups (no spinning:
+# the engine shares the box with the front). In the server the picture is worse:
+# - T >= 2 stays on one thread: letting T=8 batches of 8+ rows go wide lost in the server at
+#   64 streams K=8, two A/B pairs back to back: 3637 vs 4533 and 2818 vs 3611 tok/s, 860 vs 766
+#   and 957 vs 865 CPU µs per message (the second ORT thread competes with the front for the
+#   other core, and every time step waits for both threads).
+# - A lone stream's step stays on one thread: on two threads (tried, with the scheduler telling
+#   the runtime when nothing else waited) its p50 did not improve (1.13 vs 1.04 ms and 2.13 vs
+#   1.06 ms in two runs) and the server's CPU per message rose 40% (1301 vs 937 µs).
 WIDE_MIN_ROWS = 8
+WIDE_MAX_T = 1
 
 
 def requested_providers(device: str) -> List[str]:
@@ -219,27 +221,23 @@ class Runtime:
         """One session's state before any token: zeros [L, H] per part."""
         return tuple(np.zeros(self.state_shape, np.float32) for _ in self.card.state_names)
 
-    def wide_for(self, rows: int, width: int, alone: bool = False) -> bool:
-        """Whether a call of ``rows`` rows, the longest ``width`` tokens, goes to the two-thread
-        session; ``alone``: nothing else waits for the engine (see WIDE_MIN_ROWS). ``width`` is
-        not asked today (re-measured: two threads pay at every T from 8 rows up); it stays in
-        the signature so a rule that needs it does not change the callers."""
-        return self.wide is not None and (alone or rows >= WIDE_MIN_ROWS)
+    def wide_for(self, rows: int, width: int) -> bool:
+        """Whether a call of ``rows`` rows, the longest ``width`` tokens, goes to the two-thread session."""
+        return self.wide is not None and rows >= WIDE_MIN_ROWS and width <= WIDE_MAX_T
 
     def run(self, tokens: np.ndarray, state: Tuple[np.ndarray, ...],
-            lengths: Optional[np.ndarray] = None, alone: bool = False) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
+            lengths: Optional[np.ndarray] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:
         """tokens [B,T] int64, state ([L,B,H] float32, ...) -> logits [B,T,V], new state.
 
         ``lengths`` [B] int32 (only when ``mixes``): row b's tokens are its first lengths[b];
-        its logits past them are meaningless and its new state is the one after them.
-        ``alone``: no other caller waits for the engine, so a small call may use the second core."""
+        its logits past them are meaningless and its new state is the one after them."""
         b, t = tokens.shape
         if b == 1 and not self.lone_exact:  # as two copies of itself: exactly what it gets in a batch
             twice = tuple(np.concatenate([part, part], axis=1) for part in state)
             logits, new = self.run(np.concatenate([tokens, tokens]), twice,
-                                   None if lengths is None else np.concatenate([lengths, lengths]), alone)
+                                   None if lengths is None else np.concatenate([lengths, lengths]))
             return logits[:1], tuple(part[:, :1] for part in new)
-        return self._feed(tokens, state, lengths, session=self.wide if self.wide_for(b, t, alone) else None)
+        return self._feed(tokens, state, lengths, session=self.wide if self.wide_for(b, t) else None)
 
     def _feed(self, tokens: np.ndarray, state: Tuple[np.ndarray, ...], lengths: Optional[np.ndarray] = None,
               session: Optional[ort.InferenceSession] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, ...]]:

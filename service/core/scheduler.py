@@ -21,10 +21,6 @@ wakes the worker only when it sleeps with nothing queued (``stats.wakeups``),
 and the worker wakes the loop once per model call with that call's results
 (``stats.handoffs``); under load both are per batch, not per message.
 
-A batch runs ``alone`` when nothing is left queued and every active caller is in it:
-then nobody else waits for the engine or keeps the front busy, and the runtime may
-give even a one-row call the second core (service/core/runtime.py, WIDE_MIN_ROWS).
-
 One exception to "the model runs in the worker": a lone step (one active
 caller, nothing running or queued, the previous batch a single step) whose
 measured cost is at most ``inline_max_ms`` runs on the loop thread. The two
@@ -110,7 +106,7 @@ class Scheduler:
             # the worker thread and back costs more than a small model's step.
             self.stats.inline_runs += 1
             mark = budget.start()  # the cost timers (proc/budget.py), None when off
-            (out,) = self.runner.execute([step], alone=True)
+            (out,) = self.runner.execute([step])
             budget.add("engine.batch", mark)
             budget.add_wall("engine.step", mark)
             if isinstance(out, BaseException):
@@ -144,10 +140,9 @@ class Scheduler:
     # -- the worker thread ------------------------------------------------------------------
     def _work(self) -> None:
         while True:
-            taken = self._take()
-            if taken is None:
+            batch = self._take()
+            if batch is None:
                 return
-            batch, alone = taken
             started = time.perf_counter()
 
             def on_group(indices: List[int], outputs: list, batch=batch) -> None:  # answer this group now
@@ -155,7 +150,7 @@ class Scheduler:
 
             outputs: list
             try:
-                outputs = self.runner.execute([step for step, _ in batch], on_group, alone)
+                outputs = self.runner.execute([step for step, _ in batch], on_group)
             except BaseException as exc:  # noqa: BLE001 - delivered to every caller
                 outputs = [exc] * len(batch)
             self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * (time.perf_counter() - started)
@@ -163,11 +158,8 @@ class Scheduler:
             budget.add_wall("engine.batch", budget.mark_at(started), len(batch))  # taken -> results handed back
             self._post(batch, outputs)  # whatever a group did not answer already
 
-    def _take(self) -> Optional[Tuple[List[Queued], bool]]:
-        """The next batch (after waiting for work, and for company where max_delay says so), and
-        whether it runs alone: nothing left queued and every active caller in it, so nobody else
-        waits for the engine or needs the front (the runtime may then give it the second core).
-        None: closed."""
+    def _take(self) -> Optional[List[Queued]]:
+        """The next batch (after waiting for work, and for company where max_delay says so); None: closed."""
         with self._lock:
             while True:
                 while not self._pending and not self._closed:
@@ -197,8 +189,7 @@ class Scheduler:
                     self._last_batch = len(batch)
                     self.stats.max_dispatch = max(self.stats.max_dispatch, len(batch))
                     budget.add("engine.dispatch", mark, len(batch))
-                    alone = not self._pending and (self.active is None or self.active() <= len(batch))
-                    return batch, alone
+                    return batch
 
     def _post(self, queued: List[Queued], outputs: list) -> None:
         """Hand results to the loop: one wake-up of the loop per model call."""

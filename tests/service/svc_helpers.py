@@ -49,17 +49,15 @@ class GatedRuntime:
         self.gate = threading.Event()
         self.entered = threading.Event()
         self.shapes: list = []
-        self.alone: list = []  # each call's ``alone`` (no other caller waited for the engine)
 
     def __getattr__(self, name):  # card, providers, state_shape, ... of the real runtime
         return getattr(self.inner, name)
 
-    def run(self, tokens, state, lengths=None, alone=False):
+    def run(self, tokens, state, lengths=None):
         self.entered.set()
         assert self.gate.wait(20), "gate never opened"
         self.shapes.append(tokens.shape)
-        self.alone.append(alone)
-        return self.inner.run(tokens, state, lengths, alone)
+        return self.inner.run(tokens, state) if lengths is None else self.inner.run(tokens, state, lengths)
 
 
 FRONTS_ENV = "LSTM_TEST_FRONTS"  # 1: every serving() below runs as a front process and an engine

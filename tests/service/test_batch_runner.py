@@ -15,7 +15,7 @@ class Recorder:
     def __init__(self) -> None:
         self.seen = []
 
-    def run(self, tokens, state, lengths=None, alone=False):
+    def run(self, tokens, state):
         h, c = state
         self.seen.append((tokens.copy(), h.copy(), c.copy(), h.dtype, c.dtype))
         b = tokens.shape[0]
@@ -47,7 +47,7 @@ def test_gathered_state_equals_np_stack_across_batch_sizes():
 
 def test_groups_by_length_and_a_failing_group_fails_alone():
     class FailsOnLength3(Recorder):
-        def run(self, tokens, state, lengths=None, alone=False):
+        def run(self, tokens, state):
             if tokens.shape[1] == 3:
                 raise RuntimeError("onnxruntime node X failed")
             return super().run(tokens, state)

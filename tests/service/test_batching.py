@@ -137,7 +137,6 @@ async def test_lone_steps_run_inline_only_when_alone(tiny_model_dir):
     batcher = Batcher(rt, max_batch=64, inline_max_ms=1000, active=lambda: callers[0])
     alone = await drive(batcher, rt, [[1], [2], [3, 4]])
     assert batcher.stats.inline_runs == 2  # the first run measures the cost, in the worker
-    assert batcher.stats.alone == 3  # all three: inline, and in the worker with nothing else waiting
     callers[0] = 2  # another stream is open: its steps may come any moment, so batch
     await drive(batcher, rt, [[1], [2]])
     assert batcher.stats.inline_runs == 2
@@ -145,33 +144,6 @@ async def test_lone_steps_run_inline_only_when_alone(tiny_model_dir):
     plain = Batcher(rt, max_batch=1)
     assert np.array_equal((await drive(plain, rt, [[1], [2], [3, 4]]))[0], alone[0])
     plain.close()
-
-
-async def test_a_batch_runs_alone_only_when_no_other_caller_waits(tiny_model_dir):
-    rt = GatedRuntime(runtime_for(tiny_model_dir))
-    callers = [1]
-    batcher = Batcher(rt, max_batch=64, active=lambda: callers[0])
-    first = asyncio.create_task(drive(batcher, rt, [[1]]))
-    await until(rt.entered.is_set)  # one caller, nothing queued: alone
-    callers[0] = 5  # three steps queue behind it, and a fifth caller may send one any moment
-    three = [asyncio.create_task(drive(batcher, rt, [[2]])) for _ in range(3)]
-    await until(lambda: batcher.depth == 3)
-    rt.gate.set()
-    await asyncio.gather(first, *three)
-    callers[0] = 2  # both callers' steps in one batch, nothing left queued: alone again
-    rt.gate.clear()
-    rt.entered.clear()
-    one = asyncio.create_task(drive(batcher, rt, [[3]]))
-    await until(rt.entered.is_set)
-    two = [asyncio.create_task(drive(batcher, rt, [[4]])) for _ in range(2)]
-    await until(lambda: batcher.depth == 2)
-    rt.gate.set()
-    await asyncio.gather(one, *two)
-    batcher.close()
-    # (1) alone; (3) behind it with a fifth caller open: not; (1) with two open and two queued
-    # behind it: not; then the two queued, every active caller in it and nothing queued: alone.
-    assert rt.shapes == [(1, 1), (3, 1), (1, 1), (2, 1)]
-    assert rt.alone == [True, False, False, True] and batcher.stats.alone == 2
 
 
 async def test_delay_never_applies_to_a_lone_stream(tiny_model_dir):
