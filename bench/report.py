@@ -56,7 +56,8 @@ def ceiling_table(results: dict) -> str:
              _f(c.get("lone_copies")), _f(c["steps_per_s"]), _f(c["tokens_per_s"])]
             for c in results.get("ceiling", [])]
     return _md(["batch B", "tokens T", "run p50 ms (as served)", "one row as is p50 ms",
-                f"after a {LONE_GAP_S * 1000:g} ms idle gap p50 ms", "a lone row runs as copies", "sequences/s", "tokens/s"], rows)
+                f"after a {LONE_GAP_S * 1000:g} ms idle gap p50 ms", "a lone row runs as copies",
+                "sequences/s", "tokens/s"], rows)
 
 
 def compare_table(runs: List[dict]) -> str:
