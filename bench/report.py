@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 from typing import List, Optional
 
+from .ceiling import LONE_GAP_S
 from .targets import _find, line
 from .targets import compare_table as targets_table
 
@@ -49,9 +50,14 @@ def main_table(results: dict) -> str:
 
 
 def ceiling_table(results: dict) -> str:
+    """At B=1 also the one-row call as is, beside the call the server makes (bench/ceiling.py)."""
     rows = [[str(c["batch"]), str(c["tokens_per_message"]), _f(c["run_ms"]["p50"], "{:.3f}"),
-             _f(c["steps_per_s"]), _f(c["tokens_per_s"])] for c in results.get("ceiling", [])]
-    return _md(["batch B", "tokens T", "run p50 ms", "sequences/s", "tokens/s"], rows)
+             _f(c.get("row_ms", {}).get("p50"), "{:.3f}"), _f(c.get("gap_ms", {}).get("p50"), "{:.3f}"),
+             _f(c.get("lone_copies")), _f(c["steps_per_s"]), _f(c["tokens_per_s"])]
+            for c in results.get("ceiling", [])]
+    return _md(["batch B", "tokens T", "run p50 ms (as served)", "one row as is p50 ms",
+                f"after a {LONE_GAP_S * 1000:g} ms idle gap p50 ms", "a lone row runs as copies",
+                "sequences/s", "tokens/s"], rows)
 
 
 def compare_table(runs: List[dict]) -> str:

@@ -47,12 +47,20 @@ log = logging.getLogger("service.runtime")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
-# The two-thread session runs batches of at least this many rows of at most this many
-# tokens. Measured on the 2-core box (ORT step time and CPU time, B=1..64, T=1/2/4/8, the
-# shipped 2x512 model; `python -m bench.ceiling --threads` prints the table): at T=1 two threads
-# cut the step time from B=8 up at about the same CPU time per step; below 8 rows they
-# cost 10-20% more CPU for little, and at T>=2 the per-time-step thread wake-ups eat the
-# gain (no spinning: the engine shares the box with the front).
+# The two-thread session runs batches of at least WIDE_MIN_ROWS rows of at most WIDE_MAX_T
+# tokens. In-process (`python -m bench.ceiling --threads`: ORT step and CPU time at 1 vs 2
+# intra-op threads, the shipped 2x512 model on the 2-core box; every pair bitwise equal),
+# two threads cut the step from 8 rows up at about the same CPU (T=1: 0.55-0.66x the step at
+# 0.96-1.11x the CPU; T=8: 0.54-0.60x at 1.03-1.14x), and below 8 rows save little
+# (T=1 B=1-2: 0.8-1.0x) at 1.2-1.4x the CPU, the extra being thread wake-ups (no spinning:
+# the engine shares the box with the front). In the server the picture is worse:
+# - T >= 2 stays on one thread: letting T=8 batches of 8+ rows go wide lost in the server at
+#   64 streams K=8, two A/B pairs back to back: 3637 vs 4533 and 2818 vs 3611 tok/s, 860 vs 766
+#   and 957 vs 865 CPU µs per message (the second ORT thread competes with the front for the
+#   other core, and every time step waits for both threads).
+# - A lone stream's step stays on one thread: on two threads (tried, with the scheduler telling
+#   the runtime when nothing else waited) its p50 did not improve (1.13 vs 1.04 ms and 2.13 vs
+#   1.06 ms in two runs) and the server's CPU per message rose 40% (1301 vs 937 µs).
 WIDE_MIN_ROWS = 8
 WIDE_MAX_T = 1
 

@@ -13,27 +13,58 @@ def log_softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise log-softmax of [N, V] (float32 in, float32 out)."""
     x = np.asarray(logits, dtype=np.float32)
     shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    total = np.exp(shifted).sum(axis=-1, keepdims=True)
+    # The same operations as shifted - log(total), in place: two fewer temporaries.
+    return np.subtract(shifted, np.log(total, out=total), out=shifted)
 
 
 def top_k(logprobs: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """The k largest entries of each row of [N, V], largest first (ties: lower id first):
-    (ids [N,k], values [N,k])."""
+    """The k largest entries of each row of [N, V], largest first, ties: lower id first
+    (also at the k-th place): (ids [N,k], values [N,k]). Every way below gives exactly
+    that, so a row's answer does not depend on its batch-mates, N, or the k asked."""
     n, v = logprobs.shape
     k = min(k, v)
     if k <= 0:
         return np.zeros((n, 0), np.int64), np.zeros((n, 0), logprobs.dtype)
     if n == 1:  # one row: 1-D indexing is much cheaper
         row = logprobs[0]
-        part = np.argpartition(row, v - k)[v - k :] if k < v else np.arange(v)
-        values = row[part]
-        order = np.argsort(-values, kind="stable")
-        return part[order][None], values[order][None]
+        if k <= ARGMAX_MAX_K:
+            left, picks = row.copy(), []
+            for _ in range(k):
+                i = int(left.argmax())
+                picks.append(i)
+                left[i] = -np.inf
+            values = row[picks]
+            if np.isfinite(values).all():  # else NaN or -inf: a masked entry may have come back
+                return np.array(picks, np.int64)[None], values[None]
+        ids = np.argsort(-row, kind="stable")[:k]
+        return ids[None], row[ids][None]
     rows = np.arange(n)[:, None]
-    part = np.argpartition(logprobs, v - k, axis=-1)[:, v - k :] if k < v else np.broadcast_to(np.arange(v), (n, v))
-    values = logprobs[rows, part]
-    order = np.argsort(-values, axis=-1, kind="stable")
-    return part[rows, order], values[rows, order]
+    if k <= ARGMAX_MAX_K:
+        ids = _by_argmax(logprobs, k)
+        values = logprobs[rows, ids]
+        if np.isfinite(values).all():  # else NaN or -inf: a masked entry may have come back
+            return ids, values
+    ids = np.argsort(-logprobs, axis=1, kind="stable")[:, :k]
+    return ids, logprobs[rows, ids]
+
+
+# Up to this k, k rounds of argmax over a batch beat sorting each row (V=256, B=64, k=5:
+# 27 µs; argpartition + argsort per row, the former way, 93 µs, with ties in argpartition's
+# order rather than by id); one row, k=5: 1-D rounds, about as fast as the former way.
+ARGMAX_MAX_K = 8
+
+
+def _by_argmax(logprobs: np.ndarray, k: int) -> np.ndarray:
+    """The ids of top_k by k rounds of argmax, each taking the largest left in every row
+    (argmax returns the first of equals: ties go to the lower id)."""
+    n = logprobs.shape[0]
+    left, rows = logprobs.copy(), np.arange(n)
+    ids = np.empty((n, k), np.int64)
+    for j in range(k):
+        ids[:, j] = pick = left.argmax(axis=1)
+        left[rows, pick] = -np.inf
+    return ids
 
 
 class Sampler:

@@ -30,6 +30,9 @@ def score(logits: np.ndarray, all_positions: List[bool], ks: List[int],
         if b == 1:
             return [Scores(lp, lp[0].copy(), ids, vals, probs)]
         # Rows are split off by list() on [B, 1, ...] views (in C, not a Python slice each).
+        if ks.count(k) == b:  # one k for all (the usual case): no Python loop body at all
+            return list(map(Scores, list(lp[:, None, :]), map(np.ndarray.copy, lp), list(ids[:, None, :]),
+                            list(vals[:, None, :]), list(probs[:, None, :])))
         rows = zip(list(ids[:, None, :]), list(vals[:, None, :]), list(probs[:, None, :]))
         out = []
         for lp_row, last, (i, v, p), kk in zip(lp[:, None, :], map(np.ndarray.copy, lp), rows, ks):

@@ -46,6 +46,10 @@ def test_service_and_echo_answer_every_message(quick_run):
             assert row["server_cpu"] > 0 and row["client_cpu"] > 0 and row["server_rss_peak_mb"] > 0
     for row in results["ceiling"]:
         assert row["tokens_per_s"] > 0 and row["runs"] >= 5
+        if row["batch"] == 1:  # the one-row call as is, beside the call the server makes
+            assert row["row_ms"]["p50"] > 0 and row["gap_ms"]["p50"] > 0 and row["lone_copies"] in (1, 2)
+        else:
+            assert "row_ms" not in row
 
 
 def test_server_batch_histogram_counts_the_steps(quick_run):
@@ -156,3 +160,13 @@ def test_bench_never_imports_torch():
             "assert not bad, bad\n")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+def test_thread_table_compares_one_and_two_threads_and_says_which_serves(tiny_model_dir):
+    from bench.ceiling import thread_rows, thread_table
+
+    rows = thread_rows(str(tiny_model_dir), seconds=0.01, batches=(1, 8), widths=(1, 4))
+    assert [(r["tokens"], r["batch"]) for r in rows] == [(1, 1), (1, 8), (4, 1), (4, 8)]
+    assert all(r["same_bits"] and r["cpu_ms_1"] > 0 and r["wall_ms_2"] > 0 for r in rows)
+    assert not any(r["wide"] for r in rows if r["batch"] == 1 or r["tokens"] > 1)  # small or long calls: one thread
+    assert "served on" in thread_table(rows).splitlines()[0] and len(thread_table(rows).splitlines()) == 6
