@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import os
 import time
 from typing import Dict, List
 
 import grpc
 
 from . import aio_run
+from .procs import cpu_seconds
 
 METHOD = "/bench.OneStream/Echo"
 PAYLOAD = b"x" * 24
@@ -67,11 +67,6 @@ async def _drive(port: int, streams: int, in_flight: int, messages: int) -> int:
     return answered
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def measure(streams: int, in_flight: int, messages: int) -> Dict[str, float]:
     """One shape on a fresh server: msg/s and the server's CPU µs per message."""
     ports: "mp.Queue" = mp.Queue()
@@ -80,9 +75,9 @@ def measure(streams: int, in_flight: int, messages: int) -> Dict[str, float]:
     try:
         port = ports.get(timeout=30)
         asyncio.run(_drive(port, streams, in_flight, max(200, messages // 10)))  # warm-up
-        cpu, began = _cpu_seconds(server.pid), time.perf_counter()
+        cpu, began = cpu_seconds(server.pid)[0], time.perf_counter()
         answered = asyncio.run(_drive(port, streams, in_flight, messages))
-        seconds, cpu = time.perf_counter() - began, _cpu_seconds(server.pid) - cpu
+        seconds, cpu = time.perf_counter() - began, cpu_seconds(server.pid)[0] - cpu
     finally:
         server.kill()
         server.join(10)

@@ -236,11 +236,12 @@ class Engine(AnswersKept, SessionRecords, SessionLeases, EngineBase):
         """A hold on the session, loaded from its snapshot record first if need be (SessionBusy if
         another call holds it); empty id: a scratch hold. ``yielding``: the hold gives the session
         up between its steps when another call asks for it (core/hold.py)."""
-        if yielding and session_id:
-            return Hold(self, await self.take_session(session_id, caller), caller=caller, session_id=session_id,
-                        yielding=True)
-        await self.resolve(session_id, caller)
-        return self._hold(session_id, end_on_release, caller)
+        if not session_id:
+            return self._scratch_hold(caller)
+        session = await self.take_session(session_id, caller)
+        if yielding:
+            return Hold(self, session, caller=caller, session_id=session_id, yielding=True)
+        return Hold(self, session, end_on_release, caller)
 
     async def take_session(self, session_id: str, caller: Caller = ANYONE) -> Session:
         """The session, loaded if need be and marked busy for one writer (SessionBusy if it is)."""
@@ -248,12 +249,9 @@ class Engine(AnswersKept, SessionRecords, SessionLeases, EngineBase):
         name = self.session_name(session_id, caller)
         return self.store.acquire(name.id, name.owner)
 
-    def _hold(self, session_id: str, end_on_release: bool, caller: Caller) -> Hold:
-        if not session_id:
-            self.scratch_active += 1
-            return Hold(self, None, caller=caller)
-        name = self.session_name(session_id, caller)
-        return Hold(self, self.store.acquire(name.id, name.owner), end_on_release, caller)
+    def _scratch_hold(self, caller: Caller) -> Hold:
+        self.scratch_active += 1
+        return Hold(self, None, caller=caller)
 
     def _new_session(self, session_id: Optional[str], ttl: float, caller: Caller) -> Session:
         name = self.session_name(session_id or "", caller)
@@ -360,7 +358,7 @@ class Engine(AnswersKept, SessionRecords, SessionLeases, EngineBase):
         self.quotas.check_sessions(name.owner, store.owned[name.owner])
         pending: Optional[Pending] = None
         if prompt is not None:
-            scratch = self._hold("", False, caller)
+            scratch = self._scratch_hold(caller)
             try:
                 pending = await scratch.run(prompt, options)
             finally:

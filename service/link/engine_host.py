@@ -56,7 +56,7 @@ class EngineHost:
                 (m.ListSessions, self.list_sessions), (m.ExportSession, self.export_session),
                 (m.ImportSession, self.import_session), (m.ReadState, self.read_state),
                 (m.RecordCommit, self.record_commit), (m.Recall, self.recall),
-                (m.RewindSession, self.rewind_session), (m.HoldYielding, self.hold_yielding),
+                (m.RewindSession, self.rewind_session), (m.HoldYielding, self.hold),
             )}
         assert set(self._handlers) == set(m.Op), "every op has its handler"
 
@@ -193,12 +193,8 @@ class EngineHost:
         hold = await self.engine.open_stream(r.session_id, r.create, r.ttl, r.end_with_stream, r.caller, r.remember)
         return self.keys.add(Held(peer, hold)), hold.info
 
-    async def hold(self, peer, r: m.Hold) -> Tuple[int, int]:
-        hold = await self.engine.hold(r.session_id, r.caller)
-        return self.keys.add(Held(peer, hold)), hold.steps
-
-    async def hold_yielding(self, peer, r: m.HoldYielding) -> Tuple[int, int]:
-        hold = await self.engine.hold(r.session_id, r.caller, yielding=True)
+    async def hold(self, peer, r: m.Hold) -> Tuple[int, int]:  # HOLD and HOLD_YIELDING
+        hold = await self.engine.hold(r.session_id, r.caller, yielding=isinstance(r, m.HoldYielding))
         return self.keys.add(Held(peer, hold)), hold.steps
 
     async def run(self, peer, r: m.Run) -> StepResult:
